@@ -1,0 +1,38 @@
+# Two commands on a fresh machine: `make run` starts the service, `make test` runs every test.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck unit slow train evaluate system-deps clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m app
+
+system-deps:
+	bash scripts/install-system-deps.sh
+
+lint: $(STAMP)
+	$(PY) -m ruff check app ml tests
+	$(PY) -m ruff format --check app ml tests
+
+typecheck: $(STAMP)
+	$(PY) -m mypy
+
+test: $(STAMP) system-deps lint typecheck
+	$(PY) -m pytest
+
+unit: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
+train: $(STAMP)
+	$(PY) -m ml.train --name ich-compact --version 1.0.0 --time-budget-min 35
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,58 @@
+"""Service settings, read from environment variables prefixed ``ICH_``."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+class Settings(BaseSettings):
+    """Every setting has an embedded default, so the service runs with none set."""
+
+    model_config = SettingsConfigDict(env_prefix="ICH_", env_file=".env", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address uvicorn listens on.")
+    port: int = Field(8000, description="Port uvicorn listens on.")
+    workers: int = Field(1, ge=1, description="uvicorn worker processes.")
+    data_dir: Path = Field(
+        PROJECT_ROOT / "data", description="Folder for the SQLite database and stored files."
+    )
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default: SQLite file ich.sqlite3 in the data folder."
+    )
+    storage_dir: Path | None = Field(
+        None, description="Uploaded images, overlays and reports; default: DATA_DIR/storage."
+    )
+    model_store: Path = Field(PROJECT_ROOT / "model_store", description="Folder of model bundles.")
+    default_model: str = Field("ich-compact", description="Model name used when a request names none.")
+    max_upload_mb: float = Field(20.0, gt=0, description="Largest accepted upload, in MiB.")
+    max_image_pixels: int = Field(50_000_000, gt=0, description="Largest accepted image, in pixels.")
+    auth_enabled: bool = Field(True, description="Require API keys; turn off only for local experiments.")
+    api_keys: str = Field("", description="Comma-separated API keys accepted in addition to stored ones.")
+    log_level: str = Field("INFO", description="Python logging level.")
+    inference_threads: int = Field(0, ge=0, description="TensorFlow intra-op threads; 0 uses every core.")
+
+    @property
+    def resolved_storage_dir(self) -> Path:
+        return self.storage_dir or self.data_dir / "storage"
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'ich.sqlite3'}"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    def api_key_list(self) -> list[str]:
+        return [key.strip() for key in self.api_keys.split(",") if key.strip()]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

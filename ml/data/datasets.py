@@ -1,0 +1,171 @@
+"""Readers for the labelled brain CT collections the models learn from and are judged on.
+
+Each reader returns a list of :class:`Sample`: an image path, a 0/1 haemorrhage label and a
+group (the patient), so that splits and patient-level metrics never mix patients.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "DATASET_READERS",
+    "Sample",
+    "default_data_dir",
+    "load_image",
+    "read_ct_ich",
+    "read_datasets",
+    "read_head_ct",
+    "read_labelled_csv",
+]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled image. ``group`` is the patient; ``dataset`` names the collection."""
+
+    path: Path
+    label: int
+    group: str
+    dataset: str
+
+    @property
+    def sample_id(self) -> str:
+        """A stable id for manifests: dataset and path relative to the dataset folder."""
+        return f"{self.dataset}:{self.path.parent.name}/{self.path.name}"
+
+
+def default_data_dir() -> Path:
+    """``ICH_DATA_DIR`` when set, else ``../shared/datasets`` beside the project."""
+    configured = os.environ.get("ICH_DATA_DIR")
+    if configured:
+        return Path(configured)
+    return Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
+
+
+def _read_rows(csv_path: Path) -> list[dict[str, str]]:
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"Label file not found: {csv_path}.")
+    with csv_path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _parse_label(value: str, where: str) -> int:
+    text = value.strip().lower()
+    if text in {"1", "1.0", "true", "yes"}:
+        return 1
+    if text in {"0", "0.0", "false", "no"}:
+        return 0
+    raise ValueError(f"{where}: label must be 0 or 1, got {value!r}.")
+
+
+def read_head_ct(data_dir: Path) -> list[Sample]:
+    """Kaggle head_ct: 1 image per patient, label column ``hemorrhage``."""
+    root = Path(data_dir) / "head_ct"
+    samples = []
+    for row in _read_rows(root / "labels.csv"):
+        path = root / row["image"]
+        samples.append(
+            Sample(
+                path=path,
+                label=_parse_label(row["hemorrhage"], str(path)),
+                group=f"head_ct-{path.stem}",
+                dataset="head_ct",
+            )
+        )
+    return samples
+
+
+def read_ct_ich(data_dir: Path, window: str = "brain") -> list[Sample]:
+    """PhysioNet CT-ICH slices (brain or bone window); rows without an image are skipped."""
+    if window not in {"brain", "bone"}:
+        raise ValueError(f"window must be 'brain' or 'bone', got {window!r}.")
+    root = Path(data_dir) / "ct_ich"
+    samples = []
+    for row in _read_rows(root / "labels.csv"):
+        relative = row[f"{window}_path"].strip()
+        if not relative:
+            continue
+        path = root / relative
+        samples.append(
+            Sample(
+                path=path,
+                label=_parse_label(row["any_hemorrhage"], str(path)),
+                group=f"ct_ich-{row['patient_id'].strip()}",
+                dataset="ct_ich",
+            )
+        )
+    return samples
+
+
+def read_labelled_csv(
+    csv_path: Path,
+    image_col: str = "image",
+    label_col: str = "label",
+    group_col: str | None = "group",
+    dataset: str | None = None,
+) -> list[Sample]:
+    """Any labelled folder: a CSV with an image path (relative to the CSV), a 0/1 label and
+    an optional group (patient id). Without a group column each image is its own patient."""
+    csv_path = Path(csv_path)
+    rows = _read_rows(csv_path)
+    if not rows:
+        raise ValueError(f"{csv_path} has no rows.")
+    columns = set(rows[0].keys())
+    for required in (image_col, label_col):
+        if required not in columns:
+            raise ValueError(
+                f"{csv_path} has no column {required!r}; columns are {sorted(columns)}. "
+                "Name the right ones with --image-col and --label-col."
+            )
+    use_group = group_col is not None and group_col in columns
+    name = dataset or csv_path.parent.name
+    samples = []
+    for index, row in enumerate(rows, start=2):
+        relative = row[image_col].strip()
+        if not relative:
+            raise ValueError(f"{csv_path}, line {index}: empty {image_col!r}.")
+        path = (csv_path.parent / relative).resolve()
+        group = row[group_col].strip() if use_group and group_col else ""
+        samples.append(
+            Sample(
+                path=path,
+                label=_parse_label(row[label_col], f"{csv_path}, line {index}"),
+                group=f"{name}-{group or path.stem}",
+                dataset=name,
+            )
+        )
+    return samples
+
+
+DATASET_READERS = {"head_ct": read_head_ct, "ct_ich": read_ct_ich}
+
+
+def read_datasets(data_dir: Path, names: Iterable[str]) -> list[Sample]:
+    """Samples of several named datasets, in order."""
+    samples: list[Sample] = []
+    for name in names:
+        if name not in DATASET_READERS:
+            raise ValueError(f"Unknown dataset {name!r}; known: {sorted(DATASET_READERS)}.")
+        samples.extend(DATASET_READERS[name](Path(data_dir)))
+    return samples
+
+
+def load_image(path: Path) -> np.ndarray:
+    """Decode an image file (PNG, JPEG, or anything OpenCV reads) without changing depth."""
+    data = np.fromfile(str(path), dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ValueError(f"Could not decode image {path}.")
+    return image
+
+
+def labels_of(samples: Sequence[Sample]) -> np.ndarray:
+    return np.array([sample.label for sample in samples], dtype=np.int32)

@@ -1,0 +1,93 @@
+"""Saving and loading model bundles: ``model.keras`` beside its ``model_card.json``.
+
+Layout: ``<store>/<name>/<version>/{model.keras, model_card.json, *.png, split_manifest.json}``.
+The card carries what serving needs (preprocessing, threshold, Grad-CAM layer) so the
+service never hard-codes them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from ml.data.preprocessing import PreprocessConfig
+
+__all__ = ["ModelBundle", "discover_models", "load_bundle", "read_card", "version_key"]
+
+MODEL_FILE = "model.keras"
+CARD_FILE = "model_card.json"
+
+
+@dataclass
+class ModelBundle:
+    """A loaded model with the card that says how to use it."""
+
+    model: keras.Model
+    card: dict[str, Any]
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return str(self.card["name"])
+
+    @property
+    def version(self) -> str:
+        return str(self.card["version"])
+
+    @property
+    def threshold(self) -> float:
+        return float(self.card["threshold"])
+
+    @property
+    def gradcam_layer(self) -> str:
+        return str(self.card["gradcam_layer"])
+
+    @property
+    def preprocess_config(self) -> PreprocessConfig:
+        return PreprocessConfig.from_dict(self.card["preprocessing"])
+
+
+def read_card(model_dir: Path) -> dict[str, Any]:
+    card_path = Path(model_dir) / CARD_FILE
+    if not card_path.is_file():
+        raise FileNotFoundError(f"No {CARD_FILE} in {model_dir}.")
+    card: dict[str, Any] = json.loads(card_path.read_text(encoding="utf-8"))
+    for key in ("name", "version", "threshold", "gradcam_layer", "preprocessing"):
+        if key not in card:
+            raise ValueError(f"{card_path} lacks the field {key!r}.")
+    return card
+
+
+def load_bundle(model_dir: Path) -> ModelBundle:
+    """Load ``model.keras`` and its card from ``model_dir``."""
+    model_dir = Path(model_dir)
+    card = read_card(model_dir)
+    model_path = model_dir / MODEL_FILE
+    if not model_path.is_file():
+        raise FileNotFoundError(f"No {MODEL_FILE} in {model_dir}.")
+    model = keras.saving.load_model(model_path, compile=False)
+    return ModelBundle(model=model, card=card, path=model_dir)
+
+
+def version_key(version: str) -> tuple[int | str, ...]:
+    """Sort key so that 1.10.0 comes after 1.9.0."""
+    return tuple(int(part) if part.isdigit() else part for part in version.split("."))
+
+
+def discover_models(store: Path) -> dict[str, list[Path]]:
+    """Model directories in ``store`` by name, versions oldest first."""
+    found: dict[str, list[Path]] = {}
+    store = Path(store)
+    if not store.is_dir():
+        return found
+    for card_path in sorted(store.glob(f"*/*/{CARD_FILE}")):
+        model_dir = card_path.parent
+        if (model_dir / MODEL_FILE).is_file():
+            found.setdefault(model_dir.parent.name, []).append(model_dir)
+    for versions in found.values():
+        versions.sort(key=lambda path: version_key(path.name))
+    return found

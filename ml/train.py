@@ -1,0 +1,74 @@
+"""Command line: train a haemorrhage classifier and write its model bundle.
+
+Example::
+
+    python -m ml.train --name ich-compact --version 1.0.0 --backbone compact
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from ml.data.datasets import default_data_dir
+from ml.training import TrainConfig, train
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir())
+    parser.add_argument("--output", type=Path, help="bundle folder (default model_store/NAME/VERSION)")
+    parser.add_argument("--cache-dir", type=Path, default=Path(".cache"))
+    parser.add_argument("--name", default=defaults.name)
+    parser.add_argument("--version", default=defaults.version)
+    parser.add_argument("--datasets", nargs="+", default=defaults.datasets)
+    parser.add_argument("--backbone", default=defaults.backbone)
+    parser.add_argument("--width", type=int, default=defaults.width)
+    parser.add_argument("--image-size", type=int, default=defaults.image_size)
+    parser.add_argument("--clahe", action="store_true")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    parser.add_argument("--patience", type=int, default=defaults.patience)
+    parser.add_argument("--time-budget-min", type=float, default=defaults.time_budget_minutes)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--max-samples", type=int, help="use a random subset (smoke runs)")
+    parser.add_argument("--bootstrap-resamples", type=int, default=defaults.bootstrap_resamples)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    args = parse_args(argv)
+    config = TrainConfig(
+        name=args.name,
+        version=args.version,
+        datasets=args.datasets,
+        backbone=args.backbone,
+        width=args.width,
+        image_size=args.image_size,
+        clahe=args.clahe,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        patience=args.patience,
+        time_budget_minutes=args.time_budget_min,
+        seed=args.seed,
+        max_samples=args.max_samples,
+        bootstrap_resamples=args.bootstrap_resamples,
+    )
+    output = args.output or Path("model_store") / config.name / config.version
+    card = train(config, args.data_dir, output, args.cache_dir)
+    summary = {
+        split: {name: entry["slice"]["metrics"]["auc"]["value"] for name, entry in report.items()}
+        for split, report in card["metrics"].items()
+    }
+    logging.info("Slice-level AUC by split and dataset: %s", json.dumps(summary))
+    logging.info("Model bundle written to %s", output)
+
+
+if __name__ == "__main__":
+    main()
