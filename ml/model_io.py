@@ -16,7 +16,7 @@ import keras
 
 from ml.data.preprocessing import PreprocessConfig
 
-__all__ = ["ModelBundle", "discover_models", "load_bundle", "read_card", "version_key"]
+__all__ = ["ModelBundle", "discover_models", "load_bundle", "read_card", "save_bundle", "version_key"]
 
 MODEL_FILE = "model.keras"
 CARD_FILE = "model_card.json"
@@ -91,3 +91,12 @@ def discover_models(store: Path) -> dict[str, list[Path]]:
     for versions in found.values():
         versions.sort(key=lambda path: version_key(path.name))
     return found
+
+
+def save_bundle(model: keras.Model, card: dict[str, Any], model_dir: Path) -> Path:
+    """Write ``model.keras`` and ``model_card.json`` into ``model_dir``."""
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    model.save(model_dir / MODEL_FILE)
+    (model_dir / CARD_FILE).write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
+    return model_dir

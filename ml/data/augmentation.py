@@ -74,7 +74,8 @@ class Augmenter:
                     (-cfg.zoom_fraction, cfg.zoom_fraction), fill_mode="constant", seed=seed + 3
                 )
             )
-        self._geometric = keras.Sequential(layers, name="geometric_augmentation")
+        # An empty Sequential cannot be built, so a config without geometric changes has none.
+        self._geometric = keras.Sequential(layers, name="geometric_augmentation") if layers else None
         self._generator = tf.random.Generator.from_seed(seed + 4)
 
     def _uniform(self, batch: tf.Tensor, low: float, high: float) -> tf.Tensor:
@@ -103,7 +104,8 @@ class Augmenter:
         cfg = self.config
         images = tf.convert_to_tensor(images, tf.float32)
         batch = tf.shape(images)[0]
-        images = self._geometric(images, training=True)
+        if self._geometric is not None:
+            images = self._geometric(images, training=True)
         # Whole-batch blur and resampling, applied per image through a random mask.
         if cfg.blur_probability > 0:
             mask = self._chance(batch, cfg.blur_probability)

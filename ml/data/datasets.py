@@ -29,17 +29,20 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Sample:
-    """One labelled image. ``group`` is the patient; ``dataset`` names the collection."""
+    """One labelled image. ``group`` is the patient; ``dataset`` names the collection;
+    ``relative_path`` is the image path as the dataset's label file writes it."""
 
     path: Path
     label: int
     group: str
     dataset: str
+    relative_path: str = ""
 
     @property
     def sample_id(self) -> str:
         """A stable id for manifests: dataset and path relative to the dataset folder."""
-        return f"{self.dataset}:{self.path.parent.name}/{self.path.name}"
+        relative = self.relative_path or f"{self.path.parent.name}/{self.path.name}"
+        return f"{self.dataset}:{relative}"
 
 
 def default_data_dir() -> Path:
@@ -78,6 +81,7 @@ def read_head_ct(data_dir: Path) -> list[Sample]:
                 label=_parse_label(row["hemorrhage"], str(path)),
                 group=f"head_ct-{path.stem}",
                 dataset="head_ct",
+                relative_path=row["image"].strip(),
             )
         )
     return samples
@@ -100,6 +104,7 @@ def read_ct_ich(data_dir: Path, window: str = "brain") -> list[Sample]:
                 label=_parse_label(row["any_hemorrhage"], str(path)),
                 group=f"ct_ich-{row['patient_id'].strip()}",
                 dataset="ct_ich",
+                relative_path=relative,
             )
         )
     return samples
@@ -138,8 +143,11 @@ def read_labelled_csv(
             Sample(
                 path=path,
                 label=_parse_label(row[label_col], f"{csv_path}, line {index}"),
-                group=f"{name}-{group or path.stem}",
+                # Without a patient id the image's own path (unique, unlike its file name
+                # across folders such as p1/1.png and p2/1.png) makes it its own patient.
+                group=f"{name}-{group or relative}",
                 dataset=name,
+                relative_path=relative,
             )
         )
     return samples

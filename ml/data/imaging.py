@@ -8,6 +8,7 @@ how the training slices were exported.
 from __future__ import annotations
 
 import io
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,7 +129,10 @@ def dicom_to_hounsfield(dataset: Any) -> np.ndarray:
         raise UnsupportedImageError(
             f"Only single-frame greyscale DICOM slices are accepted; this one has shape {pixels.shape}."
         )
-    hounsfield = np.asarray(apply_modality_lut(pixels, dataset), dtype=np.float32)
+    try:
+        hounsfield = np.asarray(apply_modality_lut(pixels, dataset), dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise ImageDecodeError(f"The DICOM rescale values are not numbers: {exc}") from exc
     if not np.isfinite(hounsfield).all():
         raise ImageDecodeError("The DICOM rescale values give non-finite Hounsfield units.")
     return hounsfield
@@ -160,13 +164,28 @@ def _dicom_metadata(dataset: Any) -> dict[str, Any]:
 
 def _decode_dicom(data: bytes, window: Window, max_pixels: int) -> DecodedImage:
     import pydicom
-    from pydicom.errors import InvalidDicomError
+    from pydicom.errors import BytesLengthException, InvalidDicomError
 
     try:
         dataset = pydicom.dcmread(io.BytesIO(data))
-    except (InvalidDicomError, EOFError, ValueError, TypeError, AttributeError, KeyError) as exc:
+        # pydicom parses elements lazily: touch every one now, so that a truncated or damaged
+        # header fails here as ImageDecodeError instead of later as a pydicom or struct error.
+        dataset.walk(lambda _dataset, _element: None)
+        rows, columns = int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0)
+        metadata = _dicom_metadata(dataset)
+    except (
+        InvalidDicomError,
+        BytesLengthException,
+        struct.error,
+        EOFError,
+        OSError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        KeyError,
+        NotImplementedError,
+    ) as exc:
         raise ImageDecodeError(f"The DICOM file could not be read: {exc}") from exc
-    rows, columns = int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0)
     if rows * columns > max_pixels:
         raise ImageDecodeError(f"The DICOM image claims {rows} x {columns} pixels, over the limit.")
     hounsfield = dicom_to_hounsfield(dataset)
@@ -174,7 +193,7 @@ def _decode_dicom(data: bytes, window: Window, max_pixels: int) -> DecodedImage:
         format="dicom",
         pixels=window.apply_uint8(hounsfield),
         hounsfield=hounsfield,
-        metadata=_dicom_metadata(dataset),
+        metadata=metadata,
     )
 
 

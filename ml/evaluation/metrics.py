@@ -102,6 +102,8 @@ def choose_threshold(
     y_true: Sequence[int] | np.ndarray, y_prob: Sequence[float] | np.ndarray, target_sensitivity: float = 0.95
 ) -> float:
     """The highest threshold whose sensitivity on these data is at least ``target_sensitivity``."""
+    if not 0 < target_sensitivity <= 1:
+        raise ValueError(f"target_sensitivity must lie in (0, 1], got {target_sensitivity}.")
     labels, probabilities = _as_arrays(y_true, y_prob)
     positive = np.sort(probabilities[labels == 1])
     if positive.size == 0:

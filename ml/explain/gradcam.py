@@ -33,7 +33,9 @@ class GradCam:
             ) from exc
         self.layer_name = layer_name
         self._model = keras.Model(model.inputs, [target.output, logit.output])
-        self._compute = tf.function(self._forward, reduce_retracing=True)
+        # A fixed signature (any batch size, the model's input grid) compiles the graph once.
+        spec = tf.TensorSpec([None, *model.inputs[0].shape[1:]], tf.float32)
+        self._compute = tf.function(self._forward, input_signature=[spec])
 
     def _forward(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         with tf.GradientTape() as tape:

@@ -20,13 +20,15 @@ GRADCAM_LAYERS = {
     "densenet121": "relu",
 }
 BACKBONES = tuple(GRADCAM_LAYERS)
+# Batch-norm statistics settle within a few epochs of a small dataset (default 0.99 lags).
+BN_MOMENTUM = 0.9
 
 
 def _conv_block(x: keras.KerasTensor, filters: int, name: str, separable: bool) -> keras.KerasTensor:
     conv = layers.SeparableConv2D if separable else layers.Conv2D
     for index in (1, 2):
         x = conv(filters, 3, padding="same", use_bias=False, name=f"{name}_conv{index}")(x)
-        x = layers.BatchNormalization(name=f"{name}_bn{index}")(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn{index}")(x)
         x = layers.Activation("relu", name=f"{name}_relu{index}")(x)
     return x
 
@@ -34,7 +36,7 @@ def _conv_block(x: keras.KerasTensor, filters: int, name: str, separable: bool) 
 def _compact_features(inputs: keras.KerasTensor, width: int) -> keras.KerasTensor:
     # Stem: a strided 5x5 convolution halves the grid cheaply (224 -> 112).
     x = layers.Conv2D(width, 5, strides=2, padding="same", use_bias=False, name="stem_conv")(inputs)
-    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="stem_bn")(x)
     x = layers.Activation("relu", name="stem_relu")(x)
     # 112 -> 56 -> 28 -> 14; separable convolutions past the first block keep it light.
     for stage, multiplier in enumerate((1, 2, 4), start=1):

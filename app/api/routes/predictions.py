@@ -1,0 +1,163 @@
+"""Slice predictions: create, list, read, files, delete."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile, status
+from fastapi.concurrency import run_in_threadpool
+
+from app.api.deps import CurrentUser, PredictionServiceDep, SettingsDep
+from app.core.errors import InvalidUpload, NotFound, UploadTooLarge
+from app.db import Prediction
+from app.schemas import ImageInfo, ModelRef, PredictionLinks, PredictionOut, PredictionPage, StudyFields
+from app.services.predictions import UploadFields
+
+router = APIRouter(prefix="/api/v1/predictions", tags=["predictions"])
+
+FILE_TYPES = {
+    "original.png": "image/png",
+    "overlay.png": "image/png",
+    "heatmap.png": "image/png",
+    "report.pdf": "application/pdf",
+}
+
+
+def to_schema(prediction: Prediction, request: Request) -> PredictionOut:
+    base = str(request.url_for("read_prediction", prediction_id=prediction.id).path)
+    return PredictionOut(
+        id=prediction.id,
+        created_at=prediction.created_at,
+        probability=prediction.probability,
+        label=prediction.label,
+        threshold=prediction.threshold,
+        model=ModelRef(name=prediction.model_name, version=prediction.model_version),
+        image=ImageInfo(
+            format=prediction.source_format,
+            width=prediction.image_width,
+            height=prediction.image_height,
+        ),
+        study=StudyFields(
+            patient_name=prediction.patient_name,
+            patient_id=prediction.patient_id,
+            study_description=prediction.study_description,
+            study_date=prediction.study_date,
+            requesting_clinician=prediction.requesting_clinician,
+        ),
+        timings_ms=prediction.timings_ms or {},
+        links=PredictionLinks(
+            self=base,
+            original=f"{base}/original.png",
+            overlay=f"{base}/overlay.png",
+            heatmap=f"{base}/heatmap.png",
+            report=f"{base}/report.pdf",
+        ),
+    )
+
+
+def _checked_id(prediction_id: str) -> str:
+    try:
+        return str(uuid.UUID(prediction_id))
+    except ValueError as exc:
+        raise NotFound(f"No prediction with id {prediction_id!r}.") from exc
+
+
+async def read_limited(upload: UploadFile, limit: int) -> bytes:
+    """Read an upload, refusing it as soon as it passes ``limit`` bytes."""
+    chunks = []
+    size = 0
+    while chunk := await upload.read(1024 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise UploadTooLarge(f"The file is larger than the limit of {limit / 1024 / 1024:.0f} MiB.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _clean(value: str | None, limit: int) -> str | None:
+    if value is None:
+        return None
+    text = value.strip()
+    if len(text) > limit:
+        raise InvalidUpload(f"A form field is longer than {limit} characters.")
+    return text or None
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=PredictionOut)
+async def create_prediction(
+    request: Request,
+    user: CurrentUser,
+    service: PredictionServiceDep,
+    settings: SettingsDep,
+    file: Annotated[
+        UploadFile, File(description="One CT slice: PNG, JPEG or DICOM (detected from content).")
+    ],
+    patient_name: Annotated[str | None, Form()] = None,
+    patient_id: Annotated[str | None, Form()] = None,
+    study_description: Annotated[str | None, Form()] = None,
+    requesting_clinician: Annotated[str | None, Form()] = None,
+    model: Annotated[str | None, Query(description="Model name; default model when omitted.")] = None,
+    model_version: Annotated[str | None, Query(description="Model version; newest when omitted.")] = None,
+) -> PredictionOut:
+    """Analyse one CT slice: haemorrhage probability, Grad-CAM heat map and a PDF report."""
+    data = await read_limited(file, settings.max_upload_bytes)
+    fields = UploadFields(
+        patient_name=_clean(patient_name, 200),
+        patient_id=_clean(patient_id, 100),
+        study_description=_clean(study_description, 300),
+        requesting_clinician=_clean(requesting_clinician, 200),
+    )
+    prediction = await run_in_threadpool(service.create, data, fields, model, model_version)
+    return to_schema(prediction, request)
+
+
+@router.get("", response_model=PredictionPage)
+def list_predictions(
+    request: Request,
+    user: CurrentUser,
+    service: PredictionServiceDep,
+    page: Annotated[int, Query(ge=1)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=200)] = 20,
+    label: Annotated[Literal["hemorrhage", "no_hemorrhage"] | None, Query()] = None,
+    patient_id: Annotated[str | None, Query(max_length=100)] = None,
+    positives_first: bool = False,
+) -> PredictionPage:
+    """Stored predictions, newest first (optionally haemorrhage-positive first)."""
+    items, total = service.list(page, page_size, label, patient_id, positives_first)
+    return PredictionPage(
+        items=[to_schema(item, request) for item in items], total=total, page=page, page_size=page_size
+    )
+
+
+@router.get("/{prediction_id}", response_model=PredictionOut)
+def read_prediction(
+    prediction_id: str, request: Request, user: CurrentUser, service: PredictionServiceDep
+) -> PredictionOut:
+    """One prediction."""
+    return to_schema(service.get(_checked_id(prediction_id)), request)
+
+
+@router.get(
+    "/{prediction_id}/{file_name}",
+    responses={200: {"content": {"image/png": {}, "application/pdf": {}}}},
+    response_class=Response,
+)
+def read_prediction_file(
+    prediction_id: str, file_name: str, user: CurrentUser, service: PredictionServiceDep
+) -> Response:
+    """A file of a prediction: original.png, overlay.png, heatmap.png or report.pdf."""
+    if file_name not in FILE_TYPES:
+        raise NotFound(f"No file {file_name!r}; available: {', '.join(FILE_TYPES)}.")
+    data = service.read_file(_checked_id(prediction_id), file_name)
+    headers = {"Cache-Control": "private, max-age=3600"}
+    if file_name.endswith(".pdf"):
+        headers["Content-Disposition"] = f'attachment; filename="ich-report-{prediction_id}.pdf"'
+    return Response(content=data, media_type=FILE_TYPES[file_name], headers=headers)
+
+
+@router.delete("/{prediction_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+def delete_prediction(prediction_id: str, user: CurrentUser, service: PredictionServiceDep) -> Response:
+    """Delete a prediction and its files."""
+    service.delete(_checked_id(prediction_id))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

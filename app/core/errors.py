@@ -1,0 +1,72 @@
+"""Domain errors raised by services, and the handlers that turn them into JSON responses."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+logger = logging.getLogger(__name__)
+
+
+class ServiceError(Exception):
+    """Base class: ``status_code`` and a ``detail`` a person can act on."""
+
+    status_code = 500
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class InvalidUpload(ServiceError):
+    status_code = 400
+
+
+class UploadTooLarge(ServiceError):
+    status_code = 413
+
+
+class UnsupportedImage(ServiceError):
+    status_code = 415
+
+
+class NotFound(ServiceError):
+    status_code = 404
+
+
+class ModelUnavailable(ServiceError):
+    status_code = 503
+
+
+class StorageUnavailable(ServiceError):
+    status_code = 503
+
+
+def _describe_validation(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        location = [str(item) for item in error.get("loc", ()) if item not in ("body", "query", "path")]
+        field = ".".join(location) or "request"
+        parts.append(f"{field}: {error.get('msg', 'invalid')}")
+    return "Invalid request. " + "; ".join(parts)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map domain and validation errors to ``{"detail": ...}`` JSON responses."""
+
+    @app.exception_handler(ServiceError)
+    async def handle_service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        if exc.status_code >= 500:
+            logger.error("%s on %s: %s", type(exc).__name__, request.url.path, exc.detail)
+        return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail})
+
+    @app.exception_handler(RequestValidationError)
+    async def handle_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": list(error.get("loc", ())), "msg": error.get("msg", ""), "type": error.get("type", "")}
+            for error in exc.errors()
+        ]
+        return JSONResponse(status_code=422, content={"detail": _describe_validation(exc), "errors": errors})

@@ -1,0 +1,118 @@
+"""Application factory: ``create_app(settings)``; ``app`` is the instance uvicorn serves."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.api.routes import health, models, predictions
+from app.core.config import Settings, get_settings
+from app.core.errors import install_error_handlers
+from app.core.limits import BodySizeLimit, upload_limit_bytes
+from app.db import Database
+from app.services.auth import KeyStore
+from app.services.storage import FileStore
+
+logger = logging.getLogger("app")
+
+DISCLAIMER = "Decision support only. Not for clinical use."
+
+
+def configure_logging(level: str) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root.setLevel(level.upper())
+
+
+def configure_tensorflow(threads: int) -> None:
+    import tensorflow as tf
+
+    if threads > 0:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:
+            logger.debug("TensorFlow threads were already configured.")
+
+
+def ensure_api_key(settings: Settings, keys: KeyStore) -> None:
+    """With authentication on and no key anywhere, create one and show it once."""
+    if not settings.auth_enabled:
+        logger.warning(
+            "Authentication is OFF (ICH_AUTH_ENABLED=false): anyone who reaches the service can use it."
+        )
+        return
+    if keys.has_any():
+        return
+    key = keys.create("initial")
+    # Shown once on the console, as a notebook server shows its token; only its hash is stored.
+    sys.stderr.write(
+        "\n    No API key existed, so one was created. Keep it; it is not shown again:\n"
+        f"        {key}\n"
+        "    Send it as 'Authorization: Bearer <key>'; manage keys with 'python -m app.cli keys'.\n\n"
+    )
+    sys.stderr.flush()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the service; nothing heavy happens until the lifespan starts."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from app.db import Prediction
+        from app.services.inference import ModelRegistry
+        from app.services.predictions import PredictionService
+
+        configure_logging(settings.log_level)
+        configure_tensorflow(settings.inference_threads)
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        database = Database(settings.resolved_database_url)
+        database.create_schema()
+        files = FileStore(settings.resolved_storage_dir)
+        files.prepare()
+        with database.session() as session:
+            known = set(session.scalars(Prediction.__table__.select().with_only_columns(Prediction.id)))
+        removed = files.remove_incomplete(known)
+        if removed:
+            logger.warning("Removed %d incomplete prediction folders left by an interrupted run.", removed)
+        registry = ModelRegistry.from_store(settings.model_store, settings.default_model)
+        if not registry.ready:
+            logger.error(
+                "Default model %r not found in %s; predictions answer 503.",
+                settings.default_model,
+                settings.model_store,
+            )
+        keys = KeyStore(database, settings.api_key_list())
+        ensure_api_key(settings, keys)
+        app.state.settings = settings
+        app.state.database = database
+        app.state.files = files
+        app.state.registry = registry
+        app.state.keys = keys
+        app.state.predictions = PredictionService(database, files, registry, settings.max_image_pixels)
+        logger.info("Ready: models %s", [f"{m['name']}/{m['version']}" for m in registry.describe()])
+        yield
+        database.dispose()
+
+    app = FastAPI(
+        title="ICH Detect",
+        summary="Intracranial haemorrhage detection on brain CT. " + DISCLAIMER,
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.add_middleware(BodySizeLimit, max_bytes=upload_limit_bytes(settings.max_upload_bytes))
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(predictions.router)
+    app.include_router(models.router)
+    return app
+
+
+app = create_app()

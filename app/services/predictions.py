@@ -1,0 +1,247 @@
+"""Creating, reading and deleting predictions: the database row and its files together."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.core.errors import NotFound, StorageUnavailable
+from app.db import Database, Prediction, utcnow
+from app.services.inference import ModelRegistry, SliceResult, decode_upload, encode_png
+from app.services.storage import FileStore
+
+logger = logging.getLogger(__name__)
+
+LIMITATIONS_FALLBACK = [
+    "Research software: not a medical device and not for clinical use.",
+    "A negative result does not exclude haemorrhage.",
+]
+
+
+@dataclass(frozen=True)
+class UploadFields:
+    """Optional patient and study fields sent with an upload (they override DICOM's)."""
+
+    patient_name: str | None = None
+    patient_id: str | None = None
+    study_description: str | None = None
+    requesting_clinician: str | None = None
+
+
+def short_id(value: str) -> str:
+    """A log-safe reference to an identifier: the first characters of its hash."""
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()[:10]
+
+
+def _first(*values: Any) -> str | None:
+    for value in values:
+        if value is not None and str(value).strip():
+            return str(value).strip()
+    return None
+
+
+class PredictionService:
+    """The one place that writes predictions; routes and pages call it."""
+
+    def __init__(
+        self, database: Database, files: FileStore, registry: ModelRegistry, max_pixels: int
+    ) -> None:
+        self.database = database
+        self.files = files
+        self.registry = registry
+        self.max_pixels = max_pixels
+
+    def analyse(
+        self, data: bytes, model_name: str | None = None, model_version: str | None = None
+    ) -> SliceResult:
+        """Decode and classify without storing anything."""
+        started = time.perf_counter()
+        decoded = decode_upload(data, self.max_pixels)
+        decode_ms = (time.perf_counter() - started) * 1000.0
+        result = self.registry.get(model_name, model_version).predict(decoded)
+        result.timings_ms = {"decode": decode_ms, **result.timings_ms}
+        return result
+
+    def create(
+        self,
+        data: bytes,
+        fields: UploadFields,
+        model_name: str | None = None,
+        model_version: str | None = None,
+    ) -> Prediction:
+        """Analyse one slice and store it: files first, then the row, all or nothing."""
+        total_started = time.perf_counter()
+        result = self.analyse(data, model_name, model_version)
+        metadata = result.decoded.metadata
+        started = time.perf_counter()
+        heat8 = (result.heatmap * 255.0).round().astype("uint8")
+        files = {
+            "original.png": encode_png(result.decoded.pixels),
+            "overlay.png": encode_png(result.overlay),
+            "heatmap.png": encode_png(heat8),
+        }
+        result.timings_ms["encode"] = (time.perf_counter() - started) * 1000.0
+        prediction_id = str(uuid.uuid4())
+        prediction = Prediction(
+            id=prediction_id,
+            created_at=utcnow(),
+            model_name=result.model_name,
+            model_version=result.model_version,
+            probability=result.probability,
+            label=result.label,
+            threshold=result.threshold,
+            source_format=result.decoded.format,
+            image_width=result.width,
+            image_height=result.height,
+            patient_name=_first(fields.patient_name, metadata.get("patient_name")),
+            patient_id=_first(fields.patient_id, metadata.get("patient_id")),
+            study_description=_first(fields.study_description, metadata.get("study_description")),
+            study_date=_first(metadata.get("study_date")),
+            requesting_clinician=_first(fields.requesting_clinician),
+            details={
+                key: metadata.get(key)
+                for key in (
+                    "modality",
+                    "study_instance_uid",
+                    "series_instance_uid",
+                    "sop_instance_uid",
+                    "pixel_spacing_mm",
+                )
+                if metadata.get(key) is not None
+            },
+        )
+        started = time.perf_counter()
+        self.files.save_prediction(prediction_id, files)
+        try:
+            result.timings_ms["storage"] = (time.perf_counter() - started) * 1000.0
+            result.timings_ms["total"] = (time.perf_counter() - total_started) * 1000.0
+            prediction.timings_ms = {key: round(value, 2) for key, value in result.timings_ms.items()}
+            with self.database.session() as session:
+                session.add(prediction)
+        except SQLAlchemyError as exc:
+            self.files.delete(prediction_id)
+            logger.error("Could not store the prediction row: %s", type(exc).__name__)
+            raise StorageUnavailable(
+                "The result could not be saved because the database is not reachable; nothing was "
+                "saved. Try again, or ask the administrator to check the database."
+            ) from exc
+        except BaseException:
+            self.files.delete(prediction_id)
+            raise
+        logger.info(
+            "prediction %s stored: label=%s model=%s/%s",
+            prediction_id,
+            prediction.label,
+            prediction.model_name,
+            prediction.model_version,
+        )
+        return prediction
+
+    def get(self, prediction_id: str) -> Prediction:
+        with self.database.session() as session:
+            prediction = session.get(Prediction, prediction_id)
+        if prediction is None:
+            raise NotFound(f"No prediction with id {prediction_id}.")
+        return prediction
+
+    def list(
+        self,
+        page: int = 1,
+        page_size: int = 20,
+        label: str | None = None,
+        patient_id: str | None = None,
+        positives_first: bool = False,
+    ) -> tuple[list[Prediction], int]:
+        query = select(Prediction)
+        if label:
+            query = query.where(Prediction.label == label)
+        if patient_id:
+            query = query.where(Prediction.patient_id.contains(patient_id))
+        order = [Prediction.created_at.desc(), Prediction.id]
+        if positives_first:
+            # "hemorrhage" sorts before "no_hemorrhage".
+            order.insert(0, Prediction.label.asc())
+        with self.database.session() as session:
+            total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+            items = list(
+                session.scalars(query.order_by(*order).offset((page - 1) * page_size).limit(page_size))
+            )
+        return items, int(total)
+
+    def delete(self, prediction_id: str) -> None:
+        with self.database.session() as session:
+            prediction = session.get(Prediction, prediction_id)
+            if prediction is None:
+                raise NotFound(f"No prediction with id {prediction_id}.")
+            session.delete(prediction)
+        self.files.delete(prediction_id)
+
+    def read_file(self, prediction_id: str, name: str) -> bytes:
+        prediction = self.get(prediction_id)
+        if name == "report.pdf" and not self.files.exists(prediction_id, name):
+            self.files.write(prediction_id, name, self.render_report(prediction))
+        return self.files.read(prediction_id, name)
+
+    def render_report(self, prediction: Prediction) -> bytes:
+        from app.services.reporting import ReportModelInfo, SliceReport, render_slice_report
+
+        card = self._card(prediction.model_name, prediction.model_version)
+        report = SliceReport(
+            report_id=prediction.id,
+            created_at=prediction.created_at,
+            probability=prediction.probability,
+            label=prediction.label,
+            threshold=prediction.threshold,
+            original_png=self.files.read(prediction.id, "original.png"),
+            overlay_png=self.files.read(prediction.id, "overlay.png"),
+            model=ReportModelInfo(
+                name=prediction.model_name, version=prediction.model_version, metrics=card_metrics(card)
+            ),
+            limitations=list(card.get("limitations", LIMITATIONS_FALLBACK)) if card else LIMITATIONS_FALLBACK,
+            patient_name=prediction.patient_name,
+            patient_id=prediction.patient_id,
+            study_description=prediction.study_description,
+            study_date=prediction.study_date,
+            requesting_clinician=prediction.requesting_clinician,
+            source_format=prediction.source_format,
+        )
+        return render_slice_report(report)
+
+    def _card(self, name: str, version: str) -> dict[str, Any]:
+        try:
+            return self.registry.get(name, version).bundle.card
+        except Exception:
+            return {}
+
+
+DATASET_TITLES = {"ct_ich": "CT-ICH", "head_ct": "head_ct", "all": "all test images"}
+
+
+def card_metrics(card: dict[str, Any]) -> dict[str, str]:
+    """Headline test metrics of a model card as label -> "value (95% CI low-high)"."""
+    summary: dict[str, str] = {}
+    test = card.get("metrics", {}).get("test", {})
+    for dataset in ("ct_ich", "head_ct"):
+        entry = test.get(dataset)
+        if not entry:
+            continue
+        title = DATASET_TITLES[dataset]
+        for level in ("slice", "patient"):
+            metrics = entry.get(level, {}).get("metrics", {})
+            for metric in ("auc", "sensitivity", "specificity"):
+                value = metrics.get(metric)
+                if not value or value.get("value") is None:
+                    continue
+                low, high = value.get("ci95", [None, None])
+                interval = f" (95% CI {low:.2f}-{high:.2f})" if low is not None and high is not None else ""
+                summary[f"Test {metric.upper() if metric == 'auc' else metric}, {title} {level}s"] = (
+                    f"{value['value']:.2f}{interval}"
+                )
+    return summary

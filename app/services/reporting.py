@@ -1,0 +1,657 @@
+"""The PDF diagnostic report for one CT slice.
+
+The report is decision support, not a diagnosis: every page says "Not for clinical use" and carries
+the model name and version, as MONAI Deploy stamps its model information on each output.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+from xml.sax.saxutils import escape
+
+import cv2
+import numpy as np
+from PIL import Image as PILImage
+from reportlab.lib import colors
+from reportlab.lib.enums import TA_CENTER, TA_RIGHT
+from reportlab.lib.pagesizes import A4
+from reportlab.lib.styles import ParagraphStyle
+from reportlab.lib.units import mm
+from reportlab.pdfgen.canvas import Canvas
+from reportlab.platypus import (
+    Flowable,
+    Image,
+    KeepTogether,
+    ListFlowable,
+    ListItem,
+    Paragraph,
+    SimpleDocTemplate,
+    Spacer,
+    Table,
+    TableStyle,
+)
+
+logger = logging.getLogger(__name__)
+
+HEMORRHAGE = "hemorrhage"
+NO_HEMORRHAGE = "no_hemorrhage"
+NOT_GIVEN = "not given"
+
+_TITLE = "Intracranial haemorrhage analysis"
+_BANNER = "NOT FOR CLINICAL USE \u2013 decision support only, not a diagnosis"
+
+_PAGE_WIDTH, _PAGE_HEIGHT = A4
+_MARGIN = 15 * mm
+_FOOTER_MARGIN = 18 * mm
+_CONTENT_WIDTH = _PAGE_WIDTH - 2 * _MARGIN
+_IMAGE_GAP = 6 * mm
+_SECTION_GAP = 3.5 * mm
+_IMAGE_MAX_HEIGHT = 62 * mm
+# Longest side, in pixels, of an embedded image: about 300 dpi at the printed size.
+_IMAGE_MAX_PIXELS = 1024
+
+_NAVY = colors.HexColor("#1F3A5F")
+_BANNER_RED = colors.HexColor("#A4161A")
+_POSITIVE = colors.HexColor("#A4161A")
+_POSITIVE_TINT = colors.HexColor("#FCEBEA")
+_NEGATIVE = colors.HexColor("#1F3A5F")
+_NEGATIVE_TINT = colors.HexColor("#EAF0F7")
+_LABEL_GREY = colors.HexColor("#F1F3F5")
+_RULE_GREY = colors.HexColor("#C7CCD1")
+_MUTED = colors.HexColor("#5A6570")
+
+# C0 control characters other than tab and newline are not text and would corrupt the PDF strings.
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class ReportModelInfo:
+    """The model that produced the finding.
+
+    Attributes:
+        name: model name, e.g. ``"ich-compact"``.
+        version: model version, e.g. ``"1.0.0"``.
+        metrics: ordered label -> formatted value, as shown in the report.
+    """
+
+    name: str
+    version: str
+    metrics: dict[str, str]
+
+
+@dataclass(frozen=True)
+class SliceReport:
+    """Everything the report on one slice shows.
+
+    Attributes:
+        report_id: UUID string of the report.
+        created_at: timezone-aware creation time; shown in UTC.
+        probability: model probability of haemorrhage, in [0, 1].
+        label: ``"hemorrhage"`` or ``"no_hemorrhage"``.
+        threshold: the model's decision threshold, in [0, 1].
+        original_png: PNG of the original slice (greyscale or RGB).
+        overlay_png: PNG of the Grad-CAM overlay (RGB).
+        model: the model that produced the finding.
+        limitations: known limitations, one sentence each.
+        patient_name: shown as "not given" when None.
+        patient_id: shown as "not given" when None.
+        study_description: shown as "not given" when None.
+        study_date: shown as "not given" when None.
+        requesting_clinician: shown as "not given" when None.
+        source_format: format of the upload (``"png"``, ``"jpeg"``, ``"dicom"``).
+        extra_findings: further notes shown under the finding.
+    """
+
+    report_id: str
+    created_at: datetime
+    probability: float
+    label: str
+    threshold: float
+    original_png: bytes
+    overlay_png: bytes
+    model: ReportModelInfo
+    limitations: list[str]
+    patient_name: str | None = None
+    patient_id: str | None = None
+    study_description: str | None = None
+    study_date: str | None = None
+    requesting_clinician: str | None = None
+    source_format: str | None = None
+    extra_findings: list[str] = field(default_factory=list)
+
+
+def render_slice_report(report: SliceReport) -> bytes:
+    """Render the report as an A4 PDF.
+
+    Args:
+        report: the finding, the images and the patient and study details to show.
+
+    Returns:
+        The report as PDF bytes.
+
+    Raises:
+        ValueError: if the probability or threshold is outside [0, 1], the label is unknown or
+            contradicts the probability and threshold, ``created_at`` has no time zone, or an image
+            cannot be read.
+    """
+    _validate(report)
+    created_utc = report.created_at.astimezone(UTC)
+    styles = _Styles()
+    story: list[Flowable] = [
+        _header(report, created_utc, styles),
+        Spacer(1, 3 * mm),
+        _banner(styles),
+        Spacer(1, _SECTION_GAP),
+        *_patient_section(report, styles),
+        Spacer(1, _SECTION_GAP),
+        *_finding_section(report, styles),
+        Spacer(1, _SECTION_GAP),
+        _images_section(report, styles),
+        Spacer(1, _SECTION_GAP),
+        *_model_section(report.model, styles),
+        Spacer(1, _SECTION_GAP),
+        *_limitations_section(report.limitations, styles),
+    ]
+
+    buffer = io.BytesIO()
+    document = SimpleDocTemplate(
+        buffer,
+        pagesize=A4,
+        leftMargin=_MARGIN,
+        rightMargin=_MARGIN,
+        topMargin=_MARGIN,
+        bottomMargin=_FOOTER_MARGIN,
+        title=f"{_TITLE} - report {report.report_id}",
+        author="ICH Detect",
+        subject="Decision support only. Not for clinical use.",
+        creator="ICH Detect",
+    )
+    footer = _Footer(
+        model=f"{report.model.name} {report.model.version}",
+        report_id=report.report_id,
+    )
+    document.build(story, canvasmaker=partial(_FooterCanvas, footer=footer))
+    pdf = buffer.getvalue()
+    logger.debug("Rendered report %s (%d bytes)", report.report_id, len(pdf))
+    return pdf
+
+
+def _validate(report: SliceReport) -> None:
+    for name, value in (("probability", report.probability), ("threshold", report.threshold)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {value!r}.")
+    if report.label not in (HEMORRHAGE, NO_HEMORRHAGE):
+        raise ValueError(f"label must be {HEMORRHAGE!r} or {NO_HEMORRHAGE!r}, got {report.label!r}.")
+    if report.label == HEMORRHAGE and report.probability < report.threshold:
+        raise ValueError(
+            f"label {report.label!r} contradicts probability {report.probability} below "
+            f"threshold {report.threshold}."
+        )
+    if report.label == NO_HEMORRHAGE and report.probability > report.threshold:
+        raise ValueError(
+            f"label {report.label!r} contradicts probability {report.probability} above "
+            f"threshold {report.threshold}."
+        )
+    if report.created_at.tzinfo is None or report.created_at.utcoffset() is None:
+        raise ValueError(
+            f"created_at must be timezone-aware, got naive {report.created_at.isoformat()}; "
+            "use datetime.now(UTC)."
+        )
+
+
+def _markup(text: str) -> str:
+    """Escape user text for reportlab's paragraph markup, keeping its line breaks."""
+    cleaned = _CONTROL_CHARACTERS.sub("", text)
+    return escape(cleaned).replace("\n", "<br/>")
+
+
+def _or_not_given(text: str | None) -> str:
+    if text is None or not text.strip():
+        return f"<i>{NOT_GIVEN}</i>"
+    return _markup(text)
+
+
+def format_percent(value: float, decimals: int = 0) -> str:
+    """Format a fraction as a percentage that never rounds a non-zero value to 0% or 100%.
+
+    Args:
+        value: fraction in [0, 1].
+        decimals: digits after the decimal point.
+
+    Returns:
+        For example ``"87%"``, ``"<1%"`` or ``">99%"``.
+    """
+    percent = value * 100.0
+    text = f"{percent:.{decimals}f}"
+    smallest = 10.0**-decimals
+    if 0.0 < percent and float(text) == 0.0:
+        return f"<{smallest:g}%"
+    if percent < 100.0 and float(text) == 100.0:
+        return f">{100.0 - smallest:g}%"
+    return f"{text}%"
+
+
+def _percent_pair(probability: float, threshold: float) -> tuple[str, str]:
+    """Probability and threshold as percentages, with a decimal when whole numbers would tie."""
+    for decimals in (0, 1, 2):
+        pair = format_percent(probability, decimals), format_percent(threshold, decimals)
+        if pair[0] != pair[1] or probability == threshold:
+            return pair
+    return pair
+
+
+def finding_sentence(probability: float, threshold: float, label: str) -> str:
+    """The plain-language explanation of the finding.
+
+    Args:
+        probability: model probability of haemorrhage, in [0, 1].
+        threshold: the model's decision threshold, in [0, 1].
+        label: ``"hemorrhage"`` or ``"no_hemorrhage"``.
+
+    Returns:
+        One or two sentences of plain text.
+    """
+    shown_probability, shown_threshold = _percent_pair(probability, threshold)
+    if label == HEMORRHAGE:
+        relation = "above" if probability > threshold else "at"
+        return (
+            f"The model's probability of {shown_probability} is {relation} its decision threshold of "
+            f"{shown_threshold}; a radiologist should review this slice promptly."
+        )
+    relation = "below" if probability < threshold else "at"
+    return (
+        f"The model's probability of {shown_probability} is {relation} its decision threshold of "
+        f"{shown_threshold}. A negative result does not exclude haemorrhage; the slice and the whole "
+        "study still need review by a radiologist."
+    )
+
+
+class _Styles:
+    """Paragraph styles of the report, all in the built-in Helvetica family."""
+
+    def __init__(self) -> None:
+        base = ParagraphStyle("base", fontName="Helvetica", fontSize=9, leading=11.5, textColor=colors.black)
+        self.body = base
+        self.small = ParagraphStyle("small", parent=base, fontSize=8, leading=10)
+        self.muted = ParagraphStyle("muted", parent=self.small, textColor=_MUTED)
+        self.muted_right = ParagraphStyle("muted_right", parent=self.muted, alignment=TA_RIGHT)
+        self.title = ParagraphStyle(
+            "title", parent=base, fontName="Helvetica-Bold", fontSize=17, leading=21, textColor=_NAVY
+        )
+        self.heading = ParagraphStyle(
+            "heading",
+            parent=base,
+            fontName="Helvetica-Bold",
+            fontSize=10.5,
+            leading=13,
+            textColor=_NAVY,
+            spaceAfter=2 * mm,
+            keepWithNext=1,
+        )
+        self.banner = ParagraphStyle(
+            "banner",
+            parent=base,
+            fontName="Helvetica-Bold",
+            fontSize=10.5,
+            leading=13,
+            textColor=colors.white,
+            alignment=TA_CENTER,
+        )
+        self.cell_label = ParagraphStyle("cell_label", parent=self.small, textColor=_MUTED)
+        self.cell_value = ParagraphStyle("cell_value", parent=base)
+        self.caption = ParagraphStyle("caption", parent=self.small, alignment=TA_CENTER, textColor=_MUTED)
+        self.verdict = ParagraphStyle(
+            "verdict", parent=base, fontName="Helvetica-Bold", fontSize=15, leading=18
+        )
+        self.big_number = ParagraphStyle(
+            "big_number",
+            parent=base,
+            fontName="Helvetica-Bold",
+            fontSize=20,
+            leading=23,
+            alignment=TA_RIGHT,
+        )
+
+
+def _header(report: SliceReport, created_utc: datetime, styles: _Styles) -> Flowable:
+    left = [
+        Paragraph(_TITLE, styles.title),
+        Paragraph("Single CT slice \u00b7 ICH Detect automated analysis", styles.muted),
+    ]
+    right = [
+        Paragraph(f"Report ID: {_markup(report.report_id)}", styles.muted_right),
+        Paragraph(f"Created: {created_utc:%Y-%m-%d %H:%M:%S} UTC", styles.muted_right),
+    ]
+    table = Table([[left, right]], colWidths=[_CONTENT_WIDTH * 0.58, _CONTENT_WIDTH * 0.42])
+    table.setStyle(
+        TableStyle(
+            [
+                ("VALIGN", (0, 0), (-1, -1), "BOTTOM"),
+                ("LEFTPADDING", (0, 0), (0, -1), 0),
+                ("RIGHTPADDING", (-1, 0), (-1, -1), 0),
+                ("BOTTOMPADDING", (0, 0), (-1, -1), 2 * mm),
+                ("LINEBELOW", (0, 0), (-1, -1), 1.2, _NAVY),
+            ]
+        )
+    )
+    return table
+
+
+def _banner(styles: _Styles) -> Flowable:
+    table = Table([[Paragraph(_BANNER, styles.banner)]], colWidths=[_CONTENT_WIDTH])
+    table.setStyle(
+        TableStyle(
+            [
+                ("BACKGROUND", (0, 0), (-1, -1), _BANNER_RED),
+                ("TOPPADDING", (0, 0), (-1, -1), 2.2 * mm),
+                ("BOTTOMPADDING", (0, 0), (-1, -1), 2.2 * mm),
+            ]
+        )
+    )
+    return table
+
+
+def _patient_section(report: SliceReport, styles: _Styles) -> list[Flowable]:
+    fields = [
+        ("Patient name", report.patient_name),
+        ("Patient ID", report.patient_id),
+        ("Study description", report.study_description),
+        ("Study date", report.study_date),
+        ("Requesting clinician", report.requesting_clinician),
+        ("Source format", report.source_format.upper() if report.source_format else None),
+    ]
+    cells = [
+        (Paragraph(label, styles.cell_label), Paragraph(_or_not_given(value), styles.cell_value))
+        for label, value in fields
+    ]
+    # Two label/value pairs per row keep the table short.
+    rows = [[*cells[index], *cells[index + 1]] for index in range(0, len(cells), 2)]
+    label_width = 30 * mm
+    value_width = _CONTENT_WIDTH / 2 - label_width
+    table = Table(rows, colWidths=[label_width, value_width, label_width, value_width])
+    table.setStyle(
+        TableStyle(
+            [
+                ("BACKGROUND", (0, 0), (0, -1), _LABEL_GREY),
+                ("BACKGROUND", (2, 0), (2, -1), _LABEL_GREY),
+                ("BOX", (0, 0), (-1, -1), 0.5, _RULE_GREY),
+                ("INNERGRID", (0, 0), (-1, -1), 0.5, _RULE_GREY),
+                ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
+                ("TOPPADDING", (0, 0), (-1, -1), 1.3 * mm),
+                ("BOTTOMPADDING", (0, 0), (-1, -1), 1.3 * mm),
+            ]
+        )
+    )
+    return [Paragraph("Patient and study", styles.heading), table]
+
+
+def _finding_section(report: SliceReport, styles: _Styles) -> list[Flowable]:
+    positive = report.label == HEMORRHAGE
+    accent = _POSITIVE if positive else _NEGATIVE
+    tint = _POSITIVE_TINT if positive else _NEGATIVE_TINT
+    verdict = "Haemorrhage suspected" if positive else "No haemorrhage detected"
+    shown_probability, shown_threshold = _percent_pair(report.probability, report.threshold)
+    verdict_style = ParagraphStyle("verdict_colour", parent=styles.verdict, textColor=accent)
+    number_style = ParagraphStyle("number_colour", parent=styles.big_number, textColor=accent)
+
+    left = [
+        Paragraph(verdict, verdict_style),
+        Spacer(1, 1.5 * mm),
+        Paragraph(_markup(finding_sentence(report.probability, report.threshold, report.label)), styles.body),
+    ]
+    right = [
+        Paragraph(_markup(shown_probability), number_style),
+        Paragraph("probability of haemorrhage", styles.muted_right),
+        Spacer(1, 1 * mm),
+        Paragraph(f"Decision threshold: <b>{_markup(shown_threshold)}</b>", styles.muted_right),
+    ]
+    number_width = 48 * mm
+    table = Table(
+        [[left, right]],
+        colWidths=[_CONTENT_WIDTH - number_width, number_width],
+    )
+    table.setStyle(
+        TableStyle(
+            [
+                ("BACKGROUND", (0, 0), (-1, -1), tint),
+                ("LINEBEFORE", (0, 0), (0, -1), 3, accent),
+                ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
+                ("LEFTPADDING", (0, 0), (0, -1), 4 * mm),
+                ("RIGHTPADDING", (-1, 0), (-1, -1), 4 * mm),
+                ("TOPPADDING", (0, 0), (-1, -1), 3 * mm),
+                ("BOTTOMPADDING", (0, 0), (-1, -1), 3 * mm),
+            ]
+        )
+    )
+    flowables: list[Flowable] = [Paragraph("Finding", styles.heading), table]
+    if report.extra_findings:
+        flowables += [
+            Spacer(1, 2 * mm),
+            _bullets(report.extra_findings, styles.body),
+        ]
+    return flowables
+
+
+def _images_section(report: SliceReport, styles: _Styles) -> Flowable:
+    cell_width = (_CONTENT_WIDTH - _IMAGE_GAP) / 2
+    original = _fitted_image(report.original_png, "original_png", cell_width, _IMAGE_MAX_HEIGHT)
+    overlay = _fitted_image(report.overlay_png, "overlay_png", cell_width, _IMAGE_MAX_HEIGHT)
+    table = Table(
+        [
+            [original, "", overlay],
+            [
+                Paragraph("Original slice", styles.caption),
+                "",
+                Paragraph("Grad-CAM overlay: where the model looked", styles.caption),
+            ],
+            ["", "", _HeatmapLegend(width=cell_width)],
+        ],
+        colWidths=[cell_width, _IMAGE_GAP, cell_width],
+    )
+    table.setStyle(
+        TableStyle(
+            [
+                ("ALIGN", (0, 0), (-1, -1), "CENTER"),
+                ("VALIGN", (0, 0), (-1, 0), "MIDDLE"),
+                ("LEFTPADDING", (0, 0), (-1, -1), 0),
+                ("RIGHTPADDING", (0, 0), (-1, -1), 0),
+                ("TOPPADDING", (0, 0), (-1, -1), 1 * mm),
+                ("BOTTOMPADDING", (0, 0), (-1, -1), 1 * mm),
+            ]
+        )
+    )
+    return KeepTogether([Paragraph("Images", styles.heading), table])
+
+
+def _model_section(model: ReportModelInfo, styles: _Styles) -> list[Flowable]:
+    heading = Paragraph(
+        f"Model: {_markup(model.name)} <font color='#5A6570'>version {_markup(model.version)}</font>",
+        styles.heading,
+    )
+    if not model.metrics:
+        return [heading, Paragraph("<i>No metrics recorded for this model.</i>", styles.body)]
+    rows = [[Paragraph("Metric", styles.cell_label), Paragraph("Value", styles.cell_label)]]
+    rows += [
+        [Paragraph(_markup(label), styles.small), Paragraph(_markup(value), styles.small)]
+        for label, value in model.metrics.items()
+    ]
+    table = Table(rows, colWidths=[_CONTENT_WIDTH * 0.55, _CONTENT_WIDTH * 0.45], repeatRows=1)
+    table.setStyle(
+        TableStyle(
+            [
+                ("BACKGROUND", (0, 0), (-1, 0), _LABEL_GREY),
+                ("LINEBELOW", (0, 0), (-1, -1), 0.5, _RULE_GREY),
+                ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
+                ("TOPPADDING", (0, 0), (-1, -1), 0.8 * mm),
+                ("BOTTOMPADDING", (0, 0), (-1, -1), 0.8 * mm),
+            ]
+        )
+    )
+    return [heading, table]
+
+
+def _limitations_section(limitations: list[str], styles: _Styles) -> list[Flowable]:
+    heading = Paragraph("Limitations", styles.heading)
+    if not limitations:
+        return [heading, Paragraph("<i>None recorded.</i>", styles.body)]
+    return [heading, _bullets(limitations, styles.small)]
+
+
+def _bullets(items: list[str], style: ParagraphStyle) -> Flowable:
+    return ListFlowable(
+        [ListItem(Paragraph(_markup(item), style), leftIndent=4 * mm) for item in items],
+        bulletType="bullet",
+        start="\u2022",
+        leftIndent=4 * mm,
+        bulletFontSize=style.fontSize,
+        spaceBefore=0,
+        spaceAfter=0,
+    )
+
+
+def _fitted_image(data: bytes, name: str, max_width: float, max_height: float) -> Image:
+    """An image flowable scaled, keeping its aspect ratio, to fit a max_width x max_height box."""
+    picture = _decode_image(data, name)
+    width, height = picture.size
+    scale = min(max_width / width, max_height / height)
+    encoded = io.BytesIO()
+    picture.save(encoded, format="PNG")
+    encoded.seek(0)
+    return Image(encoded, width=width * scale, height=height * scale)
+
+
+def _decode_image(data: bytes, name: str) -> PILImage.Image:
+    """Decode an image into 8-bit greyscale or RGB, no larger than needed for print."""
+    try:
+        picture: PILImage.Image = PILImage.open(io.BytesIO(data))
+        picture.load()
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(f"{name} is not a readable image ({len(data)} bytes): {exc}") from exc
+    if picture.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        # PIL's own conversion clips 16-bit values to 255; stretch the range to 8 bits instead.
+        pixels = np.asarray(picture, dtype=np.float64)
+        low, high = float(pixels.min()), float(pixels.max())
+        scaled = (pixels - low) / (high - low) * 255.0 if high > low else np.zeros_like(pixels)
+        picture = PILImage.fromarray(np.round(scaled).astype(np.uint8))
+    elif picture.mode in ("1", "LA"):
+        picture = picture.convert("L")
+    elif picture.mode not in ("L", "RGB"):
+        picture = picture.convert("RGB")
+    if max(picture.size) > _IMAGE_MAX_PIXELS:
+        picture.thumbnail((_IMAGE_MAX_PIXELS, _IMAGE_MAX_PIXELS), PILImage.Resampling.LANCZOS)
+    return picture
+
+
+def _jet_colours(steps: int) -> list[colors.Color]:
+    """The colours of OpenCV's JET map, which the Grad-CAM overlay uses, from low to high."""
+    levels = np.linspace(0, 255, steps).round().astype(np.uint8).reshape(-1, 1)
+    bgr = cv2.applyColorMap(levels, cv2.COLORMAP_JET).reshape(-1, 3)
+    return [colors.Color(red / 255, green / 255, blue / 255) for blue, green, red in bgr.tolist()]
+
+
+class _HeatmapLegend(Flowable):
+    """Colour bar from low to high attention, and the meaning of the white outline."""
+
+    _BAR_HEIGHT = 3 * mm
+    _STEPS = 64
+
+    def __init__(self, width: float) -> None:
+        super().__init__()
+        self.width = width
+        self.height = 9.5 * mm
+
+    def wrap(self, available_width: float, available_height: float) -> tuple[float, float]:
+        return self.width, self.height
+
+    def draw(self) -> None:
+        canvas = self.canv
+        font_size = 7
+        canvas.setFont("Helvetica", font_size)
+        canvas.setFillColor(_MUTED)
+        low_text, high_text = "Low attention", "High attention"
+        low_width = canvas.stringWidth(low_text, "Helvetica", font_size)
+        high_width = canvas.stringWidth(high_text, "Helvetica", font_size)
+        bar_width = min(45 * mm, self.width - low_width - high_width - 4 * mm)
+        total = low_width + 2 * mm + bar_width + 2 * mm + high_width
+        x = (self.width - total) / 2
+        bar_y = self.height - self._BAR_HEIGHT
+        text_y = bar_y + (self._BAR_HEIGHT - font_size * 0.7) / 2
+        canvas.drawString(x, text_y, low_text)
+        bar_x = x + low_width + 2 * mm
+        step_width = bar_width / self._STEPS
+        for index, colour in enumerate(_jet_colours(self._STEPS)):
+            canvas.setFillColor(colour)
+            # Overlap neighbours slightly so that no hairline gaps show between the strips.
+            canvas.rect(
+                bar_x + index * step_width, bar_y, step_width + 0.3, self._BAR_HEIGHT, stroke=0, fill=1
+            )
+        canvas.setStrokeColor(_RULE_GREY)
+        canvas.setLineWidth(0.4)
+        canvas.rect(bar_x, bar_y, bar_width, self._BAR_HEIGHT, stroke=1, fill=0)
+        canvas.setFillColor(_MUTED)
+        canvas.drawString(bar_x + bar_width + 2 * mm, text_y, high_text)
+
+        # A white ring on a dark swatch shows what the outline looks like on the image.
+        outline_text = "White outline: most activated region"
+        swatch = 3 * mm
+        outline_width = canvas.stringWidth(outline_text, "Helvetica", font_size)
+        swatch_x = (self.width - swatch - 1.5 * mm - outline_width) / 2
+        canvas.setFillColor(colors.HexColor("#202428"))
+        canvas.rect(swatch_x, 0, swatch, swatch, stroke=0, fill=1)
+        canvas.setStrokeColor(colors.white)
+        canvas.setLineWidth(0.8)
+        canvas.circle(swatch_x + swatch / 2, swatch / 2, swatch * 0.3, stroke=1, fill=0)
+        canvas.setFillColor(_MUTED)
+        canvas.drawString(swatch_x + swatch + 1.5 * mm, (swatch - font_size * 0.7) / 2, outline_text)
+
+
+@dataclass(frozen=True)
+class _Footer:
+    model: str
+    report_id: str
+
+
+class _FooterCanvas(Canvas):
+    """A canvas that holds its pages back until the end, so each footer can say "page N of M"."""
+
+    def __init__(self, *args: Any, footer: _Footer, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._footer = footer
+        self._page_states: list[dict[str, Any]] = []
+
+    def showPage(self) -> None:
+        self._page_states.append(dict(self.__dict__))
+        self._startPage()
+
+    def save(self) -> None:
+        page_count = len(self._page_states)
+        for state in self._page_states:
+            self.__dict__.update(state)
+            self._draw_footer(page_count)
+            super().showPage()
+        super().save()
+
+    def _draw_footer(self, page_count: int) -> None:
+        font_size = 7.5
+        y = _FOOTER_MARGIN / 2
+        self.saveState()
+        self.setStrokeColor(_RULE_GREY)
+        self.setLineWidth(0.5)
+        self.line(_MARGIN, y + 3.5 * mm, _PAGE_WIDTH - _MARGIN, y + 3.5 * mm)
+        self.setFillColor(_MUTED)
+        self.setFont("Helvetica", font_size)
+        self.drawString(_MARGIN, y, f"Model {self._footer.model}")
+        self.drawCentredString(_PAGE_WIDTH / 2, y, f"Report {self._footer.report_id}")
+        self.setFont("Helvetica-Bold", font_size)
+        self.drawRightString(
+            _PAGE_WIDTH - _MARGIN,
+            y,
+            f"Page {self.getPageNumber()} of {page_count} \u00b7 Not for clinical use",
+        )
+        self.restoreState()

@@ -1,0 +1,85 @@
+"""Fixtures for service tests: a tiny model bundle, settings in a temporary folder, a client."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.core.config import Settings
+from app.main import create_app
+from ml.data.preprocessing import PreprocessConfig
+from ml.model_io import save_bundle
+from ml.models.classifier import GRADCAM_LAYERS, build_classifier
+
+API_KEY = "ich_test-key-0123456789abcdefghijklmnopqrstuvwxyz"
+DATA_DIR = Path(os.environ.get("ICH_DATA_DIR", Path(__file__).resolve().parents[2].parent / "shared" / "datasets"))
+
+
+def tiny_card(name: str = "ich-compact", version: str = "0.0.1", threshold: float = 0.5) -> dict[str, object]:
+    return {
+        "name": name,
+        "version": version,
+        "threshold": threshold,
+        "gradcam_layer": GRADCAM_LAYERS["tiny"],
+        "preprocessing": PreprocessConfig(image_size=64).to_dict(),
+        "input_shape": [64, 64, 1],
+        "limitations": ["Tiny untrained test model."],
+        "metrics": {
+            "test": {
+                "ct_ich": {
+                    "slice": {"metrics": {"auc": {"value": 0.5, "ci95": [0.4, 0.6]}}},
+                }
+            }
+        },
+    }
+
+
+@pytest.fixture(scope="session")
+def model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model store with one tiny, untrained model in two versions."""
+    store = tmp_path_factory.mktemp("model_store")
+    for version in ("0.0.1", "0.0.2"):
+        model = build_classifier((64, 64, 1), backbone="tiny")
+        save_bundle(model, tiny_card(version=version), store / "ich-compact" / version)
+    return store
+
+
+@pytest.fixture(scope="session")
+def api_key() -> str:
+    return API_KEY
+
+
+@pytest.fixture
+def settings(tmp_path: Path, model_store: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        model_store=model_store,
+        api_keys=API_KEY,
+        max_upload_mb=2,
+    )
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as test_client:
+        test_client.headers["Authorization"] = f"Bearer {API_KEY}"
+        yield test_client
+
+
+@pytest.fixture(scope="session")
+def png_bytes() -> bytes:
+    return (DATA_DIR / "head_ct" / "images" / "000.png").read_bytes()
+
+
+@pytest.fixture(scope="session")
+def jpeg_bytes() -> bytes:
+    return (DATA_DIR / "ct_ich" / "Patients_CT" / "050" / "brain" / "1.jpg").read_bytes()
+
+
+@pytest.fixture(scope="session")
+def dicom_bytes() -> bytes:
+    return sorted((DATA_DIR / "rsna_dicom" / "dicom").glob("*.dcm"))[0].read_bytes()

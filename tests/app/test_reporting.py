@@ -1,0 +1,362 @@
+"""Tests of the PDF slice report: its text, escaping, layout on the page and embedded images."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import shutil
+import subprocess
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from pypdf import PdfReader
+
+from app.services.reporting import (
+    ReportModelInfo,
+    SliceReport,
+    finding_sentence,
+    format_percent,
+    render_slice_report,
+)
+
+ARTIFACTS_DIR = Path(__file__).resolve().parents[2] / "test-artifacts"
+REPORT_ID = "3f2b8c1e-5d4a-4f6b-9c7e-0a1b2c3d4e5f"
+A4_ASPECT = 210 / 297
+# Pure magenta never occurs in the JET colour map of the legend, so it can only come from the overlay.
+MAGENTA_RGB = (255, 0, 255)
+
+
+def _png(image: np.ndarray) -> bytes:
+    """Encode a greyscale or RGB array as PNG bytes."""
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(".png", image)
+    assert ok
+    return encoded.tobytes()
+
+
+def _slice(size: int = 256) -> np.ndarray:
+    image = np.zeros((size, size), np.uint8)
+    cv2.circle(image, (size // 2, size // 2), size * 2 // 5, 170, thickness=-1)
+    return image
+
+
+def _overlay(grey: np.ndarray) -> np.ndarray:
+    overlay = cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB)
+    height, width = grey.shape
+    centre, radius = (width * 3 // 5, height * 2 // 5), width // 8
+    cv2.circle(overlay, centre, radius, MAGENTA_RGB, thickness=-1)
+    cv2.circle(overlay, centre, radius, (255, 255, 255), thickness=2)
+    return overlay
+
+
+def _model() -> ReportModelInfo:
+    return ReportModelInfo(
+        name="ich-compact",
+        version="1.0.0",
+        metrics={
+            "Test AUC, CT-ICH slices": "0.93 (95% CI 0.88-0.97)",
+            "Sensitivity at threshold": "0.85 (95% CI 0.74-0.93)",
+            "Specificity at threshold": "0.88 (95% CI 0.83-0.92)",
+        },
+    )
+
+
+@pytest.fixture
+def report() -> SliceReport:
+    grey = _slice()
+    return SliceReport(
+        report_id=REPORT_ID,
+        created_at=datetime(2025, 11, 26, 14, 5, 9, tzinfo=UTC),
+        probability=0.87,
+        label="hemorrhage",
+        threshold=0.42,
+        original_png=_png(grey),
+        overlay_png=_png(_overlay(grey)),
+        model=_model(),
+        limitations=[
+            "Trained on slices from 75 patients of one public dataset; performance elsewhere is unknown.",
+            "Judges one slice at a time, without neighbouring slices or clinical context.",
+            "Grad-CAM shows where the model looked, not the extent of a bleed.",
+        ],
+        patient_name="Jane Roe",
+        patient_id="MRN-004217",
+        study_description="CT head without contrast",
+        study_date="2025-11-26",
+        requesting_clinician="Dr A. Smith",
+        source_format="dicom",
+        extra_findings=["Brain window (W80/L40) applied before analysis."],
+    )
+
+
+def _text(pdf: bytes) -> str:
+    """All pages' text with runs of whitespace collapsed, so wrapped sentences read whole."""
+    reader = PdfReader(io.BytesIO(pdf))
+    return " ".join(" ".join(page.extract_text() for page in reader.pages).split())
+
+
+def _render_first_page(pdf: bytes, folder: Path) -> np.ndarray:
+    """Rasterise page 1 with poppler's pdftoppm at 60 dpi and read it back as RGB."""
+    assert shutil.which("pdftoppm"), "pdftoppm is missing: run `make system-deps` (poppler-utils)."
+    pdf_path = folder / "report.pdf"
+    pdf_path.write_bytes(pdf)
+    subprocess.run(
+        [
+            "pdftoppm",
+            "-r",
+            "60",
+            "-png",
+            "-f",
+            "1",
+            "-l",
+            "1",
+            "-singlefile",
+            str(pdf_path),
+            str(folder / "page"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    png_path = folder / "page.png"
+    assert png_path.is_file()
+    image = cv2.imread(str(png_path), cv2.IMREAD_COLOR)
+    assert image is not None
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def test_output_is_a_one_page_pdf(report: SliceReport) -> None:
+    pdf = render_slice_report(report)
+
+    assert pdf.startswith(b"%PDF")
+    assert len(PdfReader(io.BytesIO(pdf)).pages) == 1
+
+
+def test_text_shows_every_field(report: SliceReport) -> None:
+    text = _text(render_slice_report(report))
+
+    for expected in [
+        "Intracranial haemorrhage analysis",
+        REPORT_ID,
+        "2025-11-26 14:05:09 UTC",
+        "Jane Roe",
+        "MRN-004217",
+        "CT head without contrast",
+        "Dr A. Smith",
+        "DICOM",
+        "87%",
+        "42%",
+        "Haemorrhage suspected",
+        "ich-compact",
+        "1.0.0",
+        "Brain window (W80/L40) applied before analysis.",
+        "Low attention",
+        "High attention",
+        "White outline: most activated region",
+        *report.model.metrics.keys(),
+        *report.model.metrics.values(),
+        *report.limitations,
+    ]:
+        assert expected in text, f"{expected!r} missing from the report text"
+    assert "decision support only, not a diagnosis" in text
+    assert text.lower().count("not for clinical use") >= 2, "banner and footer both say it"
+    assert "Page 1 of 1" in text
+
+
+def test_positive_finding_asks_for_prompt_review(report: SliceReport) -> None:
+    text = _text(render_slice_report(report))
+
+    assert (
+        "The model's probability of 87% is above its decision threshold of 42%; "
+        "a radiologist should review this slice promptly." in text
+    )
+    assert "No haemorrhage detected" not in text
+    assert "does not exclude haemorrhage" not in text
+
+
+def test_negative_finding_says_haemorrhage_is_not_excluded(report: SliceReport) -> None:
+    negative = dataclasses.replace(report, probability=0.12, label="no_hemorrhage")
+
+    text = _text(render_slice_report(negative))
+
+    assert "No haemorrhage detected" in text
+    assert "The model's probability of 12% is below its decision threshold of 42%." in text
+    assert "A negative result does not exclude haemorrhage" in text
+    assert "Haemorrhage suspected" not in text
+    assert "promptly" not in text
+
+
+def test_markup_characters_render_literally(report: SliceReport) -> None:
+    tricky = dataclasses.replace(
+        report,
+        patient_name="O'Brien <test> & co",
+        patient_id='<b>id</b> "42"',
+        study_description="<para>unclosed & <font",
+        model=ReportModelInfo(name="ich<x>", version="1&2", metrics={"AUC <all>": "0.9 & up"}),
+        limitations=["Fails on <br/> & friends"],
+    )
+
+    text = _text(render_slice_report(tricky))
+
+    for literal in [
+        "O'Brien <test> & co",
+        '<b>id</b> "42"',
+        "<para>unclosed & <font",
+        "ich<x>",
+        "1&2",
+        "AUC <all>",
+        "0.9 & up",
+        "Fails on <br/> & friends",
+    ]:
+        assert literal in text, f"{literal!r} was not rendered literally"
+    assert "&amp;" not in text
+    assert "&lt;" not in text
+
+
+def test_missing_details_show_not_given(report: SliceReport) -> None:
+    anonymous = dataclasses.replace(
+        report,
+        patient_name=None,
+        patient_id=None,
+        study_description=None,
+        study_date=None,
+        requesting_clinician=None,
+        source_format=None,
+        extra_findings=[],
+    )
+
+    text = _text(render_slice_report(anonymous))
+
+    assert text.count("not given") == 6
+    assert "None" not in text
+    assert "Jane Roe" not in text
+
+
+def test_page_renders_as_a4_with_both_images(report: SliceReport, tmp_path: Path) -> None:
+    pdf = render_slice_report(report)
+
+    page = _render_first_page(pdf, tmp_path)
+
+    height, width = page.shape[:2]
+    assert width / height == pytest.approx(A4_ASPECT, abs=0.01)
+    assert page.std() > 20, "the page looks blank"
+    red, green, blue = (page[..., channel].astype(int) for channel in range(3))
+    magenta = (red > 200) & (green < 80) & (blue > 200)
+    assert magenta.sum() > 200, "the overlay's colours do not appear on the page"
+    # The original slice's grey disc, next to the overlay.
+    grey = (np.abs(red - 170) < 12) & (red == green) & (green == blue)
+    assert grey.sum() > 2000, "the original slice does not appear on the page"
+    assert len(PdfReader(io.BytesIO(pdf)).pages[0].images) >= 2
+
+    ARTIFACTS_DIR.mkdir(exist_ok=True)
+    cv2.imwrite(str(ARTIFACTS_DIR / "report_page1.png"), cv2.cvtColor(page, cv2.COLOR_RGB2BGR))
+
+
+@pytest.mark.parametrize(
+    ("original", "overlay"),
+    [
+        pytest.param(_slice(), _overlay(_slice()), id="grey-square"),
+        pytest.param(cv2.cvtColor(_slice(), cv2.COLOR_GRAY2RGB), _overlay(_slice()), id="rgb-original"),
+        pytest.param(np.full((64, 512), 90, np.uint8), np.full((64, 512, 3), 90, np.uint8), id="wide"),
+        pytest.param(np.full((900, 120), 90, np.uint8), np.full((900, 120, 3), 90, np.uint8), id="tall"),
+        pytest.param(_slice(2048), _overlay(_slice(2048)), id="large"),
+    ],
+)
+def test_images_of_any_shape_fit_on_one_page(
+    report: SliceReport, original: np.ndarray, overlay: np.ndarray
+) -> None:
+    shaped = dataclasses.replace(report, original_png=_png(original), overlay_png=_png(overlay))
+
+    reader = PdfReader(io.BytesIO(render_slice_report(shaped)))
+
+    assert len(reader.pages) == 1
+    embedded = reader.pages[0].images
+    assert len(embedded) >= 2
+    longest = max(max(image.image.size) for image in embedded)
+    assert longest <= 1024, "large images are downscaled before embedding"
+
+
+def test_sixteen_bit_and_transparent_images_are_accepted(report: SliceReport) -> None:
+    ramp = np.tile(np.linspace(0, 4000, 128).astype(np.uint16), (128, 1))
+    rgba = np.dstack([_overlay(_slice(128)), np.full((128, 128), 255, np.uint8)])
+    converted = dataclasses.replace(
+        report,
+        original_png=_png(ramp),
+        overlay_png=cv2.imencode(".png", cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA))[1].tobytes(),
+    )
+
+    assert render_slice_report(converted).startswith(b"%PDF")
+
+
+def test_long_limitations_flow_onto_numbered_pages(report: SliceReport) -> None:
+    many = dataclasses.replace(
+        report, limitations=[f"Limitation number {index}: " + "known weakness. " * 12 for index in range(40)]
+    )
+
+    reader = PdfReader(io.BytesIO(render_slice_report(many)))
+
+    page_count = len(reader.pages)
+    assert page_count >= 2
+    for number, page in enumerate(reader.pages, start=1):
+        footer = " ".join(page.extract_text().split())
+        assert f"Page {number} of {page_count}" in footer
+        assert "Not for clinical use" in footer
+        assert REPORT_ID in footer
+        assert "ich-compact 1.0.0" in footer
+    assert "Limitation number 39" in _text(render_slice_report(many))
+
+
+def test_creation_time_is_shown_in_utc(report: SliceReport) -> None:
+    in_berlin = dataclasses.replace(
+        report, created_at=datetime(2025, 11, 26, 15, 5, 9, tzinfo=timezone(timedelta(hours=1)))
+    )
+
+    assert "2025-11-26 14:05:09 UTC" in _text(render_slice_report(in_berlin))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"probability": 1.2}, "probability must be in"),
+        ({"threshold": -0.1}, "threshold must be in"),
+        ({"label": "bleed"}, "label must be"),
+        ({"label": "no_hemorrhage"}, "contradicts"),
+        ({"probability": 0.1}, "contradicts"),
+        ({"created_at": datetime(2025, 11, 26, 14, 5)}, "timezone-aware"),
+        ({"original_png": b"not an image"}, "original_png is not a readable image"),
+        ({"overlay_png": b""}, "overlay_png is not a readable image"),
+    ],
+)
+def test_invalid_reports_are_rejected(report: SliceReport, changes: dict[str, object], message: str) -> None:
+    invalid = dataclasses.replace(report, **changes)
+
+    with pytest.raises(ValueError, match=message):
+        render_slice_report(invalid)
+
+
+@pytest.mark.parametrize(
+    ("value", "decimals", "expected"),
+    [
+        (0.873, 0, "87%"),
+        (0.0, 0, "0%"),
+        (1.0, 0, "100%"),
+        (0.004, 0, "<1%"),
+        (0.996, 0, ">99%"),
+        (0.4237, 1, "42.4%"),
+    ],
+)
+def test_format_percent(value: float, decimals: int, expected: str) -> None:
+    assert format_percent(value, decimals) == expected
+
+
+def test_finding_sentence_adds_a_decimal_when_whole_percentages_tie() -> None:
+    sentence = finding_sentence(0.424, 0.42, "hemorrhage")
+
+    assert "42.4% is above its decision threshold of 42.0%" in sentence
+
+
+def test_finding_sentence_at_the_threshold() -> None:
+    assert "of 42% is at its decision threshold of 42%" in finding_sentence(0.42, 0.42, "hemorrhage")

@@ -1,0 +1,33 @@
+"""Shared fixtures: where the real datasets live, and a tiny untrained classifier."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from pathlib import Path  # noqa: E402
+
+import keras  # noqa: E402
+import pytest  # noqa: E402
+
+from ml.models.classifier import build_classifier  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "datasets"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """Root of the real datasets: ``ICH_DATA_DIR``, else ``../shared/datasets`` next to the repo."""
+    path = Path(os.environ.get("ICH_DATA_DIR", str(DEFAULT_DATA_DIR))).expanduser().resolve()
+    if not path.is_dir():
+        pytest.skip(f"Real datasets not found at {path}; set ICH_DATA_DIR to the datasets folder.")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> keras.Model:
+    """The ``tiny`` backbone on 64 x 64 inputs, untrained, with seeded weights."""
+    keras.utils.set_random_seed(0)
+    return build_classifier(input_shape=(64, 64, 1), backbone="tiny")
