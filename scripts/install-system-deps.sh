@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Debian packages the test suite drives for real: poppler-utils renders PDF reports to PNG.
+# Debian packages the test suite drives for real:
+#   poppler-utils  renders PDF reports to PNG (pdftoppm)
+#   postgresql     a real PostgreSQL server that the database tests start on loopback
 set -euo pipefail
 needed=()
 command -v pdftoppm >/dev/null 2>&1 || needed+=(poppler-utils)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || needed+=(postgresql)
 if [ ${#needed[@]} -eq 0 ]; then
   exit 0
 fi

@@ -50,14 +50,13 @@ class Augmenter:
     def __init__(self, config: AugmentationConfig | None = None, seed: int = 0) -> None:
         self.config = config or AugmentationConfig()
         cfg = self.config
-        mode = {
-            (True, True): "horizontal_and_vertical",
-            (True, False): "horizontal",
-            (False, True): "vertical",
-        }.get((cfg.flip_horizontal, cfg.flip_vertical))
         layers: list[keras.Layer] = []
-        if mode:
-            layers.append(keras.layers.RandomFlip(mode, seed=seed))
+        # One layer per direction: RandomFlip("horizontal_and_vertical") draws a single coin per
+        # image, so it only ever flips both ways at once and never mirrors left to right alone.
+        if cfg.flip_horizontal:
+            layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
+        if cfg.flip_vertical:
+            layers.append(keras.layers.RandomFlip("vertical", seed=seed + 5))
         if cfg.rotation_degrees > 0:
             layers.append(
                 keras.layers.RandomRotation(cfg.rotation_degrees / 360.0, fill_mode="constant", seed=seed + 1)

@@ -19,6 +19,7 @@ __all__ = [
     "PreprocessConfig",
     "PreprocessResult",
     "apply_clahe",
+    "background_level",
     "crop_to_head",
     "head_mask",
     "normalize_intensity",
@@ -162,16 +163,34 @@ def to_grayscale(image: np.ndarray) -> np.ndarray:
     return np.clip(gray, 0.0, 1.0).astype(np.float32)
 
 
+def background_level(gray: np.ndarray, band: float = 0.1) -> float:
+    """Grey level of the image's surroundings: a low percentile of its outer band.
+
+    Figures exported from papers often sit on grey rather than black; the head threshold is
+    raised above this level so that such a background does not join the head. A low
+    percentile of a band (not the outermost pixels) ignores thin frames and corner text.
+    """
+    height, width = gray.shape
+    rows, cols = max(1, int(height * band)), max(1, int(width * band))
+    outer = np.concatenate(
+        [gray[:rows].ravel(), gray[-rows:].ravel(), gray[:, :cols].ravel(), gray[:, -cols:].ravel()]
+    )
+    return float(np.percentile(outer, 10))
+
+
 def head_mask(gray: np.ndarray, threshold: float = 0.08) -> np.ndarray | None:
     """Boolean mask of the head: the largest bright connected component, holes filled.
 
-    Returns ``None`` when nothing plausible is found (less than 2% of the image), in which
-    case callers keep the whole image.
+    Pixels count as head when brighter than ``threshold`` and clearly brighter than the
+    background (:func:`background_level`). Returns ``None`` when nothing plausible is found
+    (less than 2% of the image), in which case callers keep the whole image.
     """
-    # An opening detaches letters and thin lines that touch the skull.
+    level = max(threshold, background_level(gray) + 0.06)
+    # An opening detaches letters and thin lines that touch the skull; the kernel scales
+    # with the image so that it means the same anatomy at every resolution.
     kernel_size = max(3, int(round(min(gray.shape) * 0.01)) | 1)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kernel_size, kernel_size))
-    binary = cv2.morphologyEx((gray > threshold).astype(np.uint8), cv2.MORPH_OPEN, kernel)
+    binary = cv2.morphologyEx((gray > level).astype(np.uint8), cv2.MORPH_OPEN, kernel)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
     if count <= 1:
         return None
@@ -184,8 +203,6 @@ def head_mask(gray: np.ndarray, threshold: float = 0.08) -> np.ndarray | None:
     contours, _ = cv2.findContours(component, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     filled = np.zeros_like(component)
     cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
-    # Undo the opening's erosion of the outline.
-    filled = cv2.dilate(filled, kernel)
     return filled.astype(bool)
 
 
@@ -288,4 +305,6 @@ def preprocess(image: np.ndarray, config: PreprocessConfig | None = None) -> Pre
     square, pad = pad_to_square(crop)
     resized = resize_square(square, config.image_size)
     geometry = Geometry(original_shape=original_shape, crop_box=box, pad=pad, square_side=square.shape[0])
+    # Area interpolation can overshoot 1.0 by a rounding error; the model input stays in [0, 1].
+    resized = np.clip(resized, 0.0, 1.0)
     return PreprocessResult(image=resized[:, :, np.newaxis], geometry=geometry, grayscale=gray)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,9 +15,12 @@ from app.main import create_app
 from ml.data.preprocessing import PreprocessConfig
 from ml.model_io import save_bundle
 from ml.models.classifier import GRADCAM_LAYERS, build_classifier
+from tests.support.postgres import PostgresServer, create_database
 
 API_KEY = "ich_test-key-0123456789abcdefghijklmnopqrstuvwxyz"
-DATA_DIR = Path(os.environ.get("ICH_DATA_DIR", Path(__file__).resolve().parents[2].parent / "shared" / "datasets"))
+DATA_DIR = Path(
+    os.environ.get("ICH_DATA_DIR", Path(__file__).resolve().parents[2].parent / "shared" / "datasets")
+)
 
 
 def tiny_card(name: str = "ich-compact", version: str = "0.0.1", threshold: float = 0.5) -> dict[str, object]:
@@ -53,10 +57,27 @@ def api_key() -> str:
     return API_KEY
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A real PostgreSQL server on a free loopback port; yields its base URL."""
+    with PostgresServer() as server:
+        yield server.url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
+    """Each API test runs on the embedded SQLite default and on a real PostgreSQL."""
+    if request.param == "sqlite":
+        return None
+    base_url: str = request.getfixturevalue("postgres_server")
+    return create_database(base_url, f"ich_{uuid.uuid4().hex[:12]}")
+
+
 @pytest.fixture
-def settings(tmp_path: Path, model_store: Path) -> Settings:
+def settings(tmp_path: Path, model_store: Path, database_url: str | None) -> Settings:
     return Settings(
         data_dir=tmp_path / "data",
+        database_url=database_url,
         model_store=model_store,
         api_keys=API_KEY,
         max_upload_mb=2,

@@ -110,7 +110,10 @@ def test_dicom_attributes_fill_the_study(client: TestClient, dicom_bytes: bytes)
 
 
 def test_list_newest_first_filter_and_page(client: TestClient, png_bytes: bytes, jpeg_bytes: bytes) -> None:
-    ids = [post_image(client, data, patient_id=f"LIST-{i}").json()["id"] for i, data in enumerate([png_bytes, jpeg_bytes, png_bytes])]
+    ids = [
+        post_image(client, data, patient_id=f"LIST-{i}").json()["id"]
+        for i, data in enumerate([png_bytes, jpeg_bytes, png_bytes])
+    ]
     page = client.get("/api/v1/predictions", params={"page_size": 2}).json()
     assert page["total"] == 3 and page["page"] == 1 and len(page["items"]) == 2
     assert [item["id"] for item in page["items"]] == ids[::-1][:2]
@@ -197,7 +200,12 @@ def test_upload_over_the_limit_is_413(client: TestClient) -> None:
 
 
 def test_decompression_bomb_is_refused(client: TestClient) -> None:
-    header = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + (50000).to_bytes(4, "big") * 2 + b"\x08\x00\x00\x00\x00"
+    header = (
+        b"\x89PNG\r\n\x1a\n"
+        + b"\x00\x00\x00\rIHDR"
+        + (50000).to_bytes(4, "big") * 2
+        + b"\x08\x00\x00\x00\x00"
+    )
     response = post_image(client, header + b"\x00" * 64)
     assert response.status_code == 400
     assert "50000 x 50000" in response.json()["detail"]

@@ -202,9 +202,7 @@ class TestReadLabelledCsv:
 
     @pytest.mark.parametrize("bad", ["2", "maybe", "", "0.5"])
     def test_bad_label_names_the_line(self, tmp_path: Path, bad: str) -> None:
-        csv_path = _write_csv(
-            tmp_path / "labels.csv", ["image", "label"], [["a.png", "1"], ["b.png", bad]]
-        )
+        csv_path = _write_csv(tmp_path / "labels.csv", ["image", "label"], [["a.png", "1"], ["b.png", bad]])
         with pytest.raises(ValueError, match="line 3: label must be 0 or 1") as raised:
             read_labelled_csv(csv_path)
         assert repr(bad) in str(raised.value)
@@ -260,4 +258,3 @@ def test_default_data_dir_falls_back_beside_the_project(monkeypatch: pytest.Monk
 def test_sample_id_without_relative_path_uses_folder_and_name() -> None:
     sample = Sample(path=Path("/data/site/images/7.png"), label=0, group="site-7", dataset="site")
     assert sample.sample_id == "site:images/7.png"
-

@@ -489,10 +489,39 @@ def test_preprocess_clahe_changes_the_input() -> None:
     assert np.abs(equalized - plain).mean() > 0.01
 
 
-def assert_nearly_same_input(reference: np.ndarray, other: np.ndarray) -> None:
-    difference = np.abs(reference - other)
-    assert difference.mean() < 0.02, f"mean difference {difference.mean():.4f}"
-    assert np.percentile(difference, 99) < 0.15, f"99th percentile {np.percentile(difference, 99):.4f}"
+def head_side(model_image: np.ndarray) -> float:
+    """Side of the head in the model input, in pixels, from the area it covers."""
+    return float(np.sqrt((model_image > 0.02).sum()))
+
+
+def interior_difference(reference: np.ndarray, other: np.ndarray) -> float:
+    """Mean absolute difference inside both heads, 12 pixels or more away from their outlines."""
+    both = ((reference > 0.02) & (other > 0.02)).astype(np.uint8)
+    interior = cv2.erode(both, np.ones((25, 25), dtype=np.uint8)).astype(bool)
+    assert interior.mean() > 0.3
+    return float(np.abs(reference - other)[interior].mean())
+
+
+def assert_nearly_same_input(reference_image: np.ndarray, other_image: np.ndarray) -> None:
+    """Same head scale (within 3%) and same intensities inside the head.
+
+    The inside tolerance sits well below the difference that another brain texture makes
+    (about 0.01 on these heads); see ``test_nearly_same_input_tells_different_heads_apart``.
+    """
+    reference, other = model_input(reference_image), model_input(other_image)
+    scale = head_side(other) / head_side(reference)
+    assert abs(scale - 1.0) < 0.03, f"head scale differs by {scale - 1.0:+.3f}"
+    difference = interior_difference(reference, other)
+    assert difference < 0.006, f"mean difference inside the head {difference:.4f}"
+
+
+def test_nearly_same_input_tells_different_heads_apart() -> None:
+    image = draw_head().image
+
+    with pytest.raises(AssertionError, match="inside the head"):
+        assert_nearly_same_input(image, draw_head(seed=1).image)
+    with pytest.raises(AssertionError, match="head scale"):
+        assert_nearly_same_input(image, draw_head(axes=(120, 120)).image)
 
 
 def test_preprocess_is_invariant_to_canvas_size() -> None:
@@ -500,37 +529,50 @@ def test_preprocess_is_invariant_to_canvas_size() -> None:
     canvas = np.zeros((700, 900), dtype=np.float32)
     canvas[80:400, 500:780] = patch
 
-    assert_nearly_same_input(model_input(patch), model_input(canvas))
+    assert_nearly_same_input(patch, canvas)
 
 
 def test_preprocess_is_invariant_to_a_black_border() -> None:
     image = draw_head().image
     bordered = np.pad(image, ((32, 32), (40, 40)))
 
-    assert_nearly_same_input(model_input(image), model_input(bordered))
+    assert_nearly_same_input(image, bordered)
 
 
 def test_preprocess_is_invariant_to_resolution() -> None:
     image = draw_head().image
     enlarged = cv2.resize(image, (image.shape[1] * 2, image.shape[0] * 2), interpolation=cv2.INTER_LINEAR)
-    reduced = cv2.resize(image, (image.shape[1] * 3 // 4, image.shape[0] * 3 // 4), interpolation=cv2.INTER_AREA)
+    reduced = cv2.resize(
+        image, (image.shape[1] * 3 // 4, image.shape[0] * 3 // 4), interpolation=cv2.INTER_AREA
+    )
 
-    assert_nearly_same_input(model_input(image), model_input(enlarged))
-    assert_nearly_same_input(model_input(image), model_input(reduced))
+    assert_nearly_same_input(image, enlarged)
+    assert_nearly_same_input(image, reduced)
 
 
 def test_preprocess_is_invariant_to_the_display_window() -> None:
     image = draw_head().image
-    darker = image * 0.6
+    darker = image * 0.6 + 0.05
 
-    assert_nearly_same_input(model_input(image), model_input(darker))
+    np.testing.assert_allclose(model_input(darker), model_input(image), atol=1e-4)
 
 
 def test_preprocess_removes_letters_and_borders() -> None:
     image = draw_head().image
     marked, _, _ = add_letter_and_border(image)
 
-    assert_nearly_same_input(model_input(image), model_input(marked))
+    np.testing.assert_allclose(model_input(marked), model_input(image), atol=1e-4)
+
+
+def test_crop_size_does_not_depend_on_the_canvas() -> None:
+    patch = draw_head(shape=(320, 280), centre=(160, 140), axes=(120, 140)).image
+    canvas = np.zeros((700, 900), dtype=np.float32)
+    canvas[80:400, 500:780] = patch
+
+    patch_side = preprocess(patch).geometry.square_side
+    canvas_side = preprocess(canvas).geometry.square_side
+
+    assert abs(canvas_side - patch_side) <= 1
 
 
 def test_geometry_maps_model_input_back_onto_the_original() -> None:
@@ -546,8 +588,11 @@ def test_geometry_maps_model_input_back_onto_the_original() -> None:
 
     assert on_original.shape == canvas_shape
     assert on_original.dtype == np.float32
-    peak = np.unravel_index(np.argmax(on_original), canvas_shape)
-    assert np.hypot(peak[0] - with_bleed.bleed_centre[0], peak[1] - with_bleed.bleed_centre[1]) <= 8
+    # The bleed is a flat disc: compare the centre of the mapped disc with the drawn one.
+    rows, cols = np.nonzero(on_original > 0.5 * on_original.max())
+    centre = (rows.mean(), cols.mean())
+    assert np.hypot(centre[0] - with_bleed.bleed_centre[0], centre[1] - with_bleed.bleed_centre[1]) <= 3
+    assert rows.min() >= with_bleed.bleed_centre[0] - 16 and rows.max() <= with_bleed.bleed_centre[0] + 16
     top, bottom, left, right = result.geometry.crop_box
     outside = np.ones(canvas_shape, dtype=bool)
     outside[top:bottom, left:right] = False
@@ -643,11 +688,6 @@ def test_preprocess_real_images_with_panel_letters(data_dir: Path, name: str) ->
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="head_mask thresholds at a fixed 0.08; this image's grey background (about 0.14) "
-    "joins the head component, so its panel letter is kept",
-)
 def test_preprocess_removes_panel_letter_on_grey_background(data_dir: Path) -> None:
     image = cv2.imread(str(data_dir / "head_ct" / "images" / "115.png"), cv2.IMREAD_UNCHANGED)
 
