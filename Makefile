@@ -32,7 +32,8 @@ unit: $(STAMP)
 	$(PY) -m pytest -m "not slow"
 
 train: $(STAMP)
-	$(PY) -m ml.train --name ich-compact --version 1.0.0 --time-budget-min 35
+	$(PY) -m ml.train --name ich-compact --version 1.0.0 --time-budget-min 40
+	$(PY) -m ml.export --model-dir model_store/ich-compact/1.0.0
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import platform
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -236,7 +237,8 @@ def train(
         epochs=config.epochs,
         class_weight=_class_weights(labels["train"]),
         callbacks=callbacks,
-        verbose=2,
+        # A progress bar on a terminal; one line per epoch in logs.
+        verbose=1 if sys.stdout.isatty() else 2,
     )
     training_seconds = time.monotonic() - fit_started
     model = keras.saving.load_model(checkpoint_path, compile=False)

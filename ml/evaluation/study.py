@@ -1,0 +1,64 @@
+"""Study-level decisions from slice probabilities.
+
+A head CT series has 30 to 300 slices; the study is positive when haemorrhage is seen on any
+of them. Aggregations are compared on validation patients and the chosen one is written in the
+model card (``study_aggregation``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+__all__ = ["AGGREGATIONS", "aggregate", "compare_aggregations"]
+
+
+def _max(probabilities: np.ndarray) -> float:
+    return float(probabilities.max())
+
+
+def _top3_mean(probabilities: np.ndarray) -> float:
+    # Needs agreement of neighbouring slices: a single noisy slice counts less.
+    top = np.sort(probabilities)[-3:]
+    return float(top.mean())
+
+
+def _noisy_or(probabilities: np.ndarray) -> float:
+    # Probability that at least one slice is positive if slices were independent.
+    return float(1.0 - np.exp(np.sum(np.log1p(-np.clip(probabilities, 0.0, 1.0 - 1e-7)))))
+
+
+AGGREGATIONS: dict[str, Callable[[np.ndarray], float]] = {
+    "max": _max,
+    "top3_mean": _top3_mean,
+    "noisy_or": _noisy_or,
+}
+
+
+def aggregate(probabilities: Sequence[float] | np.ndarray, method: str = "max") -> float:
+    """One study probability from its slices' probabilities."""
+    if method not in AGGREGATIONS:
+        raise ValueError(f"Unknown aggregation {method!r}; choose one of {sorted(AGGREGATIONS)}.")
+    values = np.asarray(probabilities, dtype=np.float64).ravel()
+    if values.size == 0:
+        raise ValueError("A study needs at least one slice probability.")
+    return AGGREGATIONS[method](values)
+
+
+def compare_aggregations(
+    labels: Sequence[int], probabilities: Sequence[float], groups: Sequence[str]
+) -> dict[str, dict[str, np.ndarray]]:
+    """Patient labels and study probabilities under every aggregation, for model selection."""
+    by_group: dict[str, list[int]] = {}
+    for index, group in enumerate(groups):
+        by_group.setdefault(group, []).append(index)
+    label_array = np.asarray(labels)
+    prob_array = np.asarray(probabilities, dtype=np.float64)
+    names = sorted(by_group)
+    patient_labels = np.array([int(label_array[by_group[name]].max()) for name in names])
+    results = {}
+    for method in AGGREGATIONS:
+        scores = np.array([aggregate(prob_array[by_group[name]], method) for name in names])
+        results[method] = {"labels": patient_labels, "probabilities": scores}
+    return results

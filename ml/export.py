@@ -1,0 +1,132 @@
+"""Command line: finish and check a model bundle before it ships.
+
+Recomputes the test-split predictions from the bundle's split manifest, writes the ROC,
+confusion-matrix and calibration plots next to the model, checks that the metrics in the card
+are reproduced, checks the bundle's size, and can export a TensorFlow SavedModel for a model
+server::
+
+    python -m ml.export --model-dir model_store/ich-compact/1.0.0 [--saved-model build/saved_model]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ml.data.datasets import Sample, default_data_dir, read_datasets
+from ml.data.splits import load_manifest, select
+from ml.evaluation.metrics import binary_metrics
+from ml.evaluation.plots import save_calibration, save_confusion_matrix, save_roc
+from ml.model_io import ModelBundle, load_bundle
+from ml.training import predict_probabilities, preprocess_samples
+
+logger = logging.getLogger(__name__)
+
+MAX_BUNDLE_MIB = 20.0
+
+
+def split_samples(bundle: ModelBundle, data_dir: Path, split: str) -> list[Sample]:
+    """The samples of one split of the bundle's manifest, read from ``data_dir``."""
+    manifest = load_manifest(bundle.path / bundle.card["training"]["split_manifest"])
+    samples = read_datasets(data_dir, bundle.card["training"]["datasets"])
+    return select(samples, manifest[split])
+
+
+def split_probabilities(
+    bundle: ModelBundle, samples: list[Sample], cache_dir: Path | None = None
+) -> np.ndarray:
+    images = preprocess_samples(samples, bundle.preprocess_config, cache_dir)
+    return predict_probabilities(bundle.model, images)
+
+
+def write_plots(
+    bundle_dir: Path, samples: list[Sample], probabilities: np.ndarray, threshold: float
+) -> list[str]:
+    """Test-split plots, overall and per dataset; returns the file names written."""
+    written = []
+    labels = np.array([sample.label for sample in samples])
+    datasets = sorted({sample.dataset for sample in samples})
+    for name in ["all", *datasets]:
+        chosen = np.array([name in ("all", sample.dataset) for sample in samples])
+        suffix = "test" if name == "all" else f"test_{name}"
+        title = "test split" if name == "all" else f"test split, {name}"
+        if len(set(labels[chosen])) < 2:
+            continue
+        save_roc(
+            labels[chosen],
+            probabilities[chosen],
+            threshold,
+            bundle_dir / f"roc_{suffix}.png",
+            f"ROC, {title}",
+        )
+        save_confusion_matrix(
+            labels[chosen], probabilities[chosen], threshold, bundle_dir / f"confusion_{suffix}.png", title
+        )
+        save_calibration(
+            labels[chosen],
+            probabilities[chosen],
+            bundle_dir / f"calibration_{suffix}.png",
+            f"Calibration, {title}",
+        )
+        written += [f"roc_{suffix}.png", f"confusion_{suffix}.png", f"calibration_{suffix}.png"]
+    return written
+
+
+def check_card_metrics(card: dict[str, Any], samples: list[Sample], probabilities: np.ndarray) -> list[str]:
+    """Differences between the card's test metrics and a recomputation (empty when equal)."""
+    problems = []
+    threshold = float(card["threshold"])
+    for name, entry in card["metrics"]["test"].items():
+        chosen = [i for i, sample in enumerate(samples) if name in ("all", sample.dataset)]
+        labels = np.array([samples[i].label for i in chosen])
+        recomputed = binary_metrics(labels, probabilities[chosen], threshold)
+        for metric, stored in entry["slice"]["metrics"].items():
+            value = stored["value"]
+            if value is None:
+                continue
+            if abs(recomputed[metric] - value) > 0.01:
+                problems.append(f"{name} {metric}: card {value}, recomputed {recomputed[metric]:.4f}")
+    return problems
+
+
+def bundle_size_mib(bundle_dir: Path) -> float:
+    return sum(path.stat().st_size for path in bundle_dir.rglob("*") if path.is_file()) / 1024 / 1024
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    parser = argparse.ArgumentParser(description="Finish and check a model bundle.")
+    parser.add_argument("--model-dir", type=Path, required=True)
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir())
+    parser.add_argument("--cache-dir", type=Path, default=Path(".cache"))
+    parser.add_argument("--saved-model", type=Path, help="also export a TensorFlow SavedModel here")
+    args = parser.parse_args(argv)
+
+    bundle = load_bundle(args.model_dir)
+    samples = split_samples(bundle, args.data_dir, "test")
+    probabilities = split_probabilities(bundle, samples, args.cache_dir)
+    plots = write_plots(bundle.path, samples, probabilities, bundle.threshold)
+    problems = check_card_metrics(bundle.card, samples, probabilities)
+    size = bundle_size_mib(bundle.path)
+    if args.saved_model is not None:
+        bundle.model.export(str(args.saved_model))
+    report = {"plots": plots, "metric_mismatches": problems, "bundle_mib": round(size, 2)}
+    print(json.dumps(report, indent=1))
+    if not problems:
+        card = dict(bundle.card)
+        card["export"] = {"command": f"python -m ml.export --model-dir {args.model_dir}", "plots": plots}
+        (bundle.path / "model_card.json").write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
+    if problems or size > MAX_BUNDLE_MIB:
+        logger.error("The bundle does not pass its checks.")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
