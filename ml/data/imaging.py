@@ -23,7 +23,9 @@ __all__ = [
     "ImageDecodeError",
     "UnsupportedImageError",
     "decode_image",
+    "dicom_dataset_to_image",
     "dicom_to_hounsfield",
+    "read_dicom",
     "sniff_format",
 ]
 
@@ -162,7 +164,16 @@ def _dicom_metadata(dataset: Any) -> dict[str, Any]:
     }
 
 
-def _decode_dicom(data: bytes, window: Window, max_pixels: int) -> DecodedImage:
+def _image_size(dataset: Any) -> tuple[int, int]:
+    return int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0)
+
+
+def read_dicom(data: bytes) -> Any:
+    """Parse DICOM bytes into a pydicom dataset, every element checked.
+
+    Raises:
+        ImageDecodeError: the bytes are not readable DICOM.
+    """
     import pydicom
     from pydicom.errors import BytesLengthException, InvalidDicomError
 
@@ -171,8 +182,8 @@ def _decode_dicom(data: bytes, window: Window, max_pixels: int) -> DecodedImage:
         # pydicom parses elements lazily: touch every one now, so that a truncated or damaged
         # header fails here as ImageDecodeError instead of later as a pydicom or struct error.
         dataset.walk(lambda _dataset, _element: None)
-        rows, columns = int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0)
-        metadata = _dicom_metadata(dataset)
+        _dicom_metadata(dataset)
+        _image_size(dataset)
     except (
         InvalidDicomError,
         BytesLengthException,
@@ -186,6 +197,14 @@ def _decode_dicom(data: bytes, window: Window, max_pixels: int) -> DecodedImage:
         NotImplementedError,
     ) as exc:
         raise ImageDecodeError(f"The DICOM file could not be read: {exc}") from exc
+    return dataset
+
+
+def dicom_dataset_to_image(
+    dataset: Any, window: Window = BRAIN_WINDOW, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> DecodedImage:
+    """Hounsfield units and windowed pixels of a dataset returned by :func:`read_dicom`."""
+    rows, columns = _image_size(dataset)
     if rows * columns > max_pixels:
         raise ImageDecodeError(f"The DICOM image claims {rows} x {columns} pixels, over the limit.")
     hounsfield = dicom_to_hounsfield(dataset)
@@ -193,7 +212,7 @@ def _decode_dicom(data: bytes, window: Window, max_pixels: int) -> DecodedImage:
         format="dicom",
         pixels=window.apply_uint8(hounsfield),
         hounsfield=hounsfield,
-        metadata=metadata,
+        metadata=_dicom_metadata(dataset),
     )
 
 
@@ -214,5 +233,5 @@ def decode_image(
             "The file is not a PNG, JPEG or DICOM image (the content was checked, not the name)."
         )
     if kind == "dicom":
-        return _decode_dicom(data, window, max_pixels)
+        return dicom_dataset_to_image(read_dicom(data), window, max_pixels)
     return _decode_raster(data, kind, max_pixels)
