@@ -19,8 +19,8 @@ system-deps:
 	bash scripts/install-system-deps.sh
 
 lint: $(STAMP)
-	$(PY) -m ruff check app ml tests
-	$(PY) -m ruff format --check app ml tests
+	$(PY) -m ruff check app ml tests bench
+	$(PY) -m ruff format --check app ml tests bench
 
 typecheck: $(STAMP)
 	$(PY) -m mypy

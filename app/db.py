@@ -1,15 +1,44 @@
-"""Database models and sessions (SQLAlchemy; SQLite by default, PostgreSQL by URL)."""
+"""Database models and sessions (SQLAlchemy; SQLite by default, PostgreSQL by URL).
+
+The schema is managed by Alembic (``app/migrations``): ``Database.migrate()`` brings any
+database, empty or older, to the newest revision.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import JSON, DateTime, Float, Integer, String, TypeDecorator, create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    Integer,
+    String,
+    TypeDecorator,
+    create_engine,
+    event,
+    inspect,
+    text,
+)
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# The revision whose schema equals what the service created before it used migrations.
+BASELINE_REVISION = "0001"
+# Any fixed number: PostgreSQL advisory lock that lets one process at a time migrate.
+MIGRATION_LOCK_KEY = 0x1C4D_0001
 
 
 def utcnow() -> datetime:
@@ -82,13 +111,67 @@ class Database:
         if url.startswith("sqlite"):
             connect_args = {"check_same_thread": False, "timeout": 30}
         self.url = url
-        self.engine: Engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+        # hide_parameters: error messages never carry row values such as patient names.
+        self.engine: Engine = create_engine(
+            url, connect_args=connect_args, pool_pre_ping=True, hide_parameters=True
+        )
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
+    def migrate(self, revision: str = "head") -> None:
+        """Upgrade the schema to ``revision``, one process at a time.
+
+        A database created before the service used migrations (tables but no
+        ``alembic_version``) is first stamped with the baseline revision, so its rows stay.
+        """
+        from alembic import command
+        from alembic.runtime.migration import MigrationContext
+
+        with self._migration_lock(), self.engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # Held until this transaction ends; other workers and replicas wait here.
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            config = alembic_config(connection)
+            tables = set(inspect(connection).get_table_names())
+            if "alembic_version" not in tables and "predictions" in tables:
+                logger.info("Database made before migrations: marking it as revision %s.", BASELINE_REVISION)
+                command.stamp(config, BASELINE_REVISION)
+            before = MigrationContext.configure(connection).get_current_revision()
+            command.upgrade(config, revision)
+            after = MigrationContext.configure(connection).get_current_revision()
+        if after != before:
+            logger.info("Database schema upgraded from revision %s to %s.", before or "(empty)", after)
+
     def create_schema(self) -> None:
-        Base.metadata.create_all(self.engine)
+        """Create or upgrade the schema (the same as ``migrate()``)."""
+        self.migrate()
+
+    def revision(self) -> str | None:
+        """The schema revision the database is at, or ``None`` for an unversioned database."""
+        from alembic.runtime.migration import MigrationContext
+
+        with self.engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+
+    @contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        """An exclusive file lock beside an SQLite database file (PostgreSQL locks in the server)."""
+        database = self.engine.url.database
+        if self.engine.dialect.name != "sqlite" or not database or database == ":memory:":
+            yield
+            return
+        import fcntl
+
+        lock_path = Path(f"{database}.migrate-lock")
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with lock_path.open("a") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                with contextlib.suppress(OSError):
+                    fcntl.flock(lock_file, fcntl.LOCK_UN)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -113,6 +196,17 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def alembic_config(connection: Connection | None = None, url: str | None = None) -> Config:
+    """Alembic's configuration in code: the migrations folder and a connection (or a URL for --sql)."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = connection
+    config.attributes["url"] = url
+    return config
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:

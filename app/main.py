@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api.routes import health, models, predictions
-from app.core.config import Settings, get_settings
+from app.api.routes import health, metrics, models, pages, predictions
+from app.core.config import PROJECT_ROOT, Settings, get_settings
 from app.core.errors import install_error_handlers
 from app.core.limits import BodySizeLimit, upload_limit_bytes
+from app.core.logs import RequestObserver, configure_logging
+from app.core.metrics import Metrics
+from app.core.sessions import SessionMiddleware
+from app.core.startup import ensure_api_key
 from app.db import Database
 from app.services.auth import KeyStore
 from app.services.storage import FileStore
@@ -20,13 +23,6 @@ from app.services.storage import FileStore
 logger = logging.getLogger("app")
 
 DISCLAIMER = "Decision support only. Not for clinical use."
-
-
-def configure_logging(level: str) -> None:
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    root.setLevel(level.upper())
 
 
 def configure_tensorflow(threads: int) -> None:
@@ -40,25 +36,6 @@ def configure_tensorflow(threads: int) -> None:
             logger.debug("TensorFlow threads were already configured.")
 
 
-def ensure_api_key(settings: Settings, keys: KeyStore) -> None:
-    """With authentication on and no key anywhere, create one and show it once."""
-    if not settings.auth_enabled:
-        logger.warning(
-            "Authentication is OFF (ICH_AUTH_ENABLED=false): anyone who reaches the service can use it."
-        )
-        return
-    if keys.has_any():
-        return
-    key = keys.create("initial")
-    # Shown once on the console, as a notebook server shows its token; only its hash is stored.
-    sys.stderr.write(
-        "\n    No API key existed, so one was created. Keep it; it is not shown again:\n"
-        f"        {key}\n"
-        "    Send it as 'Authorization: Bearer <key>'; manage keys with 'python -m app.cli keys'.\n\n"
-    )
-    sys.stderr.flush()
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service; nothing heavy happens until the lifespan starts."""
     settings = settings or get_settings()
@@ -69,11 +46,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         from app.services.inference import ModelRegistry
         from app.services.predictions import PredictionService
 
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.log_format)
         configure_tensorflow(settings.inference_threads)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         database = Database(settings.resolved_database_url)
-        database.create_schema()
+        if settings.migrate_on_start:
+            database.migrate()
         files = FileStore(settings.resolved_storage_dir)
         files.prepare()
         with database.session() as session:
@@ -95,7 +73,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.files = files
         app.state.registry = registry
         app.state.keys = keys
-        app.state.predictions = PredictionService(database, files, registry, settings.max_image_pixels)
+        app.state.predictions = PredictionService(
+            database, files, registry, settings.max_image_pixels, metrics=app.state.metrics
+        )
         logger.info("Ready: models %s", [f"{m['name']}/{m['version']}" for m in registry.describe()])
         yield
         database.dispose()
@@ -107,11 +87,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.metrics = Metrics()
     app.add_middleware(BodySizeLimit, max_bytes=upload_limit_bytes(settings.max_upload_bytes))
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(predictions.router)
     app.include_router(models.router)
+    app.add_middleware(SessionMiddleware, settings=settings)
+    app.include_router(pages.router)
+    app.mount("/static", pages.StaticAssets(directory=PROJECT_ROOT / "static"), name="static")
+    pages.install_page_error_handler(app)
+    # Added last, so it is the outermost layer and sees every response, including 413 and 500.
+    app.add_middleware(RequestObserver, metrics=app.state.metrics)
     return app
 
 

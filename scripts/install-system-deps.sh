@@ -2,10 +2,17 @@
 # Debian packages the test suite drives for real:
 #   poppler-utils  renders PDF reports to PNG (pdftoppm)
 #   postgresql     a real PostgreSQL server that the database tests start on loopback
+#   chromium       the browser that the web-page tests drive through Playwright
+#   docker-compose checks docker-compose.yml (no Docker engine needed for 'config')
+#   orthanc, orthanc-dicomweb  the DICOM archive of the compose stack, started by the deployment tests
 set -euo pipefail
 needed=()
 command -v pdftoppm >/dev/null 2>&1 || needed+=(poppler-utils)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || needed+=(postgresql)
+command -v chromium >/dev/null 2>&1 || needed+=(chromium)
+command -v docker-compose >/dev/null 2>&1 || needed+=(docker-compose)
+command -v Orthanc >/dev/null 2>&1 || [ -x /usr/sbin/Orthanc ] || needed+=(orthanc)
+ls /usr/share/orthanc/plugins/libOrthancDicomWeb.so* >/dev/null 2>&1 || needed+=(orthanc-dicomweb)
 if [ ${#needed[@]} -eq 0 ]; then
   exit 0
 fi
@@ -16,3 +23,7 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${needed[@]}"
+# The tests start their own Orthanc on loopback; the package's system service is not needed.
+if [[ " ${needed[*]} " == *" orthanc "* ]] && command -v systemctl >/dev/null 2>&1; then
+  systemctl disable --now orthanc >/dev/null 2>&1 || true
+fi

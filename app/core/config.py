@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +36,24 @@ class Settings(BaseSettings):
     auth_enabled: bool = Field(True, description="Require API keys; turn off only for local experiments.")
     api_keys: str = Field("", description="Comma-separated API keys accepted in addition to stored ones.")
     log_level: str = Field("INFO", description="Python logging level.")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log lines as plain text, or as one JSON object per line for log collectors."
+    )
+    migrate_on_start: bool = Field(
+        True,
+        description="Upgrade the database schema at start-up; turn off when a deployment step runs "
+        "'python -m app.cli db upgrade' before the replicas start.",
+    )
     inference_threads: int = Field(0, ge=0, description="TensorFlow intra-op threads; 0 uses every core.")
+    session_secret: SecretStr = Field(
+        SecretStr(""),
+        description="Key that signs browser session cookies; when empty, one is generated once and "
+        "kept in DATA_DIR/session_secret.",
+    )
+    session_hours: float = Field(12.0, gt=0, description="How long a browser sign-in lasts, in hours.")
+    session_cookie_secure: bool = Field(
+        False, description="Send the session cookie over HTTPS only; turn on behind a TLS proxy."
+    )
 
     @property
     def resolved_storage_dir(self) -> Path:

@@ -8,6 +8,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from app.core.logs import route_template
+
 logger = logging.getLogger(__name__)
 
 
@@ -54,17 +56,25 @@ def _describe_validation(exc: RequestValidationError) -> str:
     return "Invalid request. " + "; ".join(parts)
 
 
+def _count_error(request: Request, error_type: str) -> None:
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.count_error(error_type)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map domain and validation errors to ``{"detail": ...}`` JSON responses."""
 
     @app.exception_handler(ServiceError)
     async def handle_service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        _count_error(request, type(exc).__name__)
         if exc.status_code >= 500:
-            logger.error("%s on %s: %s", type(exc).__name__, request.url.path, exc.detail)
+            logger.error("%s on %s: %s", type(exc).__name__, route_template(request.scope), exc.detail)
         return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail})
 
     @app.exception_handler(RequestValidationError)
     async def handle_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        _count_error(request, "RequestValidationError")
         errors = [
             {"loc": list(error.get("loc", ())), "msg": error.get("msg", ""), "type": error.get("type", "")}
             for error in exc.errors()

@@ -81,3 +81,14 @@ class KeyStore:
             if hmac.compare_digest(digest, candidate.key_hash):
                 return Principal(name=candidate.name, prefix=candidate.prefix)
         return None
+
+    def authenticate_digest(self, digest: str, prefix: str) -> Principal | None:
+        """As ``authenticate``, from the key's digest and prefix (what a browser session keeps)."""
+        for configured in self._configured:
+            if hmac.compare_digest(digest, configured):
+                return Principal(name="configured", prefix=prefix)
+        with self.database.session() as session:
+            stored = session.scalar(
+                select(ApiKey).where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
+            )
+        return Principal(name=stored.name, prefix=stored.prefix) if stored is not None else None

@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.core.errors import NotFound, StorageUnavailable
+from app.core.metrics import Metrics
 from app.db import Database, Prediction, utcnow
 from app.services.inference import ModelRegistry, SliceResult, decode_upload, encode_png
 from app.services.storage import FileStore
@@ -51,12 +52,18 @@ class PredictionService:
     """The one place that writes predictions; routes and pages call it."""
 
     def __init__(
-        self, database: Database, files: FileStore, registry: ModelRegistry, max_pixels: int
+        self,
+        database: Database,
+        files: FileStore,
+        registry: ModelRegistry,
+        max_pixels: int,
+        metrics: Metrics | None = None,
     ) -> None:
         self.database = database
         self.files = files
         self.registry = registry
         self.max_pixels = max_pixels
+        self.metrics = metrics
 
     def analyse(
         self, data: bytes, model_name: str | None = None, model_version: str | None = None
@@ -67,6 +74,9 @@ class PredictionService:
         decode_ms = (time.perf_counter() - started) * 1000.0
         result = self.registry.get(model_name, model_version).predict(decoded)
         result.timings_ms = {"decode": decode_ms, **result.timings_ms}
+        if self.metrics is not None:
+            seconds = result.timings_ms.get("model_and_gradcam", 0.0) / 1000.0
+            self.metrics.observe_inference(result.model_name, result.model_version, seconds)
         return result
 
     def create(
@@ -135,6 +145,8 @@ class PredictionService:
         except BaseException:
             self.files.delete(prediction_id)
             raise
+        if self.metrics is not None:
+            self.metrics.count_prediction(prediction.label, prediction.model_name, prediction.model_version)
         logger.info(
             "prediction %s stored: label=%s model=%s/%s",
             prediction_id,

@@ -157,7 +157,7 @@ def slice_positions(
     if np.linalg.norm(normal) < 1e-6:
         return None
     normal /= np.linalg.norm(normal)
-    return [float(np.dot(np.asarray(position, dtype=np.float64), normal)) for position in positions]  # type: ignore[arg-type]
+    return [float(np.dot(np.asarray(position, dtype=np.float64), normal)) for position in positions]
 
 
 def _skip_reason(dataset: Any) -> str | None:

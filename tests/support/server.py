@@ -17,9 +17,17 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 class ServiceProcess:
-    """``python -m app`` with ``ICH_*`` settings; waits until /readyz answers 200."""
+    """``python -m app`` (or ``command``) in ``cwd`` with ``ICH_*`` settings; waits for /readyz 200."""
 
-    def __init__(self, env: dict[str, str], startup_timeout: float = 120.0) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        startup_timeout: float = 120.0,
+        command: list[str] | None = None,
+        cwd: Path = PROJECT_ROOT,
+    ) -> None:
+        self.command = command or [sys.executable, "-m", "app"]
+        self.cwd = cwd
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **env, "ICH_HOST": "127.0.0.1", "ICH_PORT": str(self.port)}
@@ -31,8 +39,8 @@ class ServiceProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "app"],
-            cwd=PROJECT_ROOT,
+            self.command,
+            cwd=self.cwd,
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

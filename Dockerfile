@@ -1,0 +1,58 @@
+# syntax=docker/dockerfile:1
+# ICH Detect: the service, CPU TensorFlow and the shipped model, run as a non-root user.
+#   docker build -t ich-detect .
+#   docker run --rm -p 127.0.0.1:8000:8000 -v ich-data:/data --stop-timeout 45 ich-detect
+# The full stack (PostgreSQL, Orthanc) is in docker-compose.yml; settings in docs/operations.md.
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# ---- builder: a virtual environment with the pinned dependencies of pyproject.toml ----
+FROM ${PYTHON_IMAGE} AS builder
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /build
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+COPY pyproject.toml ./
+# Only the dependency list, so that a code change does not reinstall TensorFlow.
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > requirements.txt \
+    && pip install --upgrade pip \
+    && pip install -r requirements.txt
+
+# ---- runtime: the venv, the code and the model; nothing to build with ----
+FROM ${PYTHON_IMAGE} AS runtime
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    TF_CPP_MIN_LOG_LEVEL=2 \
+    ICH_HOST=0.0.0.0 \
+    ICH_PORT=8000 \
+    ICH_WORKERS=2 \
+    ICH_DATA_DIR=/data \
+    ICH_MODEL_STORE=/srv/ich/model_store \
+    ICH_LOG_FORMAT=json
+RUN groupadd --system --gid 10001 ich \
+    && useradd --system --uid 10001 --gid ich --home-dir /srv/ich --shell /usr/sbin/nologin ich \
+    && mkdir -p /data /models \
+    && chown ich:ich /data /models
+COPY --from=builder /opt/venv /opt/venv
+WORKDIR /srv/ich
+# The code stays owned by root: the service can read it, not change it.
+COPY app/ app/
+COPY ml/ ml/
+COPY templates/ templates/
+COPY static/ static/
+COPY model_store/ model_store/
+USER ich
+# /data: database (SQLite by default) and stored files. /models: other model bundles, used with
+# ICH_MODEL_STORE=/models.
+VOLUME ["/data", "/models"]
+EXPOSE 8000
+# On SIGTERM uvicorn stops accepting and finishes open requests for up to 30 s, so stop the
+# container with a longer timeout (docker run --stop-timeout 45; compose: stop_grace_period).
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=30s --timeout=10s --start-period=120s --retries=3 \
+    CMD ["python", "-m", "app.cli", "healthcheck"]
+# python -m app: schema upgrade and first API key, then uvicorn with ICH_WORKERS workers.
+CMD ["python", "-m", "app"]

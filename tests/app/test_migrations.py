@@ -1,0 +1,199 @@
+"""Alembic migrations on SQLite and PostgreSQL: empty databases, older ones, concurrent starts."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from fastapi.testclient import TestClient
+
+from app.cli import main
+from app.core.config import Settings, get_settings
+from app.db import BASELINE_REVISION, Base, Database, Prediction, alembic_config
+from app.main import create_app
+from app.services.auth import hash_key
+
+HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
+LEGACY_KEY = "ich_legacy-key-made-before-migrations-0123456789"
+
+
+@pytest.fixture
+def url(database_url: str | None, tmp_path: Path) -> str:
+    """An empty database: a new SQLite file, or a new database on the test PostgreSQL server."""
+    return database_url or f"sqlite:///{tmp_path / 'migrations.sqlite3'}"
+
+
+def table_names(database: Database) -> set[str]:
+    return set(sa.inspect(database.engine).get_table_names())
+
+
+def schema_differences(database: Database) -> list[object]:
+    with database.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        return list(compare_metadata(context, Base.metadata))
+
+
+def insert_rows(database: Database) -> str:
+    """One prediction and one API key, written with plain SQL as an older service would have."""
+    prediction_id = str(uuid.uuid4())
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    metadata = sa.MetaData()
+    predictions = sa.Table("predictions", metadata, autoload_with=database.engine)
+    api_keys = sa.Table("api_keys", metadata, autoload_with=database.engine)
+    with database.engine.begin() as connection:
+        connection.execute(
+            predictions.insert().values(
+                id=prediction_id,
+                created_at=now,
+                model_name="ich-compact",
+                model_version="0.0.1",
+                probability=0.83,
+                label="hemorrhage",
+                threshold=0.5,
+                source_format="png",
+                image_width=512,
+                image_height=512,
+                patient_name="Legacy^Patient",
+                patient_id="L-1",
+                timings_ms={"total": 12.5},
+                details={},
+            )
+        )
+        connection.execute(
+            api_keys.insert().values(
+                name="legacy", prefix=LEGACY_KEY[:12], key_hash=hash_key(LEGACY_KEY), created_at=now
+            )
+        )
+    return prediction_id
+
+
+def test_the_schema_has_a_revision_history() -> None:
+    assert HEAD is not None
+    revisions = list(ScriptDirectory.from_config(alembic_config()).walk_revisions())
+    assert revisions[-1].revision == BASELINE_REVISION and revisions[-1].down_revision is None
+
+
+def test_empty_database_upgrades_to_head_matching_the_models(url: str) -> None:
+    database = Database(url)
+    try:
+        assert database.revision() is None
+        database.migrate()
+        assert database.revision() == HEAD
+        assert {"predictions", "api_keys", "alembic_version"} <= table_names(database)
+        # The migrations build exactly what the models describe: nothing left to autogenerate.
+        assert schema_differences(database) == []
+        database.migrate()
+        assert database.revision() == HEAD
+
+        with database.engine.begin() as connection:
+            command.downgrade(alembic_config(connection), "base")
+        assert table_names(database) <= {"alembic_version"}
+        database.migrate()
+        assert schema_differences(database) == []
+    finally:
+        database.dispose()
+
+
+def test_database_at_first_revision_upgrades_and_keeps_rows(url: str) -> None:
+    database = Database(url)
+    try:
+        database.migrate(BASELINE_REVISION)
+        assert database.revision() == BASELINE_REVISION
+        prediction_id = insert_rows(database)
+        database.migrate()
+        assert database.revision() == HEAD
+        with database.session() as session:
+            prediction = session.get(Prediction, prediction_id)
+        assert prediction is not None
+        assert prediction.patient_name == "Legacy^Patient"
+        assert prediction.created_at == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+        assert prediction.timings_ms == {"total": 12.5}
+    finally:
+        database.dispose()
+
+
+def test_database_made_before_migrations_is_adopted(
+    url: str, database_url: str | None, tmp_path: Path, model_store: Path
+) -> None:
+    """Tables without ``alembic_version`` (what ``create_all`` made) get stamped, rows intact."""
+    database = Database(url)
+    try:
+        database.migrate(BASELINE_REVISION)
+        with database.engine.begin() as connection:
+            connection.execute(sa.text("DROP TABLE alembic_version"))
+        prediction_id = insert_rows(database)
+        assert database.revision() is None
+    finally:
+        database.dispose()
+
+    data_dir = tmp_path / "data"
+    if database_url is None:
+        data_dir.mkdir()
+        Path(url.removeprefix("sqlite:///")).rename(data_dir / "ich.sqlite3")
+    settings = Settings(data_dir=data_dir, database_url=database_url, model_store=model_store, api_keys="")
+    with TestClient(create_app(settings)) as client:
+        headers = {"Authorization": f"Bearer {LEGACY_KEY}"}
+        listing = client.get("/api/v1/predictions", headers=headers)
+        assert listing.status_code == 200, listing.text
+        assert [item["id"] for item in listing.json()["items"]] == [prediction_id]
+        assert listing.json()["items"][0]["study"]["patient_id"] == "L-1"
+    upgraded = Database(settings.resolved_database_url)
+    try:
+        assert upgraded.revision() == HEAD
+        assert schema_differences(upgraded) == []
+    finally:
+        upgraded.dispose()
+
+
+def test_concurrent_migrations_wait_for_each_other(url: str) -> None:
+    """Workers and replicas that start together: one migrates, the others find the schema done."""
+    errors: list[BaseException] = []
+
+    def migrate() -> None:
+        database = Database(url)
+        try:
+            database.migrate()
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            database.dispose()
+
+    threads = [threading.Thread(target=migrate) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    database = Database(url)
+    try:
+        assert database.revision() == HEAD
+    finally:
+        database.dispose()
+
+
+def test_cli_db_commands(
+    url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ICH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("ICH_DATABASE_URL", url)
+    get_settings.cache_clear()
+    try:
+        assert main(["db", "current"]) == 0
+        assert "no revision" in capsys.readouterr().out
+        assert main(["db", "upgrade", "--sql"]) == 0
+        script = capsys.readouterr().out
+        assert "CREATE TABLE predictions" in script and "CREATE TABLE api_keys" in script
+        assert main(["db", "upgrade"]) == 0
+        assert f"revision {HEAD}" in capsys.readouterr().out
+        assert main(["db", "current"]) == 0
+        assert capsys.readouterr().out.strip() == HEAD
+    finally:
+        get_settings.cache_clear()
