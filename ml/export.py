@@ -21,8 +21,9 @@ import numpy as np
 
 from ml.data.datasets import Sample, default_data_dir, read_datasets
 from ml.data.splits import load_manifest, select
-from ml.evaluation.metrics import binary_metrics
+from ml.evaluation.metrics import binary_metrics, choose_threshold, summarize
 from ml.evaluation.plots import save_calibration, save_confusion_matrix, save_roc
+from ml.evaluation.study import compare_aggregations
 from ml.model_io import ModelBundle, load_bundle
 from ml.training import predict_probabilities, preprocess_samples
 
@@ -95,6 +96,47 @@ def check_card_metrics(card: dict[str, Any], samples: list[Sample], probabilitie
     return problems
 
 
+def choose_study_aggregation(
+    validation: list[Sample], validation_probs: np.ndarray, target_sensitivity: float = 0.95
+) -> dict[str, Any]:
+    """Pick the study aggregation with the best patient-level AUC on CT-ICH validation patients.
+
+    Ties go to the simplest (``max``). The study threshold is then chosen on the same
+    patients for the target sensitivity.
+    """
+    chosen = [i for i, sample in enumerate(validation) if sample.dataset == "ct_ich"]
+    labels = [validation[i].label for i in chosen]
+    groups = [validation[i].group for i in chosen]
+    compared = compare_aggregations(labels, validation_probs[chosen], groups)
+    scores = {
+        method: binary_metrics(values["labels"], values["probabilities"], 0.5)["auc"]
+        for method, values in compared.items()
+    }
+    order = ["max", "top3_mean", "noisy_or"]
+    best = max(order, key=lambda method: (round(scores[method], 4), -order.index(method)))
+    threshold = choose_threshold(
+        compared[best]["labels"], compared[best]["probabilities"], target_sensitivity
+    )
+    return {
+        "method": best,
+        "threshold": round(float(threshold), 6),
+        "validation_patient_auc": {method: round(score, 4) for method, score in scores.items()},
+        "validation_patients": int(len(compared[best]["labels"])),
+    }
+
+
+def study_test_metrics(
+    test: list[Sample], test_probs: np.ndarray, method: str, threshold: float, resamples: int = 1000
+) -> dict[str, Any]:
+    """Study-level metrics on the CT-ICH test patients (each patient's slices form a study)."""
+    chosen = [i for i, sample in enumerate(test) if sample.dataset == "ct_ich"]
+    compared = compare_aggregations(
+        [test[i].label for i in chosen], test_probs[chosen], [test[i].group for i in chosen]
+    )
+    values = compared[method]
+    return summarize(values["labels"], values["probabilities"], threshold, None, resamples)
+
+
 def bundle_size_mib(bundle_dir: Path) -> float:
     return sum(path.stat().st_size for path in bundle_dir.rglob("*") if path.is_file()) / 1024 / 1024
 
@@ -113,13 +155,26 @@ def main(argv: list[str] | None = None) -> int:
     probabilities = split_probabilities(bundle, samples, args.cache_dir)
     plots = write_plots(bundle.path, samples, probabilities, bundle.threshold)
     problems = check_card_metrics(bundle.card, samples, probabilities)
+    validation = split_samples(bundle, args.data_dir, "validation")
+    study = choose_study_aggregation(validation, split_probabilities(bundle, validation, args.cache_dir))
+    study_test = study_test_metrics(samples, probabilities, study["method"], study["threshold"])
     size = bundle_size_mib(bundle.path)
     if args.saved_model is not None:
         bundle.model.export(str(args.saved_model))
-    report = {"plots": plots, "metric_mismatches": problems, "bundle_mib": round(size, 2)}
+    report = {
+        "plots": plots,
+        "metric_mismatches": problems,
+        "bundle_mib": round(size, 2),
+        "study_aggregation": study,
+        "study_test_ct_ich": study_test,
+    }
     print(json.dumps(report, indent=1))
     if not problems:
         card = dict(bundle.card)
+        card["study_aggregation"] = study["method"]
+        card["study_threshold"] = study["threshold"]
+        card["study_selection"] = study
+        card["metrics"]["test_study_ct_ich"] = study_test
         card["export"] = {"command": f"python -m ml.export --model-dir {args.model_dir}", "plots": plots}
         (bundle.path / "model_card.json").write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
     if problems or size > MAX_BUNDLE_MIB:

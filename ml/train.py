@@ -37,6 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--max-samples", type=int, help="use a random subset (smoke runs)")
     parser.add_argument("--bootstrap-resamples", type=int, default=defaults.bootstrap_resamples)
+    parser.add_argument("--init-from", help="start from the weights of an earlier model.keras")
     return parser.parse_args(argv)
 
 
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
         max_samples=args.max_samples,
         bootstrap_resamples=args.bootstrap_resamples,
+        init_from=args.init_from,
     )
     output = args.output or Path("model_store") / config.name / config.version
     card = train(config, args.data_dir, output, args.cache_dir)

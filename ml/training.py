@@ -55,6 +55,7 @@ class TrainConfig:
     seed: int = 42
     max_samples: int | None = None
     bootstrap_resamples: int = 1000
+    init_from: str | None = None
 
     def preprocess_config(self) -> PreprocessConfig:
         return PreprocessConfig(image_size=self.image_size, clahe=self.clahe)
@@ -211,6 +212,11 @@ def train(
     model = build_classifier(
         (config.image_size, config.image_size, 1), config.backbone, config.width, config.dropout
     )
+    if config.init_from:
+        # Continue from an earlier run of the same architecture (weights only; a fresh
+        # optimiser, split and threshold).
+        model.set_weights(keras.saving.load_model(config.init_from, compile=False).get_weights())
+        logger.info("Initialised from %s", config.init_from)
     model.compile(
         optimizer=keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay),
         loss=keras.losses.BinaryCrossentropy(),
@@ -308,6 +314,12 @@ def train(
             f"--epochs {config.epochs} --batch-size {config.batch_size} --image-size {config.image_size} "
             f"--time-budget-min {config.time_budget_minutes:g} --seed {config.seed}"
             + (" --clahe" if config.clahe else "")
+            + (
+                f" --learning-rate {config.learning_rate:g}"
+                if config.learning_rate != TrainConfig.learning_rate
+                else ""
+            )
+            + (f" --init-from {config.init_from}" if config.init_from else "")
         ),
         "total_seconds": round(time.monotonic() - started, 1),
     }

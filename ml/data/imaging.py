@@ -15,6 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ml.data.scope import colourfulness
 from ml.data.windowing import BRAIN_WINDOW, Window
 
 __all__ = [
@@ -47,7 +48,9 @@ class DecodedImage:
 
     ``pixels`` is 2-D uint8 (display grey levels) for every format; ``hounsfield`` holds
     the Hounsfield units of a DICOM slice; ``metadata`` holds the DICOM attributes a
-    report needs (patient and study) and geometry (pixel spacing, position).
+    report needs (patient and study) and geometry (pixel spacing, position); for PNG and
+    JPEG it holds ``colourfulness``, measured before the conversion to grey
+    (:func:`ml.data.scope.colourfulness`).
     """
 
     format: str
@@ -83,6 +86,10 @@ def _decode_raster(data: bytes, kind: str, max_pixels: int) -> DecodedImage:
                 f"The image claims {dimensions[0]} x {dimensions[1]} pixels, more than the "
                 f"limit of {max_pixels:,}."
             )
+    if kind == "jpeg" and b"\xff\xd9" not in data[-1024:]:
+        # OpenCV decodes a cut-off JPEG without complaint and fills the missing rows with grey,
+        # which the model would then read as anatomy.
+        raise ImageDecodeError("The JPEG data are truncated (the end-of-image marker is missing).")
     buffer = np.frombuffer(data, dtype=np.uint8)
     try:
         image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
@@ -94,6 +101,8 @@ def _decode_raster(data: bytes, kind: str, max_pixels: int) -> DecodedImage:
         raise ImageDecodeError(f"The image has more than {max_pixels:,} pixels.")
     if image.ndim == 3 and image.shape[2] == 4:
         image = image[:, :, :3]
+    # Measured before the grey conversion below, which would erase it; the scope check reads it.
+    colour = colourfulness(image)
     if image.dtype != np.uint8:
         # 16-bit PNGs: stretch to 8 bits so every format reaches preprocessing alike.
         values = image.astype(np.float32)
@@ -102,7 +111,7 @@ def _decode_raster(data: bytes, kind: str, max_pixels: int) -> DecodedImage:
         image = np.round(scaled * 255.0).astype(np.uint8)
     if image.ndim == 3:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    return DecodedImage(format=kind, pixels=np.ascontiguousarray(image))
+    return DecodedImage(format=kind, pixels=np.ascontiguousarray(image), metadata={"colourfulness": colour})
 
 
 def dicom_to_hounsfield(dataset: Any) -> np.ndarray:
@@ -131,6 +140,7 @@ def dicom_to_hounsfield(dataset: Any) -> np.ndarray:
         raise UnsupportedImageError(
             f"Only single-frame greyscale DICOM slices are accepted; this one has shape {pixels.shape}."
         )
+    _check_rescale(dataset)
     try:
         hounsfield = np.asarray(apply_modality_lut(pixels, dataset), dtype=np.float32)
     except (TypeError, ValueError) as exc:
@@ -138,6 +148,29 @@ def dicom_to_hounsfield(dataset: Any) -> np.ndarray:
     if not np.isfinite(hounsfield).all():
         raise ImageDecodeError("The DICOM rescale values give non-finite Hounsfield units.")
     return hounsfield
+
+
+# CT scanners write RescaleSlope 1 (rarely 0.5 or 2) and intercepts of about -1024; values far
+# outside these bounds turn every pixel into bone or air and cannot come from a CT slice.
+MAX_RESCALE_SLOPE = 100.0
+MAX_RESCALE_INTERCEPT = 100_000.0
+
+
+def _check_rescale(dataset: Any) -> None:
+    """Refuse RescaleSlope and RescaleIntercept values that no CT scanner writes."""
+    for keyword, limit in (("RescaleSlope", MAX_RESCALE_SLOPE), ("RescaleIntercept", MAX_RESCALE_INTERCEPT)):
+        raw = dataset.get(keyword)
+        if raw is None or raw == "":
+            continue
+        try:
+            value = float(raw)
+        except (TypeError, ValueError) as exc:
+            raise ImageDecodeError(f"The DICOM {keyword} {raw!r} is not a number.") from exc
+        if not np.isfinite(value) or abs(value) > limit or (keyword == "RescaleSlope" and value == 0.0):
+            raise ImageDecodeError(
+                f"The DICOM {keyword} is {value:g}, outside what a CT scanner writes "
+                f"(|{keyword}| up to {limit:g}{', not 0' if keyword == 'RescaleSlope' else ''})."
+            )
 
 
 def _dicom_metadata(dataset: Any) -> dict[str, Any]:

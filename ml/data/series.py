@@ -32,6 +32,7 @@ from ml.data.windowing import BRAIN_WINDOW, Window
 __all__ = [
     "ArchiveError",
     "ArchiveLimits",
+    "ArchiveTooLarge",
     "SeriesError",
     "SeriesSlice",
     "SkippedObject",
@@ -45,6 +46,10 @@ __all__ = [
 
 class ArchiveError(ValueError):
     """A ZIP archive that is damaged or breaks the safety limits."""
+
+
+class ArchiveTooLarge(ArchiveError):
+    """A ZIP archive with more entries or more uncompressed bytes than the limits allow."""
 
 
 class SeriesError(ValueError):
@@ -109,10 +114,10 @@ def extract_zip(data: bytes, limits: ArchiveLimits | None = None) -> list[tuple[
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise ArchiveError(f"The ZIP archive is damaged: {exc}") from exc
     if len(entries) > limits.max_entries:
-        raise ArchiveError(f"The ZIP archive has {len(entries)} files; the limit is {limits.max_entries}.")
+        raise ArchiveTooLarge(f"The ZIP archive has {len(entries)} files; the limit is {limits.max_entries}.")
     declared = sum(entry.file_size for entry in entries)
     if declared > limits.max_total_bytes:
-        raise ArchiveError(
+        raise ArchiveTooLarge(
             f"The ZIP archive unpacks to {declared / 1024 / 1024:.0f} MiB; the limit is "
             f"{limits.max_total_bytes / 1024 / 1024:.0f} MiB."
         )
@@ -139,7 +144,7 @@ def extract_zip(data: bytes, limits: ArchiveLimits | None = None) -> list[tuple[
             raise ArchiveError(f"The ZIP entry {entry.filename!r} is larger than its header says.")
         total += len(content)
         if total > limits.max_total_bytes:
-            raise ArchiveError("The ZIP archive unpacks to more than the size limit.")
+            raise ArchiveTooLarge("The ZIP archive unpacks to more than the size limit.")
         files.append((str(path), content))
     return files
 
