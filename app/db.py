@@ -18,6 +18,7 @@ from sqlalchemy import (
     JSON,
     DateTime,
     Float,
+    ForeignKey,
     Integer,
     String,
     TypeDecorator,
@@ -88,6 +89,46 @@ class Prediction(Base):
     requesting_clinician: Mapped[str | None] = mapped_column(String(200), nullable=True)
     timings_ms: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Study(Base):
+    """One analysed CT series: the study-level result. Its files live under storage/studies/<id>."""
+
+    __tablename__ = "studies"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    model_name: Mapped[str] = mapped_column(String(100))
+    model_version: Mapped[str] = mapped_column(String(50))
+    probability: Mapped[float] = mapped_column(Float)
+    label: Mapped[str] = mapped_column(String(20), index=True)
+    threshold: Mapped[float] = mapped_column(Float)
+    aggregation: Mapped[str] = mapped_column(String(20))
+    num_slices: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(10))
+    study_instance_uid: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    series_instance_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    patient_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    patient_id: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)
+    study_description: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    study_date: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    requesting_clinician: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    timings_ms: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class StudySlice(Base):
+    """One slice of a study, in anatomical order (``slice_index`` 0 is the lowest position)."""
+
+    __tablename__ = "study_slices"
+
+    study_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("studies.id", ondelete="CASCADE"), primary_key=True
+    )
+    slice_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sop_instance_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    position_mm: Mapped[float | None] = mapped_column(Float, nullable=True)
+    probability: Mapped[float] = mapped_column(Float)
 
 
 class ApiKey(Base):

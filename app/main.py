@@ -8,12 +8,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api.routes import health, metrics, models, pages, predictions
+from app.api.routes import health, metrics, models, pages, predictions, studies
 from app.core.config import PROJECT_ROOT, Settings, get_settings
 from app.core.errors import install_error_handlers
 from app.core.limits import BodySizeLimit, upload_limit_bytes
 from app.core.logs import RequestObserver, configure_logging
 from app.core.metrics import Metrics
+from app.core.ratelimit import RateLimiter
+from app.core.security import SecurityHeaders
 from app.core.sessions import SessionMiddleware
 from app.core.startup import ensure_api_key
 from app.db import Database
@@ -42,9 +44,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from app.db import Prediction
+        from app.db import Prediction, Study
         from app.services.inference import ModelRegistry
+        from app.services.pacs import PacsClient, PacsService, StudyWatcher
         from app.services.predictions import PredictionService
+        from app.services.storage import STUDIES
+        from app.services.studies import StudyService
+        from ml.data.series import ArchiveLimits
 
         configure_logging(settings.log_level, settings.log_format)
         configure_tensorflow(settings.inference_threads)
@@ -56,9 +62,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         files.prepare()
         with database.session() as session:
             known = set(session.scalars(Prediction.__table__.select().with_only_columns(Prediction.id)))
+            known_studies = set(session.scalars(Study.__table__.select().with_only_columns(Study.id)))
         removed = files.remove_incomplete(known)
+        removed += files.remove_incomplete(known_studies, kind=STUDIES)
         if removed:
-            logger.warning("Removed %d incomplete prediction folders left by an interrupted run.", removed)
+            logger.warning("Removed %d incomplete result folders left by an interrupted run.", removed)
         registry = ModelRegistry.from_store(settings.model_store, settings.default_model)
         if not registry.ready:
             logger.error(
@@ -76,8 +84,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.predictions = PredictionService(
             database, files, registry, settings.max_image_pixels, metrics=app.state.metrics
         )
+        app.state.studies = StudyService(
+            database,
+            files,
+            registry,
+            settings.max_image_pixels,
+            max_slices=settings.max_study_slices,
+            # A ZIP may unpack to a few times its own size (DICOM compresses about 2:1 to 4:1).
+            archive_limits=ArchiveLimits(max_total_bytes=4 * settings.max_study_upload_bytes),
+            metrics=app.state.metrics,
+        )
+        app.state.pacs = PacsService(PacsClient.from_settings(settings), app.state.studies)
+        watcher = None
+        if settings.dicomweb_url and settings.dicomweb_poll_seconds > 0:
+            watcher = StudyWatcher(
+                app.state.pacs, settings.dicomweb_poll_seconds, settings.dicomweb_poll_lookback_days
+            )
+            watcher.start()
+            logger.info("Watching the PACS for new CT studies every %g s.", settings.dicomweb_poll_seconds)
+        app.state.watcher = watcher
         logger.info("Ready: models %s", [f"{m['name']}/{m['version']}" for m in registry.describe()])
         yield
+        if watcher is not None:
+            watcher.stop()
         database.dispose()
 
     app = FastAPI(
@@ -88,16 +117,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
-    app.add_middleware(BodySizeLimit, max_bytes=upload_limit_bytes(settings.max_upload_bytes))
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+    study_limit = upload_limit_bytes(settings.max_study_upload_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=upload_limit_bytes(settings.max_upload_bytes),
+        path_limits={studies.STUDY_UPLOAD_PATH: study_limit, pages.STUDY_UPLOAD_PAGE: study_limit},
+    )
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(predictions.router)
+    app.include_router(studies.router)
     app.include_router(models.router)
     app.add_middleware(SessionMiddleware, settings=settings)
     app.include_router(pages.router)
     app.mount("/static", pages.StaticAssets(directory=PROJECT_ROOT / "static"), name="static")
     pages.install_page_error_handler(app)
+    app.add_middleware(SecurityHeaders)
     # Added last, so it is the outermost layer and sees every response, including 413 and 500.
     app.add_middleware(RequestObserver, metrics=app.state.metrics)
     return app

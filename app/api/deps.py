@@ -8,9 +8,12 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.core.config import Settings
+from app.core.ratelimit import RateLimiter
 from app.services.auth import KeyStore, Principal
 from app.services.inference import ModelRegistry
+from app.services.pacs import PacsService
 from app.services.predictions import PredictionService
+from app.services.studies import StudyService
 
 _bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bearer <key>`.")
 
@@ -30,6 +33,16 @@ def get_predictions(request: Request) -> PredictionService:
     return service
 
 
+def get_studies(request: Request) -> StudyService:
+    service: StudyService = request.app.state.studies
+    return service
+
+
+def get_pacs(request: Request) -> PacsService:
+    service: PacsService = request.app.state.pacs
+    return service
+
+
 def get_key_store(request: Request) -> KeyStore:
     keys: KeyStore = request.app.state.keys
     return keys
@@ -38,6 +51,8 @@ def get_key_store(request: Request) -> KeyStore:
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 PredictionServiceDep = Annotated[PredictionService, Depends(get_predictions)]
+StudyServiceDep = Annotated[StudyService, Depends(get_studies)]
+PacsServiceDep = Annotated[PacsService, Depends(get_pacs)]
 KeyStoreDep = Annotated[KeyStore, Depends(get_key_store)]
 
 
@@ -62,3 +77,29 @@ def require_api_key(
 
 
 CurrentUser = Annotated[Principal, Depends(require_api_key)]
+
+
+def get_rate_limiter(request: Request) -> RateLimiter:
+    limiter: RateLimiter = request.app.state.rate_limiter
+    return limiter
+
+
+def client_address(request: Request) -> str:
+    """The caller's address as the server saw it (behind a proxy: run uvicorn with --proxy-headers)."""
+    return request.client.host if request.client is not None else "unknown"
+
+
+def limit_upload(request: Request, principal: Principal) -> None:
+    """Count one upload against the caller's key and address (429 when either is over its limit)."""
+    get_rate_limiter(request).acquire(
+        f"key:{principal.prefix or principal.name}", f"ip:{client_address(request)}"
+    )
+
+
+def require_upload_allowance(request: Request, user: CurrentUser) -> Principal:
+    """An authenticated caller who is within the upload rate limits."""
+    limit_upload(request, user)
+    return user
+
+
+UploadUser = Annotated[Principal, Depends(require_upload_allowance)]

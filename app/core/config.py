@@ -32,7 +32,20 @@ class Settings(BaseSettings):
     model_store: Path = Field(PROJECT_ROOT / "model_store", description="Folder of model bundles.")
     default_model: str = Field("ich-compact", description="Model name used when a request names none.")
     max_upload_mb: float = Field(20.0, gt=0, description="Largest accepted upload, in MiB.")
+    max_study_upload_mb: float = Field(
+        500.0, gt=0, description="Largest accepted whole-study upload (several DICOM files or a ZIP), in MiB."
+    )
+    max_study_slices: int = Field(1000, ge=1, description="Most slices analysed in one study.")
     max_image_pixels: int = Field(50_000_000, gt=0, description="Largest accepted image, in pixels.")
+    rate_limit_per_minute: float = Field(
+        120.0,
+        ge=0,
+        description="Uploads allowed per minute for each API key and for each client address (per "
+        "worker process); 0 turns rate limiting off.",
+    )
+    rate_limit_burst: int = Field(
+        20, ge=1, description="Uploads allowed at once before the per-minute rate applies."
+    )
     auth_enabled: bool = Field(True, description="Require API keys; turn off only for local experiments.")
     api_keys: str = Field("", description="Comma-separated API keys accepted in addition to stored ones.")
     log_level: str = Field("INFO", description="Python logging level.")
@@ -50,6 +63,22 @@ class Settings(BaseSettings):
         description="Key that signs browser session cookies; when empty, one is generated once and "
         "kept in DATA_DIR/session_secret.",
     )
+    dicomweb_url: str | None = Field(
+        None,
+        description="DICOMweb root of the PACS, e.g. http://orthanc:8042/dicom-web; empty turns PACS "
+        "integration off.",
+    )
+    dicomweb_username: str | None = Field(None, description="User name for the PACS's DICOMweb (HTTP basic).")
+    dicomweb_password: SecretStr = Field(SecretStr(""), description="Password for the PACS's DICOMweb.")
+    dicomweb_timeout_seconds: float = Field(60.0, gt=0, description="Timeout of each DICOMweb request.")
+    dicomweb_poll_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="Analyse new CT studies in the PACS every this many seconds; 0 turns the watcher off.",
+    )
+    dicomweb_poll_lookback_days: int = Field(
+        1, ge=0, description="The watcher looks for studies dated from this many days ago."
+    )
     session_hours: float = Field(12.0, gt=0, description="How long a browser sign-in lasts, in hours.")
     session_cookie_secure: bool = Field(
         False, description="Send the session cookie over HTTPS only; turn on behind a TLS proxy."
@@ -66,6 +95,10 @@ class Settings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_study_upload_bytes(self) -> int:
+        return int(self.max_study_upload_mb * 1024 * 1024)
 
     def api_key_list(self) -> list[str]:
         return [key.strip() for key in self.api_keys.split(",") if key.strip()]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -35,6 +36,12 @@ class UnsupportedImage(ServiceError):
     status_code = 415
 
 
+class InvalidStudy(ServiceError):
+    """Readable files, but no usable CT series among them."""
+
+    status_code = 422
+
+
 class NotFound(ServiceError):
     status_code = 404
 
@@ -45,6 +52,18 @@ class ModelUnavailable(ServiceError):
 
 class StorageUnavailable(ServiceError):
     status_code = 503
+
+
+class PacsUnavailable(ServiceError):
+    """DICOMweb is not configured, or the archive did not answer."""
+
+    status_code = 503
+
+
+class PacsError(ServiceError):
+    """The archive answered, but refused or failed a request."""
+
+    status_code = 502
 
 
 def _describe_validation(exc: RequestValidationError) -> str:
@@ -70,7 +89,9 @@ def install_error_handlers(app: FastAPI) -> None:
         _count_error(request, type(exc).__name__)
         if exc.status_code >= 500:
             logger.error("%s on %s: %s", type(exc).__name__, route_template(request.scope), exc.detail)
-        return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail})
+        retry_after = getattr(exc, "retry_after", None)
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+        return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail}, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def handle_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -80,3 +101,43 @@ def install_error_handlers(app: FastAPI) -> None:
             for error in exc.errors()
         ]
         return JSONResponse(status_code=422, content={"detail": _describe_validation(exc), "errors": errors})
+
+    document_validation_errors(app)
+
+
+def document_validation_errors(app: FastAPI) -> None:
+    """Make ``/openapi.json`` describe the 422 body this service sends, not FastAPI's default.
+
+    The handler above answers ``{"detail": "<sentence>", "errors": [...]}`` (domain errors with
+    status 422 send ``detail`` alone); FastAPI's generated ``HTTPValidationError`` says
+    ``detail`` is the list, so clients generated from the schema, and schema-driven tests,
+    would reject every 422.
+    """
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = generate()
+        components = schema.get("components", {}).get("schemas", {})
+        if "HTTPValidationError" in components:
+            components["HTTPValidationError"] = {
+                "title": "HTTPValidationError",
+                "type": "object",
+                "required": ["detail"],
+                "properties": {
+                    "detail": {
+                        "title": "Detail",
+                        "type": "string",
+                        "description": "What was wrong, in words.",
+                    },
+                    "errors": {
+                        "title": "Errors",
+                        "type": "array",
+                        "items": {"$ref": "#/components/schemas/ValidationError"},
+                    },
+                },
+            }
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -13,17 +13,24 @@ class BodyTooLarge(Exception):
 
 
 class BodySizeLimit:
-    """413 for bodies over ``max_bytes``: at once from Content-Length, else while reading."""
+    """413 for bodies over the limit: at once from Content-Length, else while reading.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    ``max_bytes`` applies to every path except those in ``path_limits``, which maps an exact
+    path (a whole-study upload, say) to its own limit.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, path_limits: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.path_limits = dict(path_limits or {})
 
-    async def _refuse(self, send: Send) -> None:
+    def limit_for(self, path: str) -> int:
+        """The body limit of a request to ``path``."""
+        return self.path_limits.get(path.rstrip("/") or "/", self.max_bytes)
+
+    async def _refuse(self, send: Send, max_bytes: int) -> None:
         body = json.dumps(
-            {
-                "detail": f"The request is larger than the upload limit of {self.max_bytes / 1024 / 1024:.0f} MiB."
-            }
+            {"detail": f"The request is larger than the upload limit of {max_bytes / 1024 / 1024:.0f} MiB."}
         ).encode()
         await send(
             {
@@ -41,10 +48,11 @@ class BodySizeLimit:
         if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
+        max_bytes = self.limit_for(str(scope.get("path", "")))
         headers: dict[bytes, bytes] = dict(scope.get("headers", []))
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
+        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+            await self._refuse(send, max_bytes)
             return
         received = 0
         started = False
@@ -54,7 +62,7 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > max_bytes:
                     raise BodyTooLarge
             return message
 
@@ -68,7 +76,7 @@ class BodySizeLimit:
             await self.app(scope, limited_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await self._refuse(send)
+                await self._refuse(send, max_bytes)
 
 
 def upload_limit_bytes(max_upload_bytes: int) -> int:

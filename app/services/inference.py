@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 
 POSITIVE_LABEL = "hemorrhage"
 NEGATIVE_LABEL = "no_hemorrhage"
+# Stored instead of either when the image is not a head CT slice (ml.data.scope).
+OUT_OF_SCOPE_LABEL = "out_of_scope"
 
 
 @dataclass

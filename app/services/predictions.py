@@ -15,8 +15,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.core.errors import NotFound, StorageUnavailable
 from app.core.metrics import Metrics
 from app.db import Database, Prediction, utcnow
-from app.services.inference import ModelRegistry, SliceResult, decode_upload, encode_png
+from app.services.inference import OUT_OF_SCOPE_LABEL, ModelRegistry, SliceResult, decode_upload, encode_png
 from app.services.storage import FileStore
+from ml.data.scope import assess_scope
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,19 @@ class UploadFields:
 def short_id(value: str) -> str:
     """A log-safe reference to an identifier: the first characters of its hash."""
     return hashlib.sha256(value.encode("utf-8")).hexdigest()[:10]
+
+
+def prediction_scope(prediction: Prediction) -> tuple[bool, list[str]]:
+    """Whether a stored prediction's image was judged a head CT slice, and why not.
+
+    Rows stored before the scope check existed count as in scope.
+    """
+    scope = (prediction.details or {}).get("scope")
+    if not isinstance(scope, dict):
+        return prediction.label != OUT_OF_SCOPE_LABEL, []
+    reasons = scope.get("reasons")
+    listed = [str(item) for item in reasons] if isinstance(reasons, list) else []
+    return bool(scope.get("in_scope", True)), listed
 
 
 def _first(*values: Any) -> str | None:
@@ -86,10 +100,17 @@ class PredictionService:
         model_name: str | None = None,
         model_version: str | None = None,
     ) -> Prediction:
-        """Analyse one slice and store it: files first, then the row, all or nothing."""
+        """Analyse one slice and store it: files first, then the row, all or nothing.
+
+        An image that is not a head CT slice (:func:`ml.data.scope.assess_scope`) is stored too,
+        so that whoever sent it sees what happened, but labelled ``out_of_scope``.
+        """
         total_started = time.perf_counter()
         result = self.analyse(data, model_name, model_version)
         metadata = result.decoded.metadata
+        started = time.perf_counter()
+        scope = assess_scope(result.decoded.pixels, metadata.get("colourfulness"), metadata.get("modality"))
+        result.timings_ms["scope_check"] = (time.perf_counter() - started) * 1000.0
         started = time.perf_counter()
         heat8 = (result.heatmap * 255.0).round().astype("uint8")
         files = {
@@ -105,7 +126,7 @@ class PredictionService:
             model_name=result.model_name,
             model_version=result.model_version,
             probability=result.probability,
-            label=result.label,
+            label=result.label if scope.in_scope else OUT_OF_SCOPE_LABEL,
             threshold=result.threshold,
             source_format=result.decoded.format,
             image_width=result.width,
@@ -116,15 +137,18 @@ class PredictionService:
             study_date=_first(metadata.get("study_date")),
             requesting_clinician=_first(fields.requesting_clinician),
             details={
-                key: metadata.get(key)
-                for key in (
-                    "modality",
-                    "study_instance_uid",
-                    "series_instance_uid",
-                    "sop_instance_uid",
-                    "pixel_spacing_mm",
-                )
-                if metadata.get(key) is not None
+                **{
+                    key: metadata.get(key)
+                    for key in (
+                        "modality",
+                        "study_instance_uid",
+                        "series_instance_uid",
+                        "sop_instance_uid",
+                        "pixel_spacing_mm",
+                    )
+                    if metadata.get(key) is not None
+                },
+                "scope": scope.to_dict(),
             },
         )
         started = time.perf_counter()
@@ -205,6 +229,7 @@ class PredictionService:
         from app.services.reporting import ReportModelInfo, SliceReport, render_slice_report
 
         card = self._card(prediction.model_name, prediction.model_version)
+        _, reasons = prediction_scope(prediction)
         report = SliceReport(
             report_id=prediction.id,
             created_at=prediction.created_at,
@@ -223,6 +248,7 @@ class PredictionService:
             study_date=prediction.study_date,
             requesting_clinician=prediction.requesting_clinician,
             source_format=prediction.source_format,
+            extra_findings=reasons,
         )
         return render_slice_report(report)
 

@@ -1,4 +1,4 @@
-"""The PDF diagnostic report for one CT slice.
+"""The PDF diagnostic reports: one CT slice, or a whole CT study.
 
 The report is decision support, not a diagnosis: every page says "Not for clinical use" and carries
 the model name and version, as MONAI Deploy stamps its model information on each output.
@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 HEMORRHAGE = "hemorrhage"
 NO_HEMORRHAGE = "no_hemorrhage"
+OUT_OF_SCOPE = "out_of_scope"
+OUT_OF_SCOPE_VERDICT = "Not a head CT slice"
 NOT_GIVEN = "not given"
 
 _TITLE = "Intracranial haemorrhage analysis"
@@ -93,7 +95,7 @@ class SliceReport:
         report_id: UUID string of the report.
         created_at: timezone-aware creation time; shown in UTC.
         probability: model probability of haemorrhage, in [0, 1].
-        label: ``"hemorrhage"`` or ``"no_hemorrhage"``.
+        label: ``"hemorrhage"``, ``"no_hemorrhage"`` or ``"out_of_scope"`` (not a head CT slice).
         threshold: the model's decision threshold, in [0, 1].
         original_png: PNG of the original slice (greyscale or RGB).
         overlay_png: PNG of the Grad-CAM overlay (RGB).
@@ -182,12 +184,293 @@ def render_slice_report(report: SliceReport) -> bytes:
     return pdf
 
 
-def _validate(report: SliceReport) -> None:
+@dataclass(frozen=True)
+class KeySlice:
+    """A slice shown in the study report: one of the most probable.
+
+    Attributes:
+        index: position of the slice in anatomical order, from 0.
+        probability: the slice's probability of haemorrhage.
+        position_mm: its position along the slice normal, when known.
+        overlay_png: PNG of its Grad-CAM overlay.
+    """
+
+    index: int
+    probability: float
+    position_mm: float | None
+    overlay_png: bytes
+
+
+@dataclass(frozen=True)
+class StudyReport:
+    """Everything the report on a whole study shows.
+
+    Attributes:
+        report_id: UUID string of the study analysis.
+        created_at: timezone-aware creation time; shown in UTC.
+        probability: study probability of haemorrhage (the aggregation of the slices'), in [0, 1].
+        label: ``"hemorrhage"`` or ``"no_hemorrhage"``.
+        threshold: the study decision threshold, in [0, 1].
+        aggregation: how slice probabilities became the study's (``"max"``, ``"top3_mean"`` ...).
+        slice_probabilities: each slice's probability in anatomical order.
+        slice_threshold: the model's slice threshold, drawn on the chart.
+        key_slices: the most probable slices with their overlays.
+        model: the model that produced the finding.
+        limitations: known limitations, one sentence each.
+        skipped_count: uploaded objects that were not analysed.
+    """
+
+    report_id: str
+    created_at: datetime
+    probability: float
+    label: str
+    threshold: float
+    aggregation: str
+    slice_probabilities: list[float]
+    slice_threshold: float
+    key_slices: list[KeySlice]
+    model: ReportModelInfo
+    limitations: list[str]
+    patient_name: str | None = None
+    patient_id: str | None = None
+    study_description: str | None = None
+    study_date: str | None = None
+    requesting_clinician: str | None = None
+    source_format: str | None = None
+    skipped_count: int = 0
+
+
+AGGREGATION_TEXT = {
+    "max": "the highest slice probability",
+    "top3_mean": "the mean of the three highest slice probabilities",
+    "noisy_or": "the probability that at least one slice is positive (noisy-OR)",
+}
+
+
+def study_decision_sentence(report: StudyReport) -> str:
+    """The plain-language study decision, naming the aggregation and the key slice."""
+    shown_probability, shown_threshold = _percent_pair(report.probability, report.threshold)
+    method = AGGREGATION_TEXT.get(report.aggregation, report.aggregation)
+    count = len(report.slice_probabilities)
+    lead = (
+        f"Study probability {shown_probability} ({method}, aggregation '{report.aggregation}') "
+        f"over {count} slice{'s' if count != 1 else ''}, against a study threshold of {shown_threshold}."
+    )
+    if report.label == HEMORRHAGE:
+        where = f" Most likely on slice {report.key_slices[0].index + 1}." if report.key_slices else ""
+        return f"{lead} Haemorrhage suspected: a radiologist should review this study promptly.{where}"
+    return (
+        f"{lead} No haemorrhage detected. A negative result does not exclude haemorrhage; the study "
+        "still needs review by a radiologist."
+    )
+
+
+def render_study_report(report: StudyReport) -> bytes:
+    """Render the report on a whole study as an A4 PDF.
+
+    It has the slice report's header, banner, patient table and footer, then the study decision,
+    a chart of the slice probabilities with the threshold, and the key slices' overlays.
+
+    Raises:
+        ValueError: as :func:`render_slice_report`, or with no slice probabilities.
+    """
+    _validate(report)
+    if not report.slice_probabilities:
+        raise ValueError("A study report needs at least one slice probability.")
+    created_utc = report.created_at.astimezone(UTC)
+    styles = _Styles()
+    story: list[Flowable] = [
+        _header(report, created_utc, styles, "Whole CT study \u00b7 ICH Detect automated analysis"),
+        Spacer(1, 3 * mm),
+        _banner(styles),
+        Spacer(1, _SECTION_GAP),
+        *_patient_section(report, styles),
+        Spacer(1, _SECTION_GAP),
+        *_study_finding_section(report, styles),
+        Spacer(1, _SECTION_GAP),
+        _chart_section(report, styles),
+        Spacer(1, _SECTION_GAP),
+        _key_slices_section(report, styles),
+        Spacer(1, _SECTION_GAP),
+        *_model_section(report.model, styles),
+        Spacer(1, _SECTION_GAP),
+        *_limitations_section(report.limitations, styles),
+    ]
+    buffer = io.BytesIO()
+    document = SimpleDocTemplate(
+        buffer,
+        pagesize=A4,
+        leftMargin=_MARGIN,
+        rightMargin=_MARGIN,
+        topMargin=_MARGIN,
+        bottomMargin=_FOOTER_MARGIN,
+        title=f"{_TITLE} - study report {report.report_id}",
+        author="ICH Detect",
+        subject="Decision support only. Not for clinical use.",
+        creator="ICH Detect",
+    )
+    footer = _Footer(model=f"{report.model.name} {report.model.version}", report_id=report.report_id)
+    document.build(story, canvasmaker=partial(_FooterCanvas, footer=footer))
+    return buffer.getvalue()
+
+
+def slice_probability_chart(
+    probabilities: list[float],
+    threshold: float,
+    key_slices: list[int],
+    width_inches: float = 7.0,
+    height_inches: float = 2.4,
+) -> bytes:
+    """PNG of slice probability against slice number, with the threshold and the key slices marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width_inches, height_inches), dpi=150)
+    axes = figure.add_subplot()
+    numbers = np.arange(1, len(probabilities) + 1)
+    axes.plot(numbers, probabilities, color="#1F3A5F", marker="o", markersize=3, linewidth=1.2)
+    axes.axhline(threshold, color="#A4161A", linestyle="--", linewidth=1, label=f"threshold {threshold:.2f}")
+    if key_slices:
+        axes.scatter(
+            [index + 1 for index in key_slices],
+            [probabilities[index] for index in key_slices],
+            s=40,
+            facecolors="none",
+            edgecolors="#A4161A",
+            linewidths=1.4,
+            label="key slices",
+            zorder=3,
+        )
+    axes.set_ylim(-0.02, 1.02)
+    axes.set_xlim(0.5, len(probabilities) + 0.5)
+    axes.set_xlabel("Slice (inferior to superior)")
+    axes.set_ylabel("P(haemorrhage)")
+    axes.grid(alpha=0.3)
+    axes.legend(loc="upper right", fontsize=7, frameon=False)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _study_finding_section(report: StudyReport, styles: _Styles) -> list[Flowable]:
+    positive = report.label == HEMORRHAGE
+    accent = _POSITIVE if positive else _NEGATIVE
+    tint = _POSITIVE_TINT if positive else _NEGATIVE_TINT
+    verdict = "Haemorrhage suspected" if positive else "No haemorrhage detected"
+    shown_probability, shown_threshold = _percent_pair(report.probability, report.threshold)
+    verdict_style = ParagraphStyle("verdict_colour", parent=styles.verdict, textColor=accent)
+    number_style = ParagraphStyle("number_colour", parent=styles.big_number, textColor=accent)
+    count = len(report.slice_probabilities)
+    left = [
+        Paragraph(verdict, verdict_style),
+        Spacer(1, 1.5 * mm),
+        Paragraph(_markup(study_decision_sentence(report)), styles.body),
+    ]
+    right = [
+        Paragraph(_markup(shown_probability), number_style),
+        Paragraph("study probability of haemorrhage", styles.muted_right),
+        Spacer(1, 1 * mm),
+        Paragraph(f"Study threshold: <b>{_markup(shown_threshold)}</b>", styles.muted_right),
+        Paragraph(f"Slices analysed: <b>{count}</b>", styles.muted_right),
+        Paragraph(f"Aggregation: <b>{_markup(report.aggregation)}</b>", styles.muted_right),
+    ]
+    number_width = 52 * mm
+    table = Table([[left, right]], colWidths=[_CONTENT_WIDTH - number_width, number_width])
+    table.setStyle(
+        TableStyle(
+            [
+                ("BACKGROUND", (0, 0), (-1, -1), tint),
+                ("LINEBEFORE", (0, 0), (0, -1), 3, accent),
+                ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
+                ("LEFTPADDING", (0, 0), (0, -1), 4 * mm),
+                ("RIGHTPADDING", (-1, 0), (-1, -1), 4 * mm),
+                ("TOPPADDING", (0, 0), (-1, -1), 3 * mm),
+                ("BOTTOMPADDING", (0, 0), (-1, -1), 3 * mm),
+            ]
+        )
+    )
+    flowables: list[Flowable] = [Paragraph("Study decision", styles.heading), table]
+    if report.skipped_count:
+        flowables += [
+            Spacer(1, 2 * mm),
+            Paragraph(
+                f"{report.skipped_count} uploaded object(s) were not analysed (not CT image slices of "
+                "this series); they are listed in the API result.",
+                styles.muted,
+            ),
+        ]
+    return flowables
+
+
+def _chart_section(report: StudyReport, styles: _Styles) -> Flowable:
+    chart = slice_probability_chart(
+        report.slice_probabilities, report.threshold, [item.index for item in report.key_slices]
+    )
+    image = _fitted_image(chart, "chart", _CONTENT_WIDTH, 60 * mm)
+    caption = Paragraph(
+        "Probability of haemorrhage on each slice; dashed line: study threshold; circles: key slices.",
+        styles.caption,
+    )
+    return KeepTogether([Paragraph("Slice probabilities", styles.heading), image, caption])
+
+
+def _key_slices_section(report: StudyReport, styles: _Styles) -> Flowable:
+    heading = Paragraph("Key slices (most likely haemorrhage)", styles.heading)
+    if not report.key_slices:
+        return KeepTogether([heading, Paragraph("<i>None.</i>", styles.body)])
+    columns = 3
+    cell_width = (_CONTENT_WIDTH - (columns - 1) * _IMAGE_GAP) / columns
+    images: list[Any] = []
+    captions: list[Any] = []
+    for item in report.key_slices[:columns]:
+        images.append(_fitted_image(item.overlay_png, f"key slice {item.index + 1}", cell_width, 55 * mm))
+        position = f", {item.position_mm:.1f} mm" if item.position_mm is not None else ""
+        captions.append(
+            Paragraph(
+                f"Slice {item.index + 1}{_markup(position)}: {_markup(format_percent(item.probability, 1))}",
+                styles.caption,
+            )
+        )
+    while len(images) < columns:
+        images.append("")
+        captions.append("")
+    row_images: list[Any] = []
+    row_captions: list[Any] = []
+    widths: list[float] = []
+    for index in range(columns):
+        if index:
+            row_images.append("")
+            row_captions.append("")
+            widths.append(_IMAGE_GAP)
+        row_images.append(images[index])
+        row_captions.append(captions[index])
+        widths.append(cell_width)
+    table = Table([row_images, row_captions], colWidths=widths)
+    table.setStyle(
+        TableStyle(
+            [
+                ("ALIGN", (0, 0), (-1, -1), "CENTER"),
+                ("VALIGN", (0, 0), (-1, 0), "MIDDLE"),
+                ("LEFTPADDING", (0, 0), (-1, -1), 0),
+                ("RIGHTPADDING", (0, 0), (-1, -1), 0),
+            ]
+        )
+    )
+    return KeepTogether([heading, table, Spacer(1, 1 * mm), _HeatmapLegend(width=_CONTENT_WIDTH)])
+
+
+def _validate(report: SliceReport | StudyReport) -> None:
     for name, value in (("probability", report.probability), ("threshold", report.threshold)):
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {value!r}.")
-    if report.label not in (HEMORRHAGE, NO_HEMORRHAGE):
-        raise ValueError(f"label must be {HEMORRHAGE!r} or {NO_HEMORRHAGE!r}, got {report.label!r}.")
+    allowed = [HEMORRHAGE, NO_HEMORRHAGE]
+    if isinstance(report, SliceReport):
+        allowed.append(OUT_OF_SCOPE)
+    if report.label not in allowed:
+        raise ValueError(f"label must be one of {', '.join(map(repr, allowed))}, got {report.label!r}.")
     if report.label == HEMORRHAGE and report.probability < report.threshold:
         raise ValueError(
             f"label {report.label!r} contradicts probability {report.probability} below "
@@ -257,6 +540,11 @@ def finding_sentence(probability: float, threshold: float, label: str) -> str:
     Returns:
         One or two sentences of plain text.
     """
+    if label == OUT_OF_SCOPE:
+        return (
+            "The image does not look like a brain-window head CT slice, so no haemorrhage assessment "
+            "was made; the model's output for it means nothing. Send an axial head CT slice."
+        )
     shown_probability, shown_threshold = _percent_pair(probability, threshold)
     if label == HEMORRHAGE:
         relation = "above" if probability > threshold else "at"
@@ -319,10 +607,15 @@ class _Styles:
         )
 
 
-def _header(report: SliceReport, created_utc: datetime, styles: _Styles) -> Flowable:
+def _header(
+    report: SliceReport | StudyReport,
+    created_utc: datetime,
+    styles: _Styles,
+    subtitle: str = "Single CT slice \u00b7 ICH Detect automated analysis",
+) -> Flowable:
     left = [
         Paragraph(_TITLE, styles.title),
-        Paragraph("Single CT slice \u00b7 ICH Detect automated analysis", styles.muted),
+        Paragraph(subtitle, styles.muted),
     ]
     right = [
         Paragraph(f"Report ID: {_markup(report.report_id)}", styles.muted_right),
@@ -357,14 +650,14 @@ def _banner(styles: _Styles) -> Flowable:
     return table
 
 
-def _patient_section(report: SliceReport, styles: _Styles) -> list[Flowable]:
+def _patient_section(report: SliceReport | StudyReport, styles: _Styles) -> list[Flowable]:
     fields = [
         ("Patient name", report.patient_name),
         ("Patient ID", report.patient_id),
         ("Study description", report.study_description),
         ("Study date", report.study_date),
         ("Requesting clinician", report.requesting_clinician),
-        ("Source format", report.source_format.upper() if report.source_format else None),
+        ("Source format", _source_text(report)),
     ]
     cells = [
         (Paragraph(label, styles.cell_label), Paragraph(_or_not_given(value), styles.cell_value))
@@ -391,11 +684,19 @@ def _patient_section(report: SliceReport, styles: _Styles) -> list[Flowable]:
     return [Paragraph("Patient and study", styles.heading), table]
 
 
+def _source_text(report: SliceReport | StudyReport) -> str | None:
+    if not report.source_format:
+        return None
+    return report.source_format.upper() if isinstance(report, SliceReport) else report.source_format
+
+
 def _finding_section(report: SliceReport, styles: _Styles) -> list[Flowable]:
     positive = report.label == HEMORRHAGE
     accent = _POSITIVE if positive else _NEGATIVE
     tint = _POSITIVE_TINT if positive else _NEGATIVE_TINT
     verdict = "Haemorrhage suspected" if positive else "No haemorrhage detected"
+    if report.label == OUT_OF_SCOPE:
+        accent, tint, verdict = _MUTED, _LABEL_GREY, OUT_OF_SCOPE_VERDICT
     shown_probability, shown_threshold = _percent_pair(report.probability, report.threshold)
     verdict_style = ParagraphStyle("verdict_colour", parent=styles.verdict, textColor=accent)
     number_style = ParagraphStyle("number_colour", parent=styles.big_number, textColor=accent)
@@ -411,6 +712,11 @@ def _finding_section(report: SliceReport, styles: _Styles) -> list[Flowable]:
         Spacer(1, 1 * mm),
         Paragraph(f"Decision threshold: <b>{_markup(shown_threshold)}</b>", styles.muted_right),
     ]
+    if report.label == OUT_OF_SCOPE:
+        right = [
+            Paragraph("&ndash;", number_style),
+            Paragraph("no haemorrhage assessment", styles.muted_right),
+        ]
     number_width = 48 * mm
     table = Table(
         [[left, right]],

@@ -1,6 +1,6 @@
-"""Files of each prediction, written atomically under the storage folder.
+"""Files of each prediction and each study, written atomically under the storage folder.
 
-A prediction's files are written into a temporary folder that is renamed into place only
+A prediction's (or a study's) files are written into a temporary folder that is renamed into place only
 when every file is complete, so a reader never sees half a prediction; folders left by a
 crash are removed at start-up.
 """
@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from app.core.errors import NotFound, StorageUnavailable
@@ -20,6 +22,26 @@ from app.core.errors import NotFound, StorageUnavailable
 logger = logging.getLogger(__name__)
 
 PREDICTION_FILES = ("original.png", "overlay.png", "heatmap.png", "report.pdf")
+
+
+@dataclass(frozen=True)
+class FileKind:
+    """One kind of stored result: its folder under the storage root and the file names it may hold."""
+
+    folder: str
+    noun: str
+    names: re.Pattern[str]
+
+    def allows(self, name: str) -> bool:
+        return self.names.fullmatch(name) is not None
+
+
+PREDICTIONS = FileKind(
+    "predictions", "prediction", re.compile("|".join(re.escape(n) for n in PREDICTION_FILES))
+)
+# A study: the windowed slice and its overlay for every slice (numbered in anatomical order),
+# and the lazily built report.
+STUDIES = FileKind("studies", "study", re.compile(r"(slice|overlay)_\d{3,4}\.png|report\.pdf"))
 
 
 def _fsync_dir(path: Path) -> None:
@@ -50,14 +72,22 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 class FileStore:
-    """Stores and reads the files of predictions, one folder per id."""
+    """Stores and reads the files of predictions and studies, one folder per id.
+
+    Every method works on predictions unless ``kind=STUDIES`` is passed.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self.predictions = self.root / "predictions"
+        self.predictions = self.root / PREDICTIONS.folder
+        self.studies = self.root / STUDIES.folder
+
+    def base(self, kind: FileKind = PREDICTIONS) -> Path:
+        return self.root / kind.folder
 
     def prepare(self) -> None:
-        self.predictions.mkdir(parents=True, exist_ok=True)
+        for kind in (PREDICTIONS, STUDIES):
+            self.base(kind).mkdir(parents=True, exist_ok=True)
 
     def is_writable(self) -> bool:
         try:
@@ -69,20 +99,26 @@ class FileStore:
         except OSError:
             return False
 
-    def folder(self, prediction_id: str) -> Path:
+    def folder(self, item_id: str, kind: FileKind = PREDICTIONS) -> Path:
         # Ids are UUIDs checked by the caller; resolving guards against anything else.
-        folder = (self.predictions / prediction_id).resolve()
-        if folder.parent != self.predictions.resolve():
-            raise NotFound(f"No prediction with id {prediction_id}.")
+        base = self.base(kind)
+        folder = (base / item_id).resolve()
+        if folder.parent != base.resolve():
+            raise NotFound(f"No {kind.noun} with id {item_id}.")
         return folder
 
     def save_prediction(self, prediction_id: str, files: dict[str, bytes]) -> None:
         """Write every file of a new prediction, all or nothing."""
-        unknown = set(files) - set(PREDICTION_FILES)
+        self.save(prediction_id, files, PREDICTIONS)
+
+    def save(self, item_id: str, files: dict[str, bytes], kind: FileKind = PREDICTIONS) -> None:
+        """Write every file of a new prediction or study, all or nothing."""
+        unknown = sorted(name for name in files if not kind.allows(name))
         if unknown:
-            raise ValueError(f"Unknown prediction files {sorted(unknown)}.")
-        final = self.folder(prediction_id)
-        staging = self.predictions / f".staging-{prediction_id}"
+            raise ValueError(f"Unknown {kind.noun} files {unknown}.")
+        base = self.base(kind)
+        final = self.folder(item_id, kind)
+        staging = base / f".staging-{item_id}"
         try:
             self.prepare()
             staging.mkdir()
@@ -92,66 +128,66 @@ class FileStore:
                     stream.flush()
                     os.fsync(stream.fileno())
             os.replace(staging, final)
-            _fsync_dir(self.predictions)
+            _fsync_dir(base)
         except OSError as exc:
             shutil.rmtree(staging, ignore_errors=True)
-            logger.error("Could not store prediction files: %s", exc.strerror or exc)
+            logger.error("Could not store %s files: %s", kind.noun, exc.strerror or exc)
             raise StorageUnavailable(
                 "The result could not be stored (storage full or not writable); nothing was saved. "
                 "Ask the administrator to check the storage folder."
             ) from exc
 
-    def read(self, prediction_id: str, name: str) -> bytes:
-        if name not in PREDICTION_FILES:
+    def read(self, item_id: str, name: str, kind: FileKind = PREDICTIONS) -> bytes:
+        if not kind.allows(name):
             raise NotFound(f"No file {name!r}.")
-        path = self.folder(prediction_id) / name
+        path = self.folder(item_id, kind) / name
         try:
             return path.read_bytes()
         except FileNotFoundError as exc:
-            raise NotFound(f"Prediction {prediction_id} has no {name}.") from exc
+            raise NotFound(f"{kind.noun.capitalize()} {item_id} has no {name}.") from exc
 
-    def exists(self, prediction_id: str, name: str) -> bool:
-        return (self.folder(prediction_id) / name).is_file()
+    def exists(self, item_id: str, name: str, kind: FileKind = PREDICTIONS) -> bool:
+        return (self.folder(item_id, kind) / name).is_file()
 
-    def write(self, prediction_id: str, name: str, data: bytes) -> None:
-        """Add or replace one file of an existing prediction (the lazily built report)."""
-        if name not in PREDICTION_FILES:
-            raise ValueError(f"Unknown prediction file {name!r}.")
+    def write(self, item_id: str, name: str, data: bytes, kind: FileKind = PREDICTIONS) -> None:
+        """Add or replace one file of an existing prediction or study (the lazily built report)."""
+        if not kind.allows(name):
+            raise ValueError(f"Unknown {kind.noun} file {name!r}.")
         try:
-            write_atomic(self.folder(prediction_id) / name, data)
+            write_atomic(self.folder(item_id, kind) / name, data)
         except OSError as exc:
             raise StorageUnavailable(
                 "The report could not be stored; storage is full or not writable."
             ) from exc
 
-    def delete(self, prediction_id: str) -> None:
-        folder = self.folder(prediction_id)
+    def delete(self, item_id: str, kind: FileKind = PREDICTIONS) -> None:
+        folder = self.folder(item_id, kind)
         if folder.exists():
             # Rename first so that a crash mid-delete leaves no half folder under the id.
-            trash = self.predictions / f".deleting-{prediction_id}-{uuid.uuid4().hex[:8]}"
+            trash = self.base(kind) / f".deleting-{item_id}-{uuid.uuid4().hex[:8]}"
             os.replace(folder, trash)
             shutil.rmtree(trash, ignore_errors=True)
 
-    def stored_ids(self) -> set[str]:
-        if not self.predictions.is_dir():
+    def stored_ids(self, kind: FileKind = PREDICTIONS) -> set[str]:
+        base = self.base(kind)
+        if not base.is_dir():
             return set()
-        return {
-            entry.name
-            for entry in self.predictions.iterdir()
-            if entry.is_dir() and not entry.name.startswith(".")
-        }
+        return {entry.name for entry in base.iterdir() if entry.is_dir() and not entry.name.startswith(".")}
 
-    def remove_incomplete(self, known_ids: set[str], min_age_seconds: float = 300.0) -> int:
+    def remove_incomplete(
+        self, known_ids: set[str], min_age_seconds: float = 300.0, kind: FileKind = PREDICTIONS
+    ) -> int:
         """Remove staging folders and folders whose database row never committed.
 
-        Only entries older than ``min_age_seconds`` go, so a prediction another worker is
+        Only entries older than ``min_age_seconds`` go, so a result another worker is
         committing right now is left alone.
         """
         removed = 0
-        if not self.predictions.is_dir():
+        base = self.base(kind)
+        if not base.is_dir():
             return removed
         now = time.time()
-        for entry in self.predictions.iterdir():
+        for entry in base.iterdir():
             if now - entry.stat().st_mtime < min_age_seconds:
                 continue
             leftover = entry.name.startswith((".staging-", ".deleting-"))

@@ -130,6 +130,117 @@
     applyOpacity();
   }
 
+  function setupStudyUpload(form) {
+    var input = form.querySelector("input[type=file]");
+    var fileName = form.querySelector("[data-study-file-names]");
+    var submit = form.querySelector("[data-submit]");
+    var progressText = form.querySelector("[data-progress-text]");
+    var errorBox = document.getElementById("study-upload-error");
+    var maxBytes = Number(form.getAttribute("data-max-bytes")) || 0;
+    var maxMiB = form.getAttribute("data-max-mib") || "";
+
+    function totalBytes() {
+      var total = 0;
+      for (var index = 0; index < input.files.length; index += 1) {
+        total += input.files[index].size;
+      }
+      return total;
+    }
+
+    function showError(message) {
+      errorBox.textContent = message;
+      errorBox.hidden = false;
+      errorBox.focus();
+    }
+
+    input.addEventListener("change", function () {
+      errorBox.hidden = true;
+      var count = input.files ? input.files.length : 0;
+      fileName.textContent = count ? "Selected: " + count + " file" + (count === 1 ? "" : "s") +
+        " (" + formatMiB(totalBytes()) + ")" : "";
+    });
+
+    form.addEventListener("submit", function (event) {
+      var count = input.files ? input.files.length : 0;
+      if (!count) {
+        event.preventDefault();
+        showError("Choose the DICOM files of one CT series, or one ZIP of them.");
+        return;
+      }
+      if (maxBytes && totalBytes() > maxBytes) {
+        event.preventDefault();
+        showError("The files are " + formatMiB(totalBytes()) + " together; the limit is " + maxMiB + " MiB.");
+        return;
+      }
+      form.classList.add("is-busy");
+      form.setAttribute("aria-busy", "true");
+      submit.disabled = true;
+      progressText.textContent = "Analysing " + count + " file" + (count === 1 ? "" : "s") + "… this can take a minute.";
+    });
+
+    window.addEventListener("pageshow", function () {
+      form.classList.remove("is-busy");
+      form.removeAttribute("aria-busy");
+      submit.disabled = false;
+      progressText.textContent = "";
+    });
+  }
+
+  function setupScroller(scroller) {
+    var items = Array.prototype.slice.call(scroller.querySelectorAll("[data-slice-list] li"));
+    var image = scroller.querySelector("[data-scroller-image]");
+    var status = scroller.querySelector("[data-scroller-status]");
+    var range = scroller.querySelector("[data-scroller-range]");
+    var view = scroller.querySelector("[data-scroller-view]");
+    var previous = scroller.querySelector("[data-scroller-previous]");
+    var next = scroller.querySelector("[data-scroller-next]");
+    var cursor = document.querySelector("[data-chart-cursor]");
+    if (!items.length || !image || !range) {
+      return;
+    }
+    var current = Number(scroller.getAttribute("data-start")) || 0;
+
+    function show(index) {
+      current = Math.max(0, Math.min(items.length - 1, index));
+      var item = items[current];
+      var number = current + 1;
+      var key = item.getAttribute("data-key") === "true";
+      image.src = item.getAttribute("data-overlay");
+      image.alt = "Slice " + number + " of " + items.length + " with the Grad-CAM overlay";
+      status.textContent = "Slice " + number + " of " + items.length + ": probability " +
+        item.getAttribute("data-percent") + (key ? " (key slice)" : "");
+      range.value = String(current);
+      previous.disabled = current === 0;
+      next.disabled = current === items.length - 1;
+      if (cursor) {
+        var width = Number(cursor.getAttribute("data-chart-width"));
+        var x = items.length === 1 ? width / 2 : current / (items.length - 1) * width;
+        cursor.setAttribute("x1", x.toFixed(1));
+        cursor.setAttribute("x2", x.toFixed(1));
+      }
+    }
+
+    range.addEventListener("input", function () { show(Number(range.value)); });
+    previous.addEventListener("click", function () { show(current - 1); });
+    next.addEventListener("click", function () { show(current + 1); });
+    view.addEventListener("keydown", function (event) {
+      var moves = { ArrowLeft: -1, ArrowUp: -1, ArrowRight: 1, ArrowDown: 1, PageUp: -10, PageDown: 10 };
+      if (event.key === "Home") {
+        event.preventDefault();
+        show(0);
+      } else if (event.key === "End") {
+        event.preventDefault();
+        show(items.length - 1);
+      } else if (Object.prototype.hasOwnProperty.call(moves, event.key)) {
+        event.preventDefault();
+        show(current + moves[event.key]);
+      }
+    });
+    scroller.querySelector("[data-scroller-controls]").hidden = false;
+    scroller.classList.add("is-enhanced");
+    show(current);
+  }
+
   function setupConfirmations() {
     document.querySelectorAll("form[data-confirm]").forEach(function (form) {
       form.addEventListener("submit", function (event) {
@@ -148,6 +259,18 @@
     var error = document.getElementById("upload-error");
     if (error && !error.hidden) {
       error.focus();
+    }
+    var studyForm = document.getElementById("study-upload-form");
+    if (studyForm) {
+      setupStudyUpload(studyForm);
+    }
+    var studyError = document.getElementById("study-upload-error");
+    if (studyError && !studyError.hidden) {
+      studyError.focus();
+    }
+    var scroller = document.querySelector("[data-scroller]");
+    if (scroller) {
+      setupScroller(scroller);
     }
     setupOverlay();
     setupConfirmations();

@@ -425,3 +425,71 @@ def test_sign_out_and_forms_without_csrf_token(
     expect(page.get_by_role("status")).to_contain_text("You have signed out")
     page.goto("/worklist")
     expect(page).to_have_url(re.compile(r"/signin\?next=%2Fworklist$"))
+
+
+def test_study_upload_and_slice_scroller(context: BrowserContext, api_key: str, tmp_path: Path) -> None:
+    from tests.support.dicom_series import patient_jpegs, series_from_jpegs
+
+    folder = tmp_path / "series"
+    folder.mkdir()
+    paths = []
+    for name, data in series_from_jpegs(patient_jpegs(DATA_DIR, "050")[8:16]):
+        (folder / name).write_bytes(data)
+        paths.append(folder / name)
+    page = context.new_page()
+    sign_in(page, api_key)
+    page.set_input_files("#study-files", [str(path) for path in paths])
+    expect(page.locator("[data-study-file-names]")).to_contain_text("8 files")
+    shoot(page, "study-upload")
+    page.get_by_role("button", name="Upload series").click()
+    expect(page).to_have_url(re.compile(r"/studies/[0-9a-f-]{36}$"))
+    expect(page.get_by_role("heading", name="Study result")).to_be_visible()
+    expect(page.locator("[data-label-text]")).to_have_text(
+        re.compile("^(Haemorrhage suspected|No haemorrhage detected)$")
+    )
+
+    status = page.locator("[data-scroller-status]")
+    slider = page.get_by_role("slider", name="Slice")
+    expect(slider).to_be_visible()
+    start = int(slider.input_value())
+    expect(status).to_contain_text(f"Slice {start + 1} of 8")
+    expect(status).to_contain_text("(key slice)")
+    assert image_loaded(page, "[data-scroller-image]")
+    shoot(page, "study")
+
+    slider.fill("0")
+    expect(status).to_contain_text("Slice 1 of 8")
+    expect(page.get_by_role("button", name="Previous slice")).to_be_disabled()
+    page.get_by_role("button", name="Next slice").click()
+    expect(status).to_contain_text("Slice 2 of 8")
+    assert (
+        page.locator("[data-scroller-image]")
+        .get_attribute("src", timeout=5000)
+        .endswith(  # type: ignore[union-attr]
+            "/overlay_001.png"
+        )
+    )
+    page.locator("[data-scroller-view]").focus()
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    expect(status).to_contain_text("Slice 4 of 8")
+    assert slider.input_value() == "3"
+    page.keyboard.press("End")
+    expect(status).to_contain_text("Slice 8 of 8")
+    expect(page.get_by_role("button", name="Next slice")).to_be_disabled()
+    page.wait_for_function("document.querySelector('[data-scroller-image]').complete")
+    assert image_loaded(page, "[data-scroller-image]")
+    cursor_x = float(page.locator("[data-chart-cursor]").get_attribute("x1") or "nan")
+    assert cursor_x == pytest.approx(600.0)
+    shoot(page, "study-scrolled")
+
+    with page.expect_download() as download_info:
+        page.get_by_role("link", name="Download PDF study report").click()
+    report = download_info.value
+    text = " ".join(sheet.extract_text() for sheet in PdfReader(report.path()).pages)
+    assert "Key slices" in text and "Not for clinical use" in text
+
+    page.goto("/worklist")
+    expect(page.get_by_role("heading", name="Studies")).to_be_visible()
+    expect(page.locator("[data-study-id]")).to_have_count(1)
+    shoot(page, "worklist-studies")

@@ -147,9 +147,16 @@ def test_compose_file_is_valid_and_wires_the_stack(compose: dict[str, object]) -
     services: dict[str, dict[str, object]] = compose["services"]  # type: ignore[assignment]
     assert set(services) == {"app", "postgres", "orthanc"}
     app = services["app"]
-    assert app["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    assert app["depends_on"] == {
+        "postgres": {"condition": "service_healthy"},
+        "orthanc": {"condition": "service_started"},
+    }
     environment: dict[str, str] = app["environment"]  # type: ignore[assignment]
     assert environment["ICH_DATABASE_URL"] == "postgresql+psycopg://ich:Secret123@postgres:5432/ich"
+    assert environment["ICH_DICOMWEB_URL"] == "http://orthanc:8042/dicom-web"
+    assert environment["ICH_DICOMWEB_USERNAME"] == "ich"
+    assert environment["ICH_DICOMWEB_PASSWORD"] == "Secret123"
+    assert environment["ICH_DICOMWEB_POLL_SECONDS"] == "0"
     assert set(environment) <= settings_variables()
     assert any(str(volume).startswith("app-data:/data") for volume in app["volumes"])  # type: ignore[attr-defined]
     for service in services.values():

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from app.cli import main
 from app.core.config import Settings, get_settings
-from app.db import BASELINE_REVISION, Base, Database, Prediction, alembic_config
+from app.db import BASELINE_REVISION, Base, Database, Prediction, Study, alembic_config
 from app.main import create_app
 from app.services.auth import hash_key
 
@@ -197,3 +197,39 @@ def test_cli_db_commands(
         assert capsys.readouterr().out.strip() == HEAD
     finally:
         get_settings.cache_clear()
+
+
+def test_revision_0002_adds_the_study_tables_and_keeps_predictions(url: str) -> None:
+    database = Database(url)
+    try:
+        database.migrate(BASELINE_REVISION)
+        prediction_id = insert_rows(database)
+        database.migrate("0002")
+        assert database.revision() == "0002"
+        assert {"studies", "study_slices"} <= table_names(database)
+        with database.session() as session:
+            prediction = session.get(Prediction, prediction_id)
+            assert prediction is not None and prediction.patient_name == "Legacy^Patient"
+            session.add(
+                Study(
+                    id=str(uuid.uuid4()),
+                    created_at=datetime(2026, 2, 3, tzinfo=UTC),
+                    model_name="ich-compact",
+                    model_version="0.0.1",
+                    probability=0.7,
+                    label="hemorrhage",
+                    threshold=0.5,
+                    aggregation="max",
+                    num_slices=1,
+                    source="upload",
+                    timings_ms={},
+                    details={},
+                )
+            )
+        with database.engine.begin() as connection:
+            command.downgrade(alembic_config(connection), BASELINE_REVISION)
+        assert "studies" not in table_names(database) and "study_slices" not in table_names(database)
+        with database.session() as session:
+            assert session.get(Prediction, prediction_id) is not None
+    finally:
+        database.dispose()

@@ -431,3 +431,61 @@ def test_pages_without_a_model_say_so(settings: Settings, tmp_path: Path) -> Non
         assert model_page.status_code == 503
         assert_html_page(model_page)
         assert "is not loaded" in alert_text(model_page)
+
+
+def upload_study(client: TestClient, files: list[tuple[str, bytes]], **fields: str) -> httpx.Response:
+    token = csrf_of(client.get("/upload"))
+    return client.post(
+        "/studies/upload",
+        data={"csrf_token": token, **fields},
+        files=[("files", item) for item in files],
+    )
+
+
+def test_study_upload_shows_the_study_page(browser: TestClient) -> None:
+    from tests.app.conftest import DATA_DIR
+    from tests.support.dicom_series import patient_jpegs, series_from_jpegs
+
+    files = series_from_jpegs(patient_jpegs(DATA_DIR, "050")[10:16])
+    sign_in(browser)
+    upload_page = browser.get("/upload")
+    assert 'id="study-upload-form"' in upload_page.text and "multiple" in upload_page.text
+    response = upload_study(browser, [*files, ("notes.txt", b"hello")])
+    assert response.status_code == 303, response.text
+    location = response.headers["location"]
+    assert re.fullmatch(r"/studies/[0-9a-f-]{36}", location)
+    page = browser.get(location)
+    assert page.status_code == 200
+    assert_html_page(page)
+    assert ("Haemorrhage suspected" in page.text) != ("No haemorrhage detected" in page.text)
+    assert "SERIES-TEST" in page.text and "data-aggregation>max<" in page.text
+    assert page.text.count('<li data-index="') == 6
+    assert "notes.txt</strong>: not a DICOM file" in page.text
+    assert "<script>" not in page.text and " style=" not in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    for name in ("overlay_000.png", "slice_005.png"):
+        image = browser.get(f"{location}/{name}")
+        assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+    report = browser.get(f"{location}/report.pdf")
+    assert report.headers["content-disposition"].startswith('attachment; filename="ich-study-report-')
+    worklist = browser.get("/worklist")
+    assert f'data-study-id="{location.rsplit("/", 1)[1]}"' in worklist.text
+    assert "1 study" in worklist.text
+
+    token = csrf_of(page)
+    deleted = browser.post(f"{location}/delete", data={"csrf_token": token})
+    assert deleted.status_code == 303
+    assert browser.get(location).status_code == 404
+
+
+def test_study_upload_errors_show_on_the_form(browser: TestClient) -> None:
+    sign_in(browser)
+    response = upload_study(browser, [("notes.txt", b"hello")])
+    assert response.status_code == 422
+    assert 'id="study-upload-error"' in response.text
+    assert "No CT image slices were found" in response.text
+    token = csrf_of(browser.get("/upload"))
+    refused = browser.post(
+        "/studies/upload", data={"csrf_token": "wrong" + token}, files=[("files", ("a", b"x"))]
+    )
+    assert refused.status_code == 403

@@ -360,3 +360,59 @@ def test_finding_sentence_adds_a_decimal_when_whole_percentages_tie() -> None:
 
 def test_finding_sentence_at_the_threshold() -> None:
     assert "of 42% is at its decision threshold of 42%" in finding_sentence(0.42, 0.42, "hemorrhage")
+
+
+def _study_report(**changes: object) -> object:
+    from app.services.reporting import KeySlice, StudyReport
+
+    overlay = _png(_overlay(_slice()))
+    probabilities = [0.05, 0.2, 0.91, 0.85, 0.3]
+    report = StudyReport(
+        report_id=REPORT_ID,
+        created_at=datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC),
+        probability=0.91,
+        label="hemorrhage",
+        threshold=0.5,
+        aggregation="max",
+        slice_probabilities=probabilities,
+        slice_threshold=0.5,
+        key_slices=[
+            KeySlice(
+                index=index, probability=probabilities[index], position_mm=5.0 * index, overlay_png=overlay
+            )
+            for index in (2, 3, 4)
+        ],
+        model=_model(),
+        limitations=["Tested on few patients."],
+        patient_name="Study^Patient",
+        source_format="DICOM series",
+        skipped_count=2,
+    )
+    return dataclasses.replace(report, **changes)
+
+
+def test_study_report_shows_decision_chart_and_key_slices() -> None:
+    from app.services.reporting import render_study_report, study_decision_sentence
+
+    report = _study_report()
+    pdf = render_study_report(report)  # type: ignore[arg-type]
+    reader = PdfReader(io.BytesIO(pdf))
+    text = " ".join(" ".join(page.extract_text() for page in reader.pages).split())
+    assert "Haemorrhage suspected" in text and "Most likely on slice 3" in text
+    assert "over 5 slices" in text and "aggregation 'max'" in text
+    assert "Slice 3, 10.0 mm: 91.0%" in text and "Slice 5, 20.0 mm: 30.0%" in text
+    assert "2 uploaded object(s) were not analysed" in text
+    assert "Study^Patient" in text and "Not for clinical use" in text
+    # The chart and the overlays are embedded images (identical overlays are stored once).
+    assert sum(len(page.images) for page in reader.pages) >= 2
+    negative = _study_report(probability=0.3, label="no_hemorrhage")
+    assert "does not exclude haemorrhage" in study_decision_sentence(negative)  # type: ignore[arg-type]
+
+
+def test_study_report_refuses_inconsistent_input() -> None:
+    from app.services.reporting import render_study_report
+
+    with pytest.raises(ValueError, match="contradicts"):
+        render_study_report(_study_report(probability=0.2))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at least one slice"):
+        render_study_report(_study_report(slice_probabilities=[]))  # type: ignore[arg-type]

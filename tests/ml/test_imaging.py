@@ -138,7 +138,8 @@ class TestRealRasterImages:
         # The RGB channels hold the same grey, so the grey image is any one channel.
         np.testing.assert_array_equal(decoded.pixels, reference[..., 0])
         assert decoded.hounsfield is None
-        assert decoded.metadata == {}
+        # Grey stored as RGB: no colour, and the only metadata of a PNG is its colourfulness.
+        assert decoded.metadata == {"colourfulness": 0.0}
 
     def test_jpeg_from_ct_ich(self) -> None:
         decoded = decode_image(CT_ICH_JPEG.read_bytes())

@@ -34,15 +34,25 @@ from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope
 
-from app.api.deps import KeyStoreDep, PredictionServiceDep, RegistryDep, SettingsDep
+from app.api.deps import (
+    KeyStoreDep,
+    PredictionServiceDep,
+    RegistryDep,
+    SettingsDep,
+    StudyServiceDep,
+    limit_upload,
+)
 from app.api.routes.predictions import FILE_TYPES, read_limited
+from app.api.routes.studies import file_type, read_uploads
 from app.core.config import PROJECT_ROOT, Settings
 from app.core.errors import InvalidUpload, ServiceError
 from app.core.sessions import CSRF_FIELD, csrf_token, csrf_valid, end_session, start_signed_in_session
 from app.db import Prediction
 from app.services.auth import Principal, hash_key
 from app.services.inference import POSITIVE_LABEL
-from app.services.predictions import UploadFields
+from app.services.predictions import UploadFields, prediction_scope
+from app.services.storage import STUDIES
+from app.services.studies import StudyRecord, slice_file
 
 logger = logging.getLogger(__name__)
 templates = Jinja2Templates(directory=PROJECT_ROOT / "templates")
@@ -56,7 +66,12 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
 }
 HOME = "/upload"
-LABEL_TEXT = {"hemorrhage": "Haemorrhage suspected", "no_hemorrhage": "No haemorrhage detected"}
+STUDY_UPLOAD_PAGE = "/studies/upload"
+LABEL_TEXT = {
+    "hemorrhage": "Haemorrhage suspected",
+    "no_hemorrhage": "No haemorrhage detected",
+    "out_of_scope": "Not a head CT slice",
+}
 DATASET_TITLES = {"all": "All images", "head_ct": "head_ct (Kaggle)", "ct_ich": "CT-ICH (PhysioNet)"}
 METRIC_TITLES = {
     "auc": "AUC",
@@ -147,6 +162,7 @@ def render_error(request: Request, status_code: int, message: str, title: str | 
         405: "Not allowed",
         413: "File too large",
         415: "File not readable",
+        429: "Too many uploads",
         503: "Service not ready",
     }
     response = templates.TemplateResponse(
@@ -300,6 +316,7 @@ def clean_field(value: str | None, limit: int, title: str) -> str | None:
 def result_view(prediction: Prediction) -> dict[str, Any]:
     """What the result page shows, worked out here so the template stays simple."""
     positive = prediction.label == POSITIVE_LABEL
+    in_scope, scope_reasons = prediction_scope(prediction)
     study = [
         ("Patient name", prediction.patient_name),
         ("Patient ID", prediction.patient_id),
@@ -310,6 +327,8 @@ def result_view(prediction: Prediction) -> dict[str, Any]:
     timings = prediction.timings_ms or {}
     return {
         "positive": positive,
+        "in_scope": in_scope,
+        "scope_reasons": scope_reasons,
         "label_text": LABEL_TEXT.get(prediction.label, prediction.label),
         "probability_percent": prediction.probability * 100.0,
         "threshold_percent": prediction.threshold * 100.0,
@@ -508,6 +527,8 @@ def upload_page(request: Request, user: PageUser, settings: SettingsDep) -> Resp
         fields=upload_values(),
         max_bytes=settings.max_upload_bytes,
         max_mib=settings.max_upload_mb,
+        study_max_bytes=settings.max_study_upload_bytes,
+        study_max_mib=settings.max_study_upload_mb,
     )
 
 
@@ -534,6 +555,7 @@ async def upload(
     )
     file_name = file.filename if file is not None and file.filename else ""
     try:
+        limit_upload(request, user)
         if file is None or (not file_name and not file.size):
             raise InvalidUpload("Choose a CT slice to analyse: a PNG, JPEG or DICOM file.")
         fields = UploadFields(
@@ -558,8 +580,146 @@ async def upload(
             error=prefix + exc.detail,
             max_bytes=settings.max_upload_bytes,
             max_mib=settings.max_upload_mb,
+            study_max_bytes=settings.max_study_upload_bytes,
+            study_max_mib=settings.max_study_upload_mb,
         )
     return RedirectResponse(f"/predictions/{prediction.id}", status.HTTP_303_SEE_OTHER)
+
+
+@router.post(STUDY_UPLOAD_PAGE, response_class=HTMLResponse)
+async def upload_study(
+    request: Request,
+    user: PageUser,
+    service: StudyServiceDep,
+    settings: SettingsDep,
+    csrf: CsrfField = "",
+    files: Annotated[list[UploadFile] | None, File()] = None,
+) -> Response:
+    """Analyse an uploaded CT series (several DICOM files or a ZIP), then show the study."""
+    check_csrf(request, csrf)
+    chosen = [item for item in files or [] if item.filename or item.size]
+    try:
+        limit_upload(request, user)
+        if not chosen:
+            raise InvalidUpload("Choose the DICOM files of one CT series, or one ZIP of them.")
+        uploads = await read_uploads(chosen, settings.max_study_upload_bytes)
+        record = await run_in_threadpool(service.create, uploads, UploadFields())
+    except ServiceError as exc:
+        return render(
+            request,
+            "upload.html",
+            exc.status_code,
+            title="Analyse a CT slice",
+            nav="upload",
+            fields=upload_values(),
+            study_error="The series could not be analysed. " + exc.detail,
+            max_bytes=settings.max_upload_bytes,
+            max_mib=settings.max_upload_mb,
+            study_max_bytes=settings.max_study_upload_bytes,
+            study_max_mib=settings.max_study_upload_mb,
+        )
+    return RedirectResponse(f"/studies/{record.study.id}", status.HTTP_303_SEE_OTHER)
+
+
+CHART_WIDTH = 600.0
+CHART_HEIGHT = 160.0
+
+
+def study_view(record: StudyRecord) -> dict[str, Any]:
+    """What the study page shows: the decision, the slices for the scroller and the chart's geometry."""
+    study = record.study
+    positive = study.label == POSITIVE_LABEL
+    key_slices = record.key_slices
+    count = max(1, len(record.slices))
+
+    def x(index: int) -> float:
+        return CHART_WIDTH / 2 if count == 1 else index / (count - 1) * CHART_WIDTH
+
+    def y(probability: float) -> float:
+        return (1.0 - probability) * CHART_HEIGHT
+
+    base = f"/studies/{study.id}"
+    slices = [
+        {
+            "index": item.slice_index,
+            "number": item.slice_index + 1,
+            "probability": item.probability,
+            "percent": f"{item.probability * 100:.1f}%",
+            "position": f"{item.position_mm:.1f} mm" if item.position_mm is not None else "",
+            "key": item.slice_index in key_slices,
+            "overlay": f"{base}/{slice_file('overlay', item.slice_index)}",
+            "image": f"{base}/{slice_file('slice', item.slice_index)}",
+            "x": f"{x(item.slice_index):.1f}",
+            "y": f"{y(item.probability):.1f}",
+        }
+        for item in record.slices
+    ]
+    start = key_slices[0] if key_slices else 0
+    study_facts = [
+        ("Patient name", study.patient_name),
+        ("Patient ID", study.patient_id),
+        ("Study", study.study_description),
+        ("Study date", study.study_date),
+        ("Requesting clinician", study.requesting_clinician),
+    ]
+    return {
+        "positive": positive,
+        "label_text": LABEL_TEXT.get(study.label, study.label),
+        "probability_percent": study.probability * 100.0,
+        "threshold_percent": study.threshold * 100.0,
+        "slices": slices,
+        "start": start,
+        "start_slice": slices[start] if slices else None,
+        "key_slices": [slices[index] for index in key_slices if index < len(slices)],
+        "points": " ".join(f"{item['x']},{item['y']}" for item in slices),
+        "threshold_y": f"{y(study.threshold):.1f}",
+        "chart_width": CHART_WIDTH,
+        "chart_height": CHART_HEIGHT,
+        "study": [(title, value) for title, value in study_facts if value],
+        "skipped": record.skipped,
+        "stored_in_pacs": (study.details or {}).get("stored_in_pacs", []),
+        "base": base,
+    }
+
+
+@router.get("/studies/{study_id}", response_class=HTMLResponse)
+def study_page(study_id: str, request: Request, user: PageUser, service: StudyServiceDep) -> Response:
+    """One study: the decision, a slice scroller with the overlay on each slice, and the chart."""
+    record = service.get(checked_id(study_id))
+    return render(request, "study.html", title="Study result", study=record.study, view=study_view(record))
+
+
+@router.get("/studies/{study_id}/{file_name}")
+def study_file(
+    study_id: str,
+    file_name: str,
+    user: PageUser,
+    service: StudyServiceDep,
+) -> Response:
+    """A slice image, an overlay or the PDF report of one study, for the signed-in browser."""
+    if not STUDIES.allows(file_name):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"No file {file_name!r} belongs to a study.")
+    identifier = checked_id(study_id)
+    data = service.read_file(identifier, file_name)
+    headers = {"Cache-Control": "private, max-age=300"}
+    if file_name.endswith(".pdf"):
+        headers["Content-Disposition"] = f'attachment; filename="ich-study-report-{identifier}.pdf"'
+    return Response(content=data, media_type=file_type(file_name), headers=headers)
+
+
+@router.post("/studies/{study_id}/delete")
+def delete_study_page(
+    study_id: str,
+    request: Request,
+    user: PageUser,
+    service: StudyServiceDep,
+    csrf: CsrfField = "",
+) -> RedirectResponse:
+    """Delete one study analysis and its files."""
+    check_csrf(request, csrf)
+    service.delete(checked_id(study_id))
+    request.session["flash"] = "The study analysis and its images were deleted."
+    return RedirectResponse("/worklist", status.HTTP_303_SEE_OTHER)
 
 
 @router.get("/predictions/{prediction_id}", response_class=HTMLResponse)
@@ -618,8 +778,9 @@ def worklist_page(
     request: Request,
     user: PageUser,
     service: PredictionServiceDep,
+    study_service: StudyServiceDep,
     patient_id: Annotated[str, Query(max_length=100)] = "",
-    result: Literal["all", "hemorrhage", "no_hemorrhage"] = "all",
+    result: Literal["all", "hemorrhage", "no_hemorrhage", "out_of_scope"] = "all",
     order: Literal["newest", "positives"] = "newest",
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -628,6 +789,9 @@ def worklist_page(
     search = patient_id.strip()
     items, total = service.list(
         page, page_size, None if result == "all" else result, search or None, order == "positives"
+    )
+    studies, studies_total = study_service.list(
+        1, page_size, None if result == "all" else result, search or None, order == "positives"
     )
     pages = max(1, math.ceil(total / page_size))
     query = {"patient_id": search, "result": result, "order": order, "page_size": page_size}
@@ -646,6 +810,8 @@ def worklist_page(
         nav="worklist",
         items=items,
         total=total,
+        studies=studies,
+        studies_total=studies_total,
         query=query,
         filtered=bool(search) or result != "all",
         page=page,

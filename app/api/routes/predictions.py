@@ -8,11 +8,19 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 
-from app.api.deps import CurrentUser, PredictionServiceDep, SettingsDep
+from app.api.deps import CurrentUser, PredictionServiceDep, SettingsDep, UploadUser
 from app.core.errors import InvalidUpload, NotFound, UploadTooLarge
 from app.db import Prediction
-from app.schemas import ImageInfo, ModelRef, PredictionLinks, PredictionOut, PredictionPage, StudyFields
-from app.services.predictions import UploadFields
+from app.schemas import (
+    ImageInfo,
+    ModelRef,
+    PredictionLinks,
+    PredictionOut,
+    PredictionPage,
+    ScopeOut,
+    StudyFields,
+)
+from app.services.predictions import UploadFields, prediction_scope
 
 router = APIRouter(prefix="/api/v1/predictions", tags=["predictions"])
 
@@ -26,12 +34,14 @@ FILE_TYPES = {
 
 def to_schema(prediction: Prediction, request: Request) -> PredictionOut:
     base = str(request.url_for("read_prediction", prediction_id=prediction.id).path)
+    in_scope, reasons = prediction_scope(prediction)
     return PredictionOut(
         id=prediction.id,
         created_at=prediction.created_at,
         probability=prediction.probability,
         label=prediction.label,
         threshold=prediction.threshold,
+        scope=ScopeOut(in_scope=in_scope, reasons=reasons),
         model=ModelRef(name=prediction.model_name, version=prediction.model_version),
         image=ImageInfo(
             format=prediction.source_format,
@@ -84,10 +94,15 @@ def _clean(value: str | None, limit: int) -> str | None:
     return text or None
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=PredictionOut)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=PredictionOut,
+    responses={429: {"description": "Too many uploads from this API key or address; see Retry-After."}},
+)
 async def create_prediction(
     request: Request,
-    user: CurrentUser,
+    user: UploadUser,
     service: PredictionServiceDep,
     settings: SettingsDep,
     file: Annotated[
@@ -117,9 +132,9 @@ def list_predictions(
     request: Request,
     user: CurrentUser,
     service: PredictionServiceDep,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=200)] = 20,
-    label: Annotated[Literal["hemorrhage", "no_hemorrhage"] | None, Query()] = None,
+    label: Annotated[Literal["hemorrhage", "no_hemorrhage", "out_of_scope"] | None, Query()] = None,
     patient_id: Annotated[str | None, Query(max_length=100)] = None,
     positives_first: bool = False,
 ) -> PredictionPage:

@@ -1,0 +1,222 @@
+"""Whole studies: analyse a CT series (uploaded files or a ZIP), read it, its files and its report."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile, status
+from fastapi.concurrency import run_in_threadpool
+
+from app.api.deps import CurrentUser, PacsServiceDep, SettingsDep, StudyServiceDep, UploadUser
+from app.api.routes.predictions import _clean
+from app.core.errors import InvalidUpload, NotFound, UploadTooLarge
+from app.db import Study
+from app.schemas import (
+    DicomwebRequest,
+    ModelRef,
+    SkippedOut,
+    StoredObject,
+    StudyFields,
+    StudyLinks,
+    StudyOut,
+    StudyPage,
+    StudySliceLinks,
+    StudySliceOut,
+    StudySummary,
+)
+from app.services.predictions import UploadFields
+from app.services.storage import STUDIES
+from app.services.studies import StudyRecord, slice_file
+
+router = APIRouter(prefix="/api/v1/studies", tags=["studies"])
+
+STUDY_UPLOAD_PATH = "/api/v1/studies"
+
+
+def file_type(name: str) -> str:
+    return "application/pdf" if name.endswith(".pdf") else "image/png"
+
+
+def _fields(study: Study) -> StudyFields:
+    return StudyFields(
+        patient_name=study.patient_name,
+        patient_id=study.patient_id,
+        study_description=study.study_description,
+        study_date=study.study_date,
+        requesting_clinician=study.requesting_clinician,
+    )
+
+
+def _links(study: Study, request: Request) -> StudyLinks:
+    base = str(request.url_for("read_study", study_id=study.id).path)
+    return StudyLinks(self=base, report=f"{base}/report.pdf", page=f"/studies/{study.id}")
+
+
+def to_summary(study: Study, request: Request) -> StudySummary:
+    return StudySummary(
+        id=study.id,
+        created_at=study.created_at,
+        probability=study.probability,
+        label=study.label,
+        threshold=study.threshold,
+        aggregation=study.aggregation,
+        num_slices=study.num_slices,
+        source=study.source,
+        model=ModelRef(name=study.model_name, version=study.model_version),
+        study=_fields(study),
+        links=_links(study, request),
+    )
+
+
+def to_schema(record: StudyRecord, request: Request) -> StudyOut:
+    study = record.study
+    links = _links(study, request)
+    key_slices = record.key_slices
+    details = study.details or {}
+    return StudyOut(
+        id=study.id,
+        created_at=study.created_at,
+        probability=study.probability,
+        label=study.label,
+        threshold=study.threshold,
+        aggregation=study.aggregation,
+        num_slices=study.num_slices,
+        source=study.source,
+        study_instance_uid=study.study_instance_uid,
+        series_instance_uid=study.series_instance_uid,
+        ordering=str(details.get("ordering", "position")),
+        model=ModelRef(name=study.model_name, version=study.model_version),
+        study=_fields(study),
+        key_slices=key_slices,
+        slices=[
+            StudySliceOut(
+                index=item.slice_index,
+                sop_instance_uid=item.sop_instance_uid,
+                position_mm=item.position_mm,
+                probability=item.probability,
+                key=item.slice_index in key_slices,
+                links=StudySliceLinks(
+                    image=f"{links.self}/{slice_file('slice', item.slice_index)}",
+                    overlay=f"{links.self}/{slice_file('overlay', item.slice_index)}",
+                ),
+            )
+            for item in record.slices
+        ],
+        skipped=[SkippedOut(**item) for item in record.skipped],
+        stored_in_pacs=[StoredObject(**item) for item in details.get("stored_in_pacs", [])],
+        timings_ms=study.timings_ms or {},
+        links=links,
+    )
+
+
+def checked_study_id(study_id: str) -> str:
+    try:
+        return str(uuid.UUID(study_id))
+    except ValueError as exc:
+        raise NotFound(f"No study with id {study_id!r}.") from exc
+
+
+async def read_uploads(uploads: list[UploadFile], limit: int) -> list[tuple[str, bytes]]:
+    """Read every uploaded file, refusing the lot as soon as together they pass ``limit`` bytes."""
+    files = []
+    total = 0
+    for index, upload in enumerate(uploads):
+        chunks = []
+        while chunk := await upload.read(1024 * 1024):
+            total += len(chunk)
+            if total > limit:
+                raise UploadTooLarge(
+                    f"The files are larger than the study upload limit of {limit / 1024 / 1024:.0f} MiB."
+                )
+            chunks.append(chunk)
+        files.append((upload.filename or f"file-{index + 1}", b"".join(chunks)))
+    if not any(data for _, data in files):
+        raise InvalidUpload("The files are empty. Send the DICOM files of one CT series, or one ZIP of them.")
+    return files
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=StudyOut)
+async def create_study(
+    request: Request,
+    user: UploadUser,
+    service: StudyServiceDep,
+    settings: SettingsDep,
+    files: Annotated[
+        list[UploadFile],
+        File(description="The DICOM files of one CT series (repeat the field), or one ZIP of them."),
+    ],
+    patient_name: Annotated[str | None, Form()] = None,
+    patient_id: Annotated[str | None, Form()] = None,
+    study_description: Annotated[str | None, Form()] = None,
+    requesting_clinician: Annotated[str | None, Form()] = None,
+    model: Annotated[str | None, Query(description="Model name; default model when omitted.")] = None,
+    model_version: Annotated[str | None, Query(description="Model version; newest when omitted.")] = None,
+) -> StudyOut:
+    """Analyse a whole CT series: per-slice probabilities, a study decision, key slices and a report."""
+    uploads = await read_uploads(files, settings.max_study_upload_bytes)
+    fields = UploadFields(
+        patient_name=_clean(patient_name, 200),
+        patient_id=_clean(patient_id, 100),
+        study_description=_clean(study_description, 300),
+        requesting_clinician=_clean(requesting_clinician, 200),
+    )
+    record = await run_in_threadpool(service.create, uploads, fields, model, model_version)
+    return to_schema(record, request)
+
+
+@router.post("/dicomweb", status_code=status.HTTP_201_CREATED, response_model=StudyOut)
+def create_study_from_pacs(
+    request: Request, body: DicomwebRequest, user: CurrentUser, pacs: PacsServiceDep
+) -> StudyOut:
+    """Analyse a study of the PACS by StudyInstanceUID and store the results back in it (DICOMweb)."""
+    record = pacs.analyse_remote_study(body.study_instance_uid, body.model, body.model_version)
+    return to_schema(record, request)
+
+
+@router.get("", response_model=StudyPage)
+def list_studies(
+    request: Request,
+    user: CurrentUser,
+    service: StudyServiceDep,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=200)] = 20,
+    label: Annotated[Literal["hemorrhage", "no_hemorrhage"] | None, Query()] = None,
+    patient_id: Annotated[str | None, Query(max_length=100)] = None,
+    positives_first: bool = False,
+) -> StudyPage:
+    """Stored study analyses, newest first (optionally haemorrhage-positive first)."""
+    items, total = service.list(page, page_size, label, patient_id, positives_first)
+    return StudyPage(
+        items=[to_summary(item, request) for item in items], total=total, page=page, page_size=page_size
+    )
+
+
+@router.get("/{study_id}", response_model=StudyOut)
+def read_study(study_id: str, request: Request, user: CurrentUser, service: StudyServiceDep) -> StudyOut:
+    """One study analysis with its per-slice results."""
+    return to_schema(service.get(checked_study_id(study_id)), request)
+
+
+@router.get(
+    "/{study_id}/{file_name}",
+    responses={200: {"content": {"image/png": {}, "application/pdf": {}}}},
+    response_class=Response,
+)
+def read_study_file(study_id: str, file_name: str, user: CurrentUser, service: StudyServiceDep) -> Response:
+    """A file of a study: report.pdf, slice_NNN.png or overlay_NNN.png (NNN from 000)."""
+    if not STUDIES.allows(file_name):
+        raise NotFound(f"No file {file_name!r}; available: report.pdf, slice_NNN.png, overlay_NNN.png.")
+    identifier = checked_study_id(study_id)
+    data = service.read_file(identifier, file_name)
+    headers = {"Cache-Control": "private, max-age=3600"}
+    if file_name.endswith(".pdf"):
+        headers["Content-Disposition"] = f'attachment; filename="ich-study-report-{identifier}.pdf"'
+    return Response(content=data, media_type=file_type(file_name), headers=headers)
+
+
+@router.delete("/{study_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+def delete_study(study_id: str, user: CurrentUser, service: StudyServiceDep) -> Response:
+    """Delete a study analysis and its files (nothing stored in the PACS is touched)."""
+    service.delete(checked_study_id(study_id))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
