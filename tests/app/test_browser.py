@@ -15,6 +15,7 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
@@ -385,9 +386,20 @@ def test_every_page_fits_a_phone(browser: Browser, server: ServiceProcess, api_k
         shoot(page, "phone-signin")
         sign_in(page, api_key)
         prediction = upload(page, HEAD_CT / "150.png", patient_name="Phone Patient", patient_id="PH-1")
+        from tests.support.dicom_series import patient_jpegs, series_from_jpegs
+
+        series = series_from_jpegs(patient_jpegs(DATA_DIR, "051")[10:14])
+        study = httpx.post(
+            f"{server.url}/api/v1/studies",
+            files=[("files", item) for item in series],
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=120,
+        )
+        assert study.status_code == 201, study.text
         for path, name in [
             ("/upload", "phone-upload"),
             (f"/predictions/{prediction}", "phone-result"),
+            (f"/studies/{study.json()['id']}", "phone-study"),
             ("/worklist", "phone-worklist"),
             ("/model", "phone-model"),
             ("/no-such-page", "phone-not-found"),
@@ -443,6 +455,7 @@ def test_study_upload_and_slice_scroller(context: BrowserContext, api_key: str, 
     shoot(page, "study-upload")
     page.get_by_role("button", name="Upload series").click()
     expect(page).to_have_url(re.compile(r"/studies/[0-9a-f-]{36}$"))
+    study_id = page.url.rsplit("/", 1)[1]
     expect(page.get_by_role("heading", name="Study result")).to_be_visible()
     expect(page.locator("[data-label-text]")).to_have_text(
         re.compile("^(Haemorrhage suspected|No haemorrhage detected)$")
@@ -491,5 +504,5 @@ def test_study_upload_and_slice_scroller(context: BrowserContext, api_key: str, 
 
     page.goto("/worklist")
     expect(page.get_by_role("heading", name="Studies")).to_be_visible()
-    expect(page.locator("[data-study-id]")).to_have_count(1)
+    expect(page.locator(f'[data-study-id="{study_id}"]')).to_have_count(1)
     shoot(page, "worklist-studies")
