@@ -137,6 +137,30 @@ def study_test_metrics(
     return summarize(values["labels"], values["probabilities"], threshold, None, resamples)
 
 
+def training_stages(card: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The commands and costs of every training stage, when the model continued earlier weights."""
+    init_from = card["training"]["config"].get("init_from")
+    if not init_from:
+        return None
+    earlier_dir = Path(init_from).parent
+    earlier_card_path = earlier_dir / "model_card.json"
+    if not earlier_card_path.is_file():
+        return None
+    earlier = json.loads(earlier_card_path.read_text(encoding="utf-8"))
+    return [
+        {
+            "command": f"{earlier['reproduce']} --output {earlier_dir}",
+            "epochs_run": earlier["training"]["epochs_run"],
+            "seconds": earlier["training"]["seconds"],
+        },
+        {
+            "command": card["reproduce"],
+            "epochs_run": card["training"]["epochs_run"],
+            "seconds": card["training"]["seconds"],
+        },
+    ]
+
+
 def bundle_size_mib(bundle_dir: Path) -> float:
     return sum(path.stat().st_size for path in bundle_dir.rglob("*") if path.is_file()) / 1024 / 1024
 
@@ -176,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
         card["study_selection"] = study
         card["metrics"]["test_study_ct_ich"] = study_test
         card["export"] = {"command": f"python -m ml.export --model-dir {args.model_dir}", "plots": plots}
+        stages = training_stages(card)
+        if stages:
+            card["training"]["stages"] = stages
         (bundle.path / "model_card.json").write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
     if problems or size > MAX_BUNDLE_MIB:
         logger.error("The bundle does not pass its checks.")

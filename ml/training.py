@@ -62,7 +62,11 @@ class TrainConfig:
 
 
 class TimeBudget(keras.callbacks.Callback):
-    """Stop training once the wall-clock budget is spent (checked after each epoch)."""
+    """Stop training once the wall-clock budget is spent.
+
+    Checked after every batch, so a slow model cannot overrun the budget by a whole epoch;
+    the interrupted epoch still ends with validation and a checkpoint.
+    """
 
     def __init__(self, minutes: float) -> None:
         super().__init__()
@@ -70,11 +74,17 @@ class TimeBudget(keras.callbacks.Callback):
         self.started = time.monotonic()
         self.stopped_early = False
 
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if time.monotonic() - self.started > self.seconds:
-            logger.info("Time budget of %.1f min spent after epoch %d.", self.seconds / 60, epoch + 1)
+    def _check(self) -> None:
+        if not self.stopped_early and time.monotonic() - self.started > self.seconds:
+            logger.info("Time budget of %.1f min spent.", self.seconds / 60)
             self.stopped_early = True
             self.model.stop_training = True
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self._check()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._check()
 
 
 def _cache_key(samples: Sequence[Sample], config: PreprocessConfig) -> str:

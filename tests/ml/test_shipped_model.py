@@ -1,0 +1,144 @@
+"""The shipped model, measured again on the real data: its card must hold, and its targets.
+
+These tests recompute the test-split metrics from the images (never from stored numbers) and
+compare them with the model card and with the product's targets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from ml.data.datasets import Sample
+from ml.data.splits import load_manifest
+from ml.evaluation.metrics import binary_metrics, patient_level, sensitivity_at_specificity
+from ml.evaluation.robustness import robustness_report
+from ml.export import bundle_size_mib, split_probabilities, split_samples
+from ml.model_io import ModelBundle, discover_models, load_bundle
+
+pytestmark = pytest.mark.slow
+
+STORE = Path(__file__).resolve().parents[2] / "model_store"
+SERVED_MODEL = "ich-compact"
+
+# Targets that the model does not reach yet, with the measured figures; strict, so a model that
+# reaches them turns these into failures until the entry is removed.
+KNOWN_SHORTFALLS: dict[str, str] = {
+    "head_ct_accuracy": "ich-compact 1.0.0: accuracy 0.54 at the shared threshold (target 0.95)",
+    "head_ct_auc": "ich-compact 1.0.0: AUC 0.76, 95% CI 0.53-0.93 on 24 images (target 0.98)",
+    "ct_ich_slice_auc": "ich-compact 1.0.0: AUC 0.91, 95% CI 0.83-0.99 (target 0.95)",
+    "ct_ich_sensitivity_at_specificity_0.90": "ich-compact 1.0.0: 0.67 (target 0.90)",
+}
+
+
+@pytest.fixture(scope="module")
+def bundle() -> ModelBundle:
+    versions = discover_models(STORE).get(SERVED_MODEL)
+    assert versions, f"No {SERVED_MODEL} model in {STORE}."
+    return load_bundle(versions[-1])
+
+
+@pytest.fixture(scope="module")
+def test_split(bundle: ModelBundle, data_dir: Path) -> tuple[list[Sample], np.ndarray]:
+    samples = split_samples(bundle, data_dir, "test")
+    return samples, split_probabilities(bundle, samples)
+
+
+def _subset(
+    samples: list[Sample], probabilities: np.ndarray, dataset: str
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    chosen = [i for i, sample in enumerate(samples) if sample.dataset == dataset]
+    labels = np.array([samples[i].label for i in chosen])
+    return labels, probabilities[chosen], [samples[i].group for i in chosen]
+
+
+def _target(name: str) -> Any:
+    if name in KNOWN_SHORTFALLS:
+        return pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=KNOWN_SHORTFALLS[name]))
+    return name
+
+
+def test_card_is_complete_and_bundle_small(bundle: ModelBundle) -> None:
+    card = bundle.card
+    for field in (
+        "name",
+        "version",
+        "created",
+        "threshold",
+        "gradcam_layer",
+        "preprocessing",
+        "input_shape",
+        "training",
+        "metrics",
+        "robustness",
+        "intended_use",
+        "limitations",
+        "reproduce",
+    ):
+        assert field in card, field
+    assert "not for clinical use" in card["intended_use"].lower()
+    assert bundle.model.get_layer(card["gradcam_layer"]) is not None
+    assert bundle_size_mib(bundle.path) < 20.0
+
+
+def test_split_keeps_patients_apart(bundle: ModelBundle) -> None:
+    manifest = load_manifest(bundle.path / "split_manifest.json")
+    assert not manifest["train"] & manifest["validation"]
+    assert not manifest["train"] & manifest["test"]
+    assert not manifest["validation"] & manifest["test"]
+
+
+def test_card_metrics_are_reproduced(
+    bundle: ModelBundle, test_split: tuple[list[Sample], np.ndarray]
+) -> None:
+    samples, probabilities = test_split
+    for dataset in ("head_ct", "ct_ich"):
+        labels, probs, _ = _subset(samples, probabilities, dataset)
+        recomputed = binary_metrics(labels, probs, bundle.threshold)
+        stored = bundle.card["metrics"]["test"][dataset]["slice"]["metrics"]
+        for metric in ("accuracy", "sensitivity", "specificity", "auc"):
+            assert recomputed[metric] == pytest.approx(stored[metric]["value"], abs=0.01), (dataset, metric)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        _target("head_ct_accuracy"),
+        _target("head_ct_sensitivity"),
+        _target("head_ct_auc"),
+        _target("ct_ich_slice_auc"),
+        _target("ct_ich_sensitivity_at_specificity_0.90"),
+        _target("ct_ich_patient_sensitivity"),
+    ],
+)
+def test_targets_on_the_test_split(
+    target: str, bundle: ModelBundle, test_split: tuple[list[Sample], np.ndarray]
+) -> None:
+    samples, probabilities = test_split
+    threshold = bundle.threshold
+    head_labels, head_probs, _ = _subset(samples, probabilities, "head_ct")
+    ich_labels, ich_probs, ich_groups = _subset(samples, probabilities, "ct_ich")
+    if target.startswith("head_ct_"):
+        metric = target.removeprefix("head_ct_")
+        minimum = {"accuracy": 0.95, "sensitivity": 0.95, "auc": 0.98}[metric]
+        assert binary_metrics(head_labels, head_probs, threshold)[metric] >= minimum
+    elif target == "ct_ich_slice_auc":
+        assert binary_metrics(ich_labels, ich_probs, threshold)["auc"] >= 0.95
+    elif target == "ct_ich_sensitivity_at_specificity_0.90":
+        assert sensitivity_at_specificity(ich_labels, ich_probs, 0.90) >= 0.90
+    else:
+        patient_labels, patient_probs, _ = patient_level(ich_labels, ich_probs, ich_groups)
+        assert binary_metrics(patient_labels, patient_probs, threshold)["sensitivity"] == 1.0
+
+
+def test_resolution_and_border_do_not_change_the_answer(
+    bundle: ModelBundle, test_split: tuple[list[Sample], np.ndarray]
+) -> None:
+    samples, _ = test_split
+    report = robustness_report(bundle.model, samples, bundle.preprocess_config, bundle.threshold)
+    for perturbation in ("half_resolution", "black_border_10pct"):
+        assert report[perturbation]["mean_abs_change"] < 0.05, (perturbation, report[perturbation])
+        assert report[perturbation]["flip_rate"] <= 0.05, (perturbation, report[perturbation])
