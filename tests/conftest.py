@@ -22,7 +22,10 @@ def data_dir() -> Path:
     """Root of the real datasets: ``ICH_DATA_DIR``, else ``../shared/datasets`` next to the repo."""
     path = Path(os.environ.get("ICH_DATA_DIR", str(DEFAULT_DATA_DIR))).expanduser().resolve()
     if not path.is_dir():
-        pytest.skip(f"Real datasets not found at {path}; set ICH_DATA_DIR to the datasets folder.")
+        message = f"Real datasets not found at {path}; set ICH_DATA_DIR to the datasets folder."
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
     return path
 
 
