@@ -303,9 +303,8 @@ def test_uploads_are_rate_limited_per_key_and_per_address(
 
 
 def test_study_upload_logs_no_patient_identifiers(
-    client: TestClient, caplog: pytest.LogCaptureFixture, dicom_bytes: bytes
+    client: TestClient, caplog: pytest.LogCaptureFixture, dicom_bytes: bytes, data_dir: Path
 ) -> None:
-    data_dir = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
     series = series_from_jpegs(patient_jpegs(data_dir, "050")[10:13])
     renamed = []
     for name, data in series:
