@@ -24,7 +24,9 @@ from sqlalchemy import (
     TypeDecorator,
     create_engine,
     event,
+    func,
     inspect,
+    select,
     text,
 )
 from sqlalchemy.engine import Connection, Engine
@@ -257,3 +259,28 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def list_records(
+    database: Database,
+    model: type[Prediction] | type[Study],
+    page: int,
+    page_size: int,
+    label: str | None = None,
+    patient_id: str | None = None,
+    positives_first: bool = False,
+) -> tuple[list[Any], int]:
+    """One page of predictions or studies, newest first (haemorrhage first on request), and the total."""
+    query = select(model)
+    if label:
+        query = query.where(model.label == label)
+    if patient_id:
+        query = query.where(model.patient_id.contains(patient_id))
+    order: list[Any] = [model.created_at.desc(), model.id]
+    if positives_first:
+        # "hemorrhage" sorts before "no_hemorrhage" and "out_of_scope".
+        order.insert(0, model.label.asc())
+    with database.session() as session:
+        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        items = list(session.scalars(query.order_by(*order).offset((page - 1) * page_size).limit(page_size)))
+    return items, int(total)

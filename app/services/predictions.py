@@ -9,12 +9,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.core.errors import NotFound, StorageUnavailable
 from app.core.metrics import Metrics
-from app.db import Database, Prediction, utcnow
+from app.db import Database, Prediction, list_records, utcnow
 from app.services.inference import OUT_OF_SCOPE_LABEL, ModelRegistry, SliceResult, decode_upload, encode_png
 from app.services.storage import FileStore
 from ml.data.scope import assess_scope
@@ -195,21 +194,7 @@ class PredictionService:
         patient_id: str | None = None,
         positives_first: bool = False,
     ) -> tuple[list[Prediction], int]:
-        query = select(Prediction)
-        if label:
-            query = query.where(Prediction.label == label)
-        if patient_id:
-            query = query.where(Prediction.patient_id.contains(patient_id))
-        order = [Prediction.created_at.desc(), Prediction.id]
-        if positives_first:
-            # "hemorrhage" sorts before "no_hemorrhage".
-            order.insert(0, Prediction.label.asc())
-        with self.database.session() as session:
-            total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-            items = list(
-                session.scalars(query.order_by(*order).offset((page - 1) * page_size).limit(page_size))
-            )
-        return items, int(total)
+        return list_records(self.database, Prediction, page, page_size, label, patient_id, positives_first)
 
     def delete(self, prediction_id: str) -> None:
         with self.database.session() as session:

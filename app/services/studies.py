@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.core.errors import (
@@ -29,7 +29,7 @@ from app.core.errors import (
     UploadTooLarge,
 )
 from app.core.metrics import Metrics
-from app.db import Database, Study, StudySlice, utcnow
+from app.db import Database, Study, StudySlice, list_records, utcnow
 from app.services.inference import NEGATIVE_LABEL, POSITIVE_LABEL, ModelRegistry, SliceClassifier, encode_png
 from app.services.predictions import LIMITATIONS_FALLBACK, UploadFields, _first, card_metrics, short_id
 from app.services.storage import STUDIES, FileStore
@@ -334,21 +334,7 @@ class StudyService:
         patient_id: str | None = None,
         positives_first: bool = False,
     ) -> tuple[list[Study], int]:
-        query = select(Study)
-        if label:
-            query = query.where(Study.label == label)
-        if patient_id:
-            query = query.where(Study.patient_id.contains(patient_id))
-        order = [Study.created_at.desc(), Study.id]
-        if positives_first:
-            # "hemorrhage" sorts before "no_hemorrhage".
-            order.insert(0, Study.label.asc())
-        with self.database.session() as session:
-            total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-            items = list(
-                session.scalars(query.order_by(*order).offset((page - 1) * page_size).limit(page_size))
-            )
-        return items, int(total)
+        return list_records(self.database, Study, page, page_size, label, patient_id, positives_first)
 
     def update_details(self, study_id: str, **values: Any) -> Study:
         """Add entries to a study's details (what was stored back to the PACS, for example)."""
