@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.core.errors import NotFound, StorageUnavailable
+from app.core.errors import InvalidUpload, NotFound, StorageUnavailable
 from app.core.metrics import Metrics
 from app.db import Database, Prediction, list_records, utcnow
 from app.services.inference import OUT_OF_SCOPE_LABEL, ModelRegistry, SliceResult, decode_upload, encode_png
@@ -34,6 +34,41 @@ class UploadFields:
     patient_id: str | None = None
     study_description: str | None = None
     requesting_clinician: str | None = None
+
+    @classmethod
+    def from_form(
+        cls,
+        patient_name: str | None = None,
+        patient_id: str | None = None,
+        study_description: str | None = None,
+        requesting_clinician: str | None = None,
+    ) -> UploadFields:
+        """Strip the fields, treat blanks as absent, and refuse values over their limits."""
+        values = {
+            "patient_name": patient_name,
+            "patient_id": patient_id,
+            "study_description": study_description,
+            "requesting_clinician": requesting_clinician,
+        }
+        cleaned: dict[str, str | None] = {}
+        for name, value in values.items():
+            text = (value or "").strip()
+            title, limit = FIELD_LIMITS[name]
+            if len(text) > limit:
+                raise InvalidUpload(
+                    f"{title} is longer than {limit} characters; shorten it and upload again."
+                )
+            cleaned[name] = text or None
+        return cls(**cleaned)
+
+
+# Form field -> (title shown to people, maximum length); the lengths match the database columns.
+FIELD_LIMITS = {
+    "patient_name": ("Patient name", 200),
+    "patient_id": ("Patient ID", 100),
+    "study_description": ("Study description", 300),
+    "requesting_clinician": ("Requesting clinician", 200),
+}
 
 
 def short_id(value: str) -> str:

@@ -290,3 +290,10 @@ def test_database_failure_removes_the_files(
     assert "database" in response.json()["detail"]
     monkeypatch.undo()
     assert list((settings.resolved_storage_dir / "predictions").iterdir()) == []
+
+
+def test_overlong_form_field_is_400_naming_it(client: TestClient, png_bytes: bytes) -> None:
+    response = post_image(client, png_bytes, patient_id="P" * 101)
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("Patient ID is longer than 100 characters")
+    assert client.get("/api/v1/predictions").json()["total"] == 0

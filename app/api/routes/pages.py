@@ -306,13 +306,6 @@ def checked_id(prediction_id: str) -> str:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"No analysis with id {prediction_id!r}.") from exc
 
 
-def clean_field(value: str | None, limit: int, title: str) -> str | None:
-    text = (value or "").strip()
-    if len(text) > limit:
-        raise InvalidUpload(f"{title} is longer than {limit} characters; shorten it and upload again.")
-    return text or None
-
-
 def result_view(prediction: Prediction) -> dict[str, Any]:
     """What the result page shows, worked out here so the template stays simple."""
     positive = prediction.label == POSITIVE_LABEL
@@ -558,12 +551,7 @@ async def upload(
         limit_upload(request, user)
         if file is None or (not file_name and not file.size):
             raise InvalidUpload("Choose a CT slice to analyse: a PNG, JPEG or DICOM file.")
-        fields = UploadFields(
-            patient_name=clean_field(patient_name, 200, "Patient name"),
-            patient_id=clean_field(patient_id, 100, "Patient ID"),
-            study_description=clean_field(study_description, 300, "Study description"),
-            requesting_clinician=clean_field(requesting_clinician, 200, "Requesting clinician"),
-        )
+        fields = UploadFields.from_form(patient_name, patient_id, study_description, requesting_clinician)
         data = await read_limited(file, settings.max_upload_bytes)
         if not data:
             raise InvalidUpload("The file is empty. Choose a CT slice: a PNG, JPEG or DICOM file.")

@@ -9,7 +9,7 @@ from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile,
 from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import CurrentUser, PredictionServiceDep, SettingsDep, UploadUser
-from app.core.errors import InvalidUpload, NotFound, UploadTooLarge
+from app.core.errors import NotFound, UploadTooLarge
 from app.db import Prediction
 from app.schemas import (
     ImageInfo,
@@ -85,15 +85,6 @@ async def read_limited(upload: UploadFile, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _clean(value: str | None, limit: int) -> str | None:
-    if value is None:
-        return None
-    text = value.strip()
-    if len(text) > limit:
-        raise InvalidUpload(f"A form field is longer than {limit} characters.")
-    return text or None
-
-
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
@@ -117,12 +108,7 @@ async def create_prediction(
 ) -> PredictionOut:
     """Analyse one CT slice: haemorrhage probability, Grad-CAM heat map and a PDF report."""
     data = await read_limited(file, settings.max_upload_bytes)
-    fields = UploadFields(
-        patient_name=_clean(patient_name, 200),
-        patient_id=_clean(patient_id, 100),
-        study_description=_clean(study_description, 300),
-        requesting_clinician=_clean(requesting_clinician, 200),
-    )
+    fields = UploadFields.from_form(patient_name, patient_id, study_description, requesting_clinician)
     prediction = await run_in_threadpool(service.create, data, fields, model, model_version)
     return to_schema(prediction, request)
 

@@ -9,7 +9,6 @@ from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile,
 from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import CurrentUser, PacsServiceDep, SettingsDep, StudyServiceDep, UploadUser
-from app.api.routes.predictions import _clean
 from app.core.errors import InvalidUpload, NotFound, UploadTooLarge
 from app.db import Study
 from app.schemas import (
@@ -155,12 +154,7 @@ async def create_study(
 ) -> StudyOut:
     """Analyse a whole CT series: per-slice probabilities, a study decision, key slices and a report."""
     uploads = await read_uploads(files, settings.max_study_upload_bytes)
-    fields = UploadFields(
-        patient_name=_clean(patient_name, 200),
-        patient_id=_clean(patient_id, 100),
-        study_description=_clean(study_description, 300),
-        requesting_clinician=_clean(requesting_clinician, 200),
-    )
+    fields = UploadFields.from_form(patient_name, patient_id, study_description, requesting_clinician)
     record = await run_in_threadpool(service.create, uploads, fields, model, model_version)
     return to_schema(record, request)
 
