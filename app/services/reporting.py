@@ -128,6 +128,26 @@ class SliceReport:
     extra_findings: list[str] = field(default_factory=list)
 
 
+def _build_pdf(story: list[Any], title: str, model: ReportModelInfo, report_id: str) -> bytes:
+    """Lay out ``story`` on A4 with the standard margins, metadata and footer."""
+    buffer = io.BytesIO()
+    document = SimpleDocTemplate(
+        buffer,
+        pagesize=A4,
+        leftMargin=_MARGIN,
+        rightMargin=_MARGIN,
+        topMargin=_MARGIN,
+        bottomMargin=_FOOTER_MARGIN,
+        title=title,
+        author="ICH Detect",
+        subject="Decision support only. Not for clinical use.",
+        creator="ICH Detect",
+    )
+    footer = _Footer(model=f"{model.name} {model.version}", report_id=report_id)
+    document.build(story, canvasmaker=partial(_FooterCanvas, footer=footer))
+    return buffer.getvalue()
+
+
 def render_slice_report(report: SliceReport) -> bytes:
     """Render the report as an A4 PDF.
 
@@ -161,25 +181,7 @@ def render_slice_report(report: SliceReport) -> bytes:
         *_limitations_section(report.limitations, styles),
     ]
 
-    buffer = io.BytesIO()
-    document = SimpleDocTemplate(
-        buffer,
-        pagesize=A4,
-        leftMargin=_MARGIN,
-        rightMargin=_MARGIN,
-        topMargin=_MARGIN,
-        bottomMargin=_FOOTER_MARGIN,
-        title=f"{_TITLE} - report {report.report_id}",
-        author="ICH Detect",
-        subject="Decision support only. Not for clinical use.",
-        creator="ICH Detect",
-    )
-    footer = _Footer(
-        model=f"{report.model.name} {report.model.version}",
-        report_id=report.report_id,
-    )
-    document.build(story, canvasmaker=partial(_FooterCanvas, footer=footer))
-    pdf = buffer.getvalue()
+    pdf = _build_pdf(story, f"{_TITLE} - report {report.report_id}", report.model, report.report_id)
     logger.debug("Rendered report %s (%d bytes)", report.report_id, len(pdf))
     return pdf
 
@@ -296,22 +298,7 @@ def render_study_report(report: StudyReport) -> bytes:
         Spacer(1, _SECTION_GAP),
         *_limitations_section(report.limitations, styles),
     ]
-    buffer = io.BytesIO()
-    document = SimpleDocTemplate(
-        buffer,
-        pagesize=A4,
-        leftMargin=_MARGIN,
-        rightMargin=_MARGIN,
-        topMargin=_MARGIN,
-        bottomMargin=_FOOTER_MARGIN,
-        title=f"{_TITLE} - study report {report.report_id}",
-        author="ICH Detect",
-        subject="Decision support only. Not for clinical use.",
-        creator="ICH Detect",
-    )
-    footer = _Footer(model=f"{report.model.name} {report.model.version}", report_id=report.report_id)
-    document.build(story, canvasmaker=partial(_FooterCanvas, footer=footer))
-    return buffer.getvalue()
+    return _build_pdf(story, f"{_TITLE} - study report {report.report_id}", report.model, report.report_id)
 
 
 def slice_probability_chart(
