@@ -100,11 +100,21 @@ class Augmenter:
         return tf.image.resize(down, size, method="bilinear")
 
     def __call__(self, images: tf.Tensor) -> tf.Tensor:
+        return self.intensity(self.geometric(images))
+
+    def geometric(self, images: tf.Tensor) -> tf.Tensor:
+        """Flips, rotation, shift and zoom, applied alike to every channel of an image (so a
+        mask stacked as extra channels moves with its image)."""
+        images = tf.convert_to_tensor(images, tf.float32)
+        if self._geometric is None:
+            return images
+        return self._geometric(images, training=True)
+
+    def intensity(self, images: tf.Tensor) -> tf.Tensor:
+        """Blur, resampling, gamma, contrast, brightness and noise; output clipped to [0, 1]."""
         cfg = self.config
         images = tf.convert_to_tensor(images, tf.float32)
         batch = tf.shape(images)[0]
-        if self._geometric is not None:
-            images = self._geometric(images, training=True)
         # Whole-batch blur and resampling, applied per image through a random mask.
         if cfg.blur_probability > 0:
             mask = self._chance(batch, cfg.blur_probability)

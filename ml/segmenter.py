@@ -1,0 +1,187 @@
+"""Running the segmentation model: masks by subtype and subtype probabilities per slice.
+
+The model sees the same preprocessed input as the classifier; its per-pixel probabilities
+become a class-index mask on the model grid (blood where the summed subtype probability
+reaches ``blood_threshold``, the likeliest subtype there, small specks removed), which is then
+carried back onto the original image grid.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ml.data.preprocessing import Geometry, PreprocessConfig
+from ml.data.segmentation import SUBTYPE_COLOURS, SUBTYPES
+from ml.evaluation.segmentation import remove_small_components
+from ml.model_io import CARD_FILE, MODEL_FILE
+
+__all__ = [
+    "SegmentationResult",
+    "Segmenter",
+    "class_map_from_probabilities",
+    "class_map_to_original",
+    "contour_overlay",
+    "load_segmenter",
+]
+
+SEGMENTATION_KIND = "segmentation"
+# Card fields the service needs to run a segmentation bundle.
+REQUIRED_CARD_FIELDS = ("name", "version", "preprocessing", "blood_threshold", "min_component_px")
+
+
+@dataclass
+class SegmentationResult:
+    """One slice's segmentation.
+
+    ``class_map``: uint8 class indices (0 background, k = ``SUBTYPES[k - 1]``) on the grid
+    it was asked for (the original image, or the model input); ``subtype_probabilities``
+    from the subtype head.
+    """
+
+    class_map: np.ndarray
+    subtype_probabilities: dict[str, float]
+
+    def area_px(self) -> dict[str, int]:
+        counts = np.bincount(self.class_map.ravel(), minlength=len(SUBTYPES) + 1)
+        return {name: int(counts[index + 1]) for index, name in enumerate(SUBTYPES)}
+
+    @property
+    def blood(self) -> np.ndarray:
+        return self.class_map > 0
+
+
+def class_map_from_probabilities(
+    probabilities: np.ndarray, blood_threshold: float, min_component_px: int
+) -> np.ndarray:
+    """Class indices from an ``H x W x 6`` softmax: blood where ``1 - p(background)`` reaches
+    the threshold, labelled with its likeliest subtype; components under ``min_component_px``
+    pixels are dropped."""
+    blood = (1.0 - probabilities[..., 0]) >= blood_threshold
+    blood = remove_small_components(blood, min_component_px)
+    subtype = 1 + np.argmax(probabilities[..., 1:], axis=-1)
+    return np.where(blood, subtype, 0).astype(np.uint8)
+
+
+def class_map_to_original(class_map: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """Carry a class-index map from the model grid onto the original image grid.
+
+    Each class's indicator is mapped with linear interpolation and the largest wins, which
+    keeps outlines smooth instead of blocky when the original is larger than the input.
+    """
+    present = [int(k) for k in np.unique(class_map) if k > 0]
+    original = np.zeros(geometry.original_shape, np.uint8)
+    if not present:
+        return original
+    best = geometry.to_original((class_map == 0).astype(np.float32))
+    # Outside the crop to_original gives 0 for every class: background there.
+    top, bottom, left, right = geometry.crop_box
+    outside = np.ones(geometry.original_shape, bool)
+    outside[top:bottom, left:right] = False
+    best[outside] = 1.0
+    for k in present:
+        score = geometry.to_original((class_map == k).astype(np.float32))
+        wins = score > best
+        original[wins] = k
+        best = np.maximum(best, score)
+    return original
+
+
+class Segmenter:
+    """A loaded segmentation bundle; thresholds come from its model card."""
+
+    def __init__(self, model: keras.Model, card: dict[str, Any]) -> None:
+        self.model = model
+        self.card = card
+        self.config = PreprocessConfig.from_dict(card["preprocessing"])
+        self.blood_threshold = float(card["blood_threshold"])
+        self.min_component_px = int(card["min_component_px"])
+        spec = tf.TensorSpec([None, *model.inputs[0].shape[1:]], tf.float32)
+        self._forward = tf.function(lambda x: self.model(x, training=False), input_signature=[spec])
+        size = self.config.image_size
+        self._forward(tf.zeros((1, size, size, 1), tf.float32))
+
+    @property
+    def name(self) -> str:
+        return str(self.card["name"])
+
+    @property
+    def version(self) -> str:
+        return str(self.card["version"])
+
+    def probabilities(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(mask probabilities N x S x S x 6, subtype probabilities N x 5)``."""
+        outputs = self._forward(tf.convert_to_tensor(batch, tf.float32))
+        return outputs["mask"].numpy(), outputs["subtypes"].numpy()
+
+    def segment(
+        self, batch: np.ndarray, geometries: list[Geometry] | None = None
+    ) -> list[SegmentationResult]:
+        """Segment preprocessed inputs; with geometries the maps are on the original grids."""
+        masks, subtypes = self.probabilities(batch)
+        results = []
+        for index in range(len(batch)):
+            class_map = class_map_from_probabilities(
+                masks[index], self.blood_threshold, self.min_component_px
+            )
+            if geometries is not None:
+                class_map = class_map_to_original(class_map, geometries[index])
+            results.append(
+                SegmentationResult(
+                    class_map=class_map,
+                    subtype_probabilities={
+                        name: round(float(subtypes[index, k]), 4) for k, name in enumerate(SUBTYPES)
+                    },
+                )
+            )
+        return results
+
+
+def contour_overlay(class_map: np.ndarray, thickness: int | None = None) -> np.ndarray:
+    """RGBA image (transparent except for each subtype's outline in its colour)."""
+    height, width = class_map.shape
+    thickness = thickness or max(1, round(min(height, width) / 256))
+    overlay = np.zeros((height, width, 4), np.uint8)
+    for index, name in enumerate(SUBTYPES, start=1):
+        region = (class_map == index).astype(np.uint8)
+        if not region.any():
+            continue
+        contours, _ = cv2.findContours(region, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        colour = (*SUBTYPE_COLOURS[name], 255)
+        cv2.drawContours(overlay, contours, -1, colour, thickness=thickness)
+    return overlay
+
+
+def load_segmenter(model_dir: Path) -> Segmenter:
+    """Load a segmentation bundle: ``model.keras`` beside a card with ``"kind": "segmentation"``.
+
+    Raises:
+        FileNotFoundError: the card or the model file is missing.
+        ValueError: the card is not a segmentation card, lacks a field the service needs, or
+            names subtypes other than :data:`ml.data.segmentation.SUBTYPES`.
+    """
+    model_dir = Path(model_dir)
+    card_path = model_dir / CARD_FILE
+    if not card_path.is_file():
+        raise FileNotFoundError(f"No {CARD_FILE} in {model_dir}.")
+    card: dict[str, Any] = json.loads(card_path.read_text(encoding="utf-8"))
+    if card.get("kind") != SEGMENTATION_KIND:
+        raise ValueError(f"{card_path} is not a segmentation card (kind {card.get('kind')!r}).")
+    missing = [key for key in REQUIRED_CARD_FIELDS if key not in card]
+    if missing:
+        raise ValueError(f"{card_path} lacks the field(s) {missing}.")
+    subtypes = card.get("subtypes")
+    if subtypes is not None and list(subtypes) != list(SUBTYPES):
+        raise ValueError(f"{card_path} names the subtypes {subtypes}; this service knows {list(SUBTYPES)}.")
+    model_path = model_dir / MODEL_FILE
+    if not model_path.is_file():
+        raise FileNotFoundError(f"No {MODEL_FILE} in {model_dir}.")
+    model = keras.saving.load_model(model_path, compile=False)
+    return Segmenter(model, card)
