@@ -38,6 +38,7 @@ from ml.seg_training import (
     Prepared,
     ct_ich_detection_report,
     evaluate_segmentation,
+    merge,
     normal_slices_report,
     pointing_game,
     predict_masks,
@@ -125,7 +126,7 @@ def evaluate_bundle(
         name: prepare(samples, config, cache_dir)
         for name, samples in held_out(model_dir, data_dir, card).items()
     }
-    masks, _ = predict_masks(model, parts["bhsd_test"].images)
+    masks, bhsd_subtypes = predict_masks(model, parts["bhsd_test"].images)
     ct_ich: Prepared = parts["ct_ich_test"]
     ct_ich_masks, ct_ich_subtypes = predict_masks(model, ct_ich.images)
     report["segmentation"] = evaluate_segmentation(
@@ -135,6 +136,9 @@ def evaluate_bundle(
         ct_ich_masks[ct_ich.mask_known == 1], threshold, min_px
     )
     report["subtypes_ct_ich"] = subtype_report(ct_ich, ct_ich_subtypes, resamples, seed)
+    report["subtypes_held_out"] = subtype_report(
+        merge(ct_ich, parts["bhsd_test"]), np.concatenate([ct_ich_subtypes, bhsd_subtypes]), resamples, seed
+    )
     report["ct_ich_slices"] = ct_ich_detection_report(
         ct_ich, ct_ich_masks, threshold, min_px, resamples, seed
     )

@@ -59,6 +59,7 @@ __all__ = [
     "ct_ich_detection_report",
     "evaluate_segmentation",
     "mask_loss",
+    "merge",
     "predict_masks",
     "pointing_game",
     "prepare",
@@ -154,6 +155,15 @@ class Prepared:
     def subset(self, keep: Sequence[bool] | np.ndarray) -> Prepared:
         chosen = np.flatnonzero(np.asarray(keep, bool))
         return Prepared([self.samples[i] for i in chosen], self.images[chosen], self.masks[chosen])
+
+
+def merge(first: Prepared, second: Prepared) -> Prepared:
+    """Two parts as one (for measures pooled over collections)."""
+    return Prepared(
+        [*first.samples, *second.samples],
+        np.concatenate([first.images, second.images]),
+        np.concatenate([first.masks, second.masks]),
+    )
 
 
 def prepare(samples: Sequence[SegSample], config: PreprocessConfig, cache_dir: Path | None) -> Prepared:
@@ -584,6 +594,12 @@ def train_segmentation(
             "normal_ct_ich_slices": normal_slices_report(test_normal, threshold, min_px),
             "subtypes_ct_ich": subtype_report(parts["ct_ich_test"], test_subtypes, resamples, seed),
             "subtypes_bhsd_seg": subtype_report(parts["bhsd_test"], test_subtypes_bhsd, resamples, seed),
+            "subtypes_held_out": subtype_report(
+                merge(parts["ct_ich_test"], parts["bhsd_test"]),
+                np.concatenate([test_subtypes, test_subtypes_bhsd]),
+                resamples,
+                seed,
+            ),
             "ct_ich_slices": ct_ich_detection_report(
                 parts["ct_ich_test"], test_ct_ich_masks, threshold, min_px, resamples, seed
             ),
