@@ -22,6 +22,8 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 
 # ---- runtime: the venv, the code and the model; nothing to build with ----
 FROM ${PYTHON_IMAGE} AS runtime
+# MALLOC_ARENA_MAX=2: two glibc malloc arenas per process instead of one per thread, so memory
+# freed by one request's thread serves the next (docs/performance.md, "Start-up and memory").
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -31,7 +33,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     ICH_WORKERS=2 \
     ICH_DATA_DIR=/data \
     ICH_MODEL_STORE=/srv/ich/model_store \
-    ICH_LOG_FORMAT=json
+    ICH_LOG_FORMAT=json \
+    MALLOC_ARENA_MAX=2
 RUN groupadd --system --gid 10001 ich \
     && useradd --system --uid 10001 --gid ich --home-dir /srv/ich --shell /usr/sbin/nologin ich \
     && mkdir -p /data /models \

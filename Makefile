@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit slow train evaluate system-deps clean
+.PHONY: run test lint typecheck unit slow train train-seg evaluate system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -12,8 +12,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# Two glibc malloc arenas instead of one per thread (up to 16 on two cores): the worker threads of
+# concurrent requests then reuse freed memory instead of each keeping its own (docs/performance.md).
 run: $(STAMP)
-	$(PY) -m app
+	MALLOC_ARENA_MAX=$${MALLOC_ARENA_MAX:-2} $(PY) -m app
 
 system-deps:
 	bash scripts/install-system-deps.sh
@@ -38,6 +40,12 @@ train: $(STAMP)
 	$(PY) -m ml.train --name ich-compact --version 1.0.0 --time-budget-min 40 --learning-rate 0.001 \
 		--init-from artifacts/experiments/compact-stage1/model.keras
 	$(PY) -m ml.export --model-dir model_store/ich-compact/1.0.0
+	$(MAKE) train-seg
+
+# The segmentation-and-subtype model: reuses the classifier's preprocessing and CT-ICH split.
+train-seg: $(STAMP)
+	$(PY) -m ml.train_seg --name ich-unet --version 1.0.0 --classifier-dir model_store/ich-compact/1.0.0 \
+		--epochs 80 --time-budget-min 35
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache

@@ -199,6 +199,20 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def malloc_environment(pid: int) -> dict[str, str]:
+    """The glibc malloc settings (``MALLOC_*`` variables) a process was started with."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    settings = {}
+    for entry in raw.split(b"\0"):
+        key, found, value = entry.decode(errors="replace").partition("=")
+        if found and key.startswith("MALLOC_"):
+            settings[key] = value
+    return settings
+
+
 def rss_mib(pid: int) -> dict[str, float]:
     """Resident memory (``VmRSS``) and its peak (``VmHWM``) of a process, in MiB."""
     status = _read_key_values(Path(f"/proc/{pid}/status"), ":")
@@ -732,6 +746,7 @@ def run_http(config: BenchConfig) -> dict[str, Any]:
         start_seconds.append(bench.start())
         try:
             memory_samples = [{"requests": 0, "after": "start", **rss_mib(bench.pid)}]
+            serving = served_models(bench)
             logger.info("HTTP: %d single-slice requests", config.requests)
             single, ids = measure_http_single(bench, png, config)
             memory_samples.append({"requests": bench.posted, "after": "single slices", **rss_mib(bench.pid)})
@@ -745,6 +760,7 @@ def run_http(config: BenchConfig) -> dict[str, Any]:
             memory_samples.append({"requests": bench.posted, "after": "throughput", **rss_mib(bench.pid)})
             logger.info("HTTP: memory up to %d requests", config.memory_requests)
             memory = measure_memory(bench, png, config.memory_requests, memory_samples)
+            memory["malloc_environment"] = malloc_environment(bench.pid)
             # Last, so that the series' larger batches do not enter the single-slice memory figures.
             logger.info("HTTP: study endpoint")
             study = measure_study_http(bench, series, config)
@@ -763,7 +779,15 @@ def run_http(config: BenchConfig) -> dict[str, Any]:
             "runs": [round(value, 3) for value in start_seconds],
         },
         "memory": memory,
+        "served_models": serving,
     }
+
+
+def served_models(bench: HttpBench) -> dict[str, Any] | None:
+    """The models the server reports on ``/readyz`` (classifier, and segmentation when one runs)."""
+    with bench.client() as client:
+        models = client.get("/readyz").json().get("models")
+    return models if isinstance(models, dict) else None
 
 
 def measure_memory(
@@ -937,7 +961,11 @@ def format_table(results: dict[str, Any]) -> str:
     )
     http_single = _get(results, "http", "single_slice")
     if http_single:
-        lines.append("Single slice through the HTTP API")
+        served = _get(results, "http", "served_models") or {}
+        lines.append(
+            "Single slice through the HTTP API (server: classification "
+            f"{served.get('classification', 'n/a')}, segmentation {served.get('segmentation')})"
+        )
         lines.append(_stat_row("end to end (client)", http_single["end_to_end_ms"]))
         for name, stats in http_single["server_stages_ms"].items():
             lines.append(_stat_row(f"  server {name}", stats))
@@ -983,7 +1011,8 @@ def format_table(results: dict[str, Any]) -> str:
             f"{memory['rss_after_requests_mib']:.0f} MiB after {memory['requests']} requests "
             f"({memory['growth_percent']:+.1f} %; {memory['growth_after_settling_percent']:+.1f} % "
             f"from {memory['settled_after_requests']} requests on); "
-            f"{memory.get('rss_after_studies_mib', 0):.0f} MiB after the series uploads"
+            f"{memory.get('rss_after_studies_mib', 0):.0f} MiB after the series uploads; server malloc "
+            f"settings: {memory.get('malloc_environment') or 'glibc defaults'}"
         )
     lines.append("Ratios (of medians)")
     for name, value in results["ratios"].items():

@@ -115,11 +115,16 @@ class Geometry:
 
 @dataclass(frozen=True)
 class PreprocessResult:
-    """Model input ``image`` (H x W x 1, float32 in [0, 1]) and its ``geometry``."""
+    """Model input ``image`` (H x W x 1, float32 in [0, 1]) and its ``geometry``.
+
+    ``head_mask`` is the head on the whole original image (:func:`head_mask` at the config's
+    ``head_threshold``), or ``None`` when no head was found or cropping to the head is off.
+    """
 
     image: np.ndarray
     geometry: Geometry
     grayscale: np.ndarray = field(repr=False)
+    head_mask: np.ndarray | None = field(default=None, repr=False)
 
 
 def to_grayscale(image: np.ndarray) -> np.ndarray:
@@ -217,7 +222,13 @@ def crop_to_head(
     Returns the crop, its box ``(top, bottom, left, right)`` and the head mask of the crop
     (``None`` when no head was found and the whole image is kept).
     """
-    mask = head_mask(gray, threshold)
+    return _crop_to_mask(gray, head_mask(gray, threshold), margin, mask_outside)
+
+
+def _crop_to_mask(
+    gray: np.ndarray, mask: np.ndarray | None, margin: float, mask_outside: bool
+) -> tuple[np.ndarray, tuple[int, int, int, int], np.ndarray | None]:
+    """:func:`crop_to_head` with the head mask of the whole image already computed."""
     height, width = gray.shape
     if mask is None:
         return gray, (0, height, 0, width), None
@@ -292,10 +303,10 @@ def preprocess(image: np.ndarray, config: PreprocessConfig | None = None) -> Pre
     gray = to_grayscale(image)
     original_shape = (int(gray.shape[0]), int(gray.shape[1]))
     if config.crop_to_head:
-        crop, box, mask = crop_to_head(
-            gray, config.head_threshold, config.crop_margin, config.mask_outside_head
-        )
+        full_mask = head_mask(gray, config.head_threshold)
+        crop, box, mask = _crop_to_mask(gray, full_mask, config.crop_margin, config.mask_outside_head)
     else:
+        full_mask = None
         crop, box, mask = gray, (0, original_shape[0], 0, original_shape[1]), None
     crop = normalize_intensity(crop, mask, config.low_percentile, config.high_percentile)
     if mask is not None and config.mask_outside_head:
@@ -307,4 +318,6 @@ def preprocess(image: np.ndarray, config: PreprocessConfig | None = None) -> Pre
     geometry = Geometry(original_shape=original_shape, crop_box=box, pad=pad, square_side=square.shape[0])
     # Area interpolation can overshoot 1.0 by a rounding error; the model input stays in [0, 1].
     resized = np.clip(resized, 0.0, 1.0)
-    return PreprocessResult(image=resized[:, :, np.newaxis], geometry=geometry, grayscale=gray)
+    return PreprocessResult(
+        image=resized[:, :, np.newaxis], geometry=geometry, grayscale=gray, head_mask=full_mask
+    )

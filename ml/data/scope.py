@@ -63,6 +63,8 @@ class ScopeThresholds:
         rays: directions sampled for the rim.
         rim_depth: depth of the outer band searched for the skull, as a share of the distance
             from the centre to the outline.
+        head_threshold: intensity (0..1) above which a pixel can belong to the head, as in
+            :func:`ml.data.preprocessing.head_mask` (the same default as preprocessing).
     """
 
     max_colourfulness: float = 40.0
@@ -74,6 +76,7 @@ class ScopeThresholds:
     max_roughness: float = 0.12
     rays: int = 72
     rim_depth: float = 0.6
+    head_threshold: float = 0.08
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,9 @@ def colourfulness(image: np.ndarray) -> float:
         return 0.0
     if array.ndim != 3 or array.shape[2] not in (3, 4):
         raise ValueError(f"Expected a 2-D grey or a 3/4-channel colour image, got shape {array.shape}.")
+    if np.issubdtype(array.dtype, np.integer) and _channels_equal(array):
+        # Grey saved as colour: both opponent channels are zero everywhere.
+        return 0.0
     colour = array[:, :, :3].astype(np.float32)
     if array.dtype != np.uint8:
         # Bring 16-bit or float images to the 0..255 scale the metric's constants assume.
@@ -122,6 +128,16 @@ def colourfulness(image: np.ndarray) -> float:
     spread = float(np.hypot(red_green.std(), yellow_blue.std()))
     mean = float(np.hypot(red_green.mean(), yellow_blue.mean()))
     return spread + 0.3 * mean
+
+
+def _channels_equal(array: np.ndarray) -> bool:
+    """Whether the first three channels of an H x W x C image hold the same values."""
+    # A sample of rows first: a colour image almost always differs there already.
+    for rows in (array[::16], array):
+        first = rows[:, :, 0]
+        if not (np.array_equal(first, rows[:, :, 1]) and np.array_equal(first, rows[:, :, 2])):
+            return False
+    return True
 
 
 def _ellipse_fit(mask: np.ndarray) -> float:
@@ -158,39 +174,65 @@ def _edge_contact(mask: np.ndarray) -> float:
     return float(border.mean())
 
 
-def _rim_coverage(gray: np.ndarray, mask: np.ndarray, rays: int, depth: float) -> float:
-    """Share of directions in which the head's outer band reaches its bright (bone) level."""
-    values = gray[mask]
-    bright = max(0.45, float(np.percentile(values, 99.0)) - 0.15)
-    rows, cols = np.nonzero(mask)
-    centre_row, centre_col = rows.mean(), cols.mean()
+def _centre(mask: np.ndarray) -> tuple[float, float]:
+    """Row and column of the mask's centroid (the mean of its pixels' coordinates)."""
+    height, width = mask.shape
+    row_counts = np.count_nonzero(mask, axis=1)
+    col_counts = np.count_nonzero(mask, axis=0)
+    total = int(row_counts.sum())
+    # Integer sums are exact, so this equals the mean of the coordinates of np.nonzero(mask).
+    row_sum = int(np.dot(np.arange(height, dtype=np.int64), row_counts))
+    col_sum = int(np.dot(np.arange(width, dtype=np.int64), col_counts))
+    return float(row_sum) / total, float(col_sum) / total
+
+
+def _rim_coverage(gray: np.ndarray, mask: np.ndarray, rays: int, depth: float, bright: float) -> float:
+    """Share of directions in which the head's outer band reaches the bright (bone) level.
+
+    Every ray starts at the head's centroid and is sampled every half pixel. Along each ray the
+    outline is its last head pixel; the band is the last ``depth`` of the way from the centre to
+    the outline (at least two samples), and the direction counts when the band's brightest
+    sample reaches ``bright``. All rays are sampled at once.
+    """
+    centre_row, centre_col = _centre(mask)
     height, width = mask.shape
     reach = float(np.hypot(height, width))
     steps = np.arange(0.0, reach, 0.5)
-    covered = 0
-    for angle in np.linspace(0.0, 2.0 * np.pi, rays, endpoint=False):
-        ray_rows = np.round(centre_row + steps * np.sin(angle)).astype(int)
-        ray_cols = np.round(centre_col + steps * np.cos(angle)).astype(int)
-        valid = (ray_rows >= 0) & (ray_rows < height) & (ray_cols >= 0) & (ray_cols < width)
-        ray_rows, ray_cols = ray_rows[valid], ray_cols[valid]
-        inside = np.flatnonzero(mask[ray_rows, ray_cols])
-        if inside.size == 0:
-            continue
-        # The outline along this ray is its last head pixel; search inward from there.
-        outline = int(inside[-1])
-        start = int(outline - max(2.0, depth * outline))
-        band = gray[ray_rows[max(0, start) : outline + 1], ray_cols[max(0, start) : outline + 1]]
-        if band.size and float(band.max()) >= bright:
-            covered += 1
-    return covered / rays
+    # Beyond the farthest corner (plus rounding) every sample lies outside the image.
+    corner = float(
+        np.hypot(max(centre_row, height - 1 - centre_row), max(centre_col, width - 1 - centre_col))
+    )
+    steps = steps[: int(np.searchsorted(steps, corner + 1.0, side="right")) + 1]
+    angles = np.linspace(0.0, 2.0 * np.pi, rays, endpoint=False)[:, np.newaxis]
+    ray_rows = np.round(centre_row + steps * np.sin(angles)).astype(np.intp)
+    ray_cols = np.round(centre_col + steps * np.cos(angles)).astype(np.intp)
+    valid = (ray_rows >= 0) & (ray_rows < height) & (ray_cols >= 0) & (ray_cols < width)
+    flat = np.where(valid, ray_rows * width + ray_cols, 0)
+    inside = mask.ravel()[flat] & valid
+    reaches_head = inside.any(axis=1)
+    outline = steps.size - 1 - np.argmax(inside[:, ::-1], axis=1)
+    start = np.maximum(np.trunc(outline - np.maximum(2.0, depth * outline)).astype(np.intp), 0)
+    sample = np.arange(steps.size)
+    band = (sample >= start[:, np.newaxis]) & (sample <= outline[:, np.newaxis])
+    peaks = np.where(band, gray.ravel()[flat], -np.inf).max(axis=1).astype(np.float64)
+    return int(np.count_nonzero(reaches_head & (peaks >= bright))) / rays
 
 
-def _roughness(gray: np.ndarray, mask: np.ndarray) -> float:
-    """Median high-frequency residual inside the head, relative to its intensity range."""
+def _median(values: np.ndarray) -> Any:
+    """``np.median`` of a non-empty 1-D array without NaNs (same value and dtype), by one partition."""
+    middle = values.size // 2
+    part = np.partition(values, middle)
+    if values.size % 2:
+        return part[middle]
+    # The lower middle value is the largest of those the partition put before the upper one.
+    return np.mean(np.array([part[:middle].max(), part[middle]], dtype=values.dtype))
+
+
+def _roughness(gray: np.ndarray, mask: np.ndarray, low: float, high: float) -> float:
+    """Median high-frequency residual inside the head, relative to its 5-95 % intensity range."""
     smooth = cv2.GaussianBlur(gray, (5, 5), 1.5)
     residual = np.abs(gray - smooth)[mask]
-    low, high = np.percentile(gray[mask], [5.0, 95.0])
-    return float(np.median(residual) / max(float(high - low), 1e-3))
+    return float(_median(residual) / max(float(high - low), 1e-3))
 
 
 def assess_scope(
@@ -198,6 +240,7 @@ def assess_scope(
     colourfulness_value: float | None = None,
     modality: str | None = None,
     thresholds: ScopeThresholds | None = None,
+    mask: np.ndarray | None = None,
 ) -> ScopeAssessment:
     """Decide whether ``image`` looks like a brain-window head CT slice.
 
@@ -208,6 +251,9 @@ def assess_scope(
             measured from ``image`` when omitted.
         modality: the DICOM Modality, when the image came from DICOM.
         thresholds: limits; :class:`ScopeThresholds` defaults when omitted.
+        mask: the head mask of ``image`` as :func:`ml.data.preprocessing.head_mask` returns it
+            at ``thresholds.head_threshold``, when preprocessing has already computed it (a
+            boolean array of the image's height and width); computed here when omitted.
 
     Returns:
         The decision, the reasons for an out-of-scope decision and the measurements.
@@ -225,16 +271,24 @@ def assess_scope(
     if contrast < limits.min_contrast:
         reasons.append("The image is blank or almost uniform.")
         return ScopeAssessment(in_scope=False, reasons=reasons, **measures)
-    mask = head_mask(gray)
-    if mask is None or mask.mean() < limits.min_head_fraction:
+    if mask is None:
+        mask = head_mask(gray, limits.head_threshold)
+    elif mask.shape != gray.shape or mask.dtype != np.bool_:
+        raise ValueError(
+            f"The head mask must be a boolean array of the image's shape {gray.shape}; got "
+            f"{mask.dtype} {mask.shape}."
+        )
+    head_fraction = 0.0 if mask is None else float(mask.mean())
+    if mask is None or head_fraction < limits.min_head_fraction:
         reasons.append("No head-shaped region was found in the image.")
         return ScopeAssessment(in_scope=False, reasons=reasons, **measures)
+    low, high, top = np.percentile(gray[mask], [5.0, 95.0, 99.0])
     measures.update(
-        head_fraction=float(mask.mean()),
+        head_fraction=head_fraction,
         ellipse_fit=_ellipse_fit(mask),
         edge_contact=_edge_contact(mask),
-        rim_coverage=_rim_coverage(gray, mask, limits.rays, limits.rim_depth),
-        roughness=_roughness(gray, mask),
+        rim_coverage=_rim_coverage(gray, mask, limits.rays, limits.rim_depth, max(0.45, float(top) - 0.15)),
+        roughness=_roughness(gray, mask, low, high),
     )
     if measures["ellipse_fit"] < limits.min_ellipse_fit or measures["edge_contact"] > limits.max_edge_contact:
         reasons.append("The bright region does not have the rounded outline of a head.")

@@ -122,3 +122,137 @@ def test_every_real_slice_is_in_scope() -> None:
                 failures.append((path.name, assessment.reasons))
     assert len(paths) + len(dicom_paths) == 160 + 1895 + 23
     assert failures == []
+
+
+# ---------------------------------------------------------------------------------------------
+# The measurements against a plain reference: one ray at a time, the head mask found again,
+# np.median and one np.percentile per measurement. assess_scope must give the same numbers.
+
+
+def reference_colourfulness(image: np.ndarray) -> float:
+    colour = image[:, :, :3].astype(np.float32)
+    first, second, third = colour[:, :, 0], colour[:, :, 1], colour[:, :, 2]
+    red_green = first - second
+    yellow_blue = 0.5 * (first + second) - third
+    spread = float(np.hypot(red_green.std(), yellow_blue.std()))
+    mean = float(np.hypot(red_green.mean(), yellow_blue.mean()))
+    return spread + 0.3 * mean
+
+
+def reference_rim_coverage(gray: np.ndarray, mask: np.ndarray, rays: int, depth: float) -> float:
+    bright = max(0.45, float(np.percentile(gray[mask], 99.0)) - 0.15)
+    rows, cols = np.nonzero(mask)
+    centre_row, centre_col = rows.mean(), cols.mean()
+    height, width = mask.shape
+    steps = np.arange(0.0, float(np.hypot(height, width)), 0.5)
+    covered = 0
+    for angle in np.linspace(0.0, 2.0 * np.pi, rays, endpoint=False):
+        ray_rows = np.round(centre_row + steps * np.sin(angle)).astype(int)
+        ray_cols = np.round(centre_col + steps * np.cos(angle)).astype(int)
+        valid = (ray_rows >= 0) & (ray_rows < height) & (ray_cols >= 0) & (ray_cols < width)
+        ray_rows, ray_cols = ray_rows[valid], ray_cols[valid]
+        inside = np.flatnonzero(mask[ray_rows, ray_cols])
+        if inside.size == 0:
+            continue
+        outline = int(inside[-1])
+        start = max(0, int(outline - max(2.0, depth * outline)))
+        band = gray[ray_rows[start : outline + 1], ray_cols[start : outline + 1]]
+        if band.size and float(band.max()) >= bright:
+            covered += 1
+    return covered / rays
+
+
+def reference_measurements(image: np.ndarray, colour: float) -> dict[str, float]:
+    from ml.data.preprocessing import head_mask, to_grayscale
+    from ml.data.scope import _edge_contact, _ellipse_fit
+
+    limits = ScopeThresholds()
+    gray = to_grayscale(image)
+    measures = {"colourfulness": colour, "contrast": float(gray.std())}
+    mask = head_mask(gray)
+    assert mask is not None
+    smooth = cv2.GaussianBlur(gray, (5, 5), 1.5)
+    low, high = np.percentile(gray[mask], [5.0, 95.0])
+    measures.update(
+        head_fraction=float(mask.mean()),
+        ellipse_fit=_ellipse_fit(mask),
+        edge_contact=_edge_contact(mask),
+        rim_coverage=reference_rim_coverage(gray, mask, limits.rays, limits.rim_depth),
+        roughness=float(np.median(np.abs(gray - smooth)[mask]) / max(float(high - low), 1e-3)),
+    )
+    return measures
+
+
+def measurements(assessment: object) -> dict[str, float]:
+    names = ("colourfulness", "contrast", "head_fraction", "ellipse_fit", "edge_contact", "rim_coverage")
+    return {name: getattr(assessment, name) for name in (*names, "roughness")}
+
+
+@needs_data
+def test_measurements_equal_the_reference_on_real_slices() -> None:
+    """Every 8th head_ct image, every 60th CT-ICH slice and every RSNA file; with and without the mask."""
+    from ml.data.preprocessing import PreprocessConfig, preprocess
+
+    paths = sorted((DATA_DIR / "head_ct" / "images").glob("*.png"))[::8]
+    paths += sorted(DATA_DIR.glob("ct_ich/Patients_CT/*/brain/*.jpg"))[::60]
+    paths += sorted((DATA_DIR / "rsna_dicom" / "dicom").glob("*.dcm"))
+    assert len(paths) >= 70
+    grey_as_colour = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for path in paths:
+            data = path.read_bytes()
+            decoded = decode_image(data)
+            if path.suffix != ".dcm":
+                raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+                if raw.ndim == 3:
+                    assert colourfulness(raw) == reference_colourfulness(raw), path.name
+                    grey_as_colour += int(reference_colourfulness(raw) == 0.0)
+            colour = float(decoded.metadata.get("colourfulness", 0.0))
+            expected = reference_measurements(decoded.pixels, colour)
+            mask = preprocess(decoded.pixels, PreprocessConfig()).head_mask
+            assert mask is not None
+            computed = assess_scope(decoded.pixels, colour)
+            given_mask = assess_scope(decoded.pixels, colour, mask=mask)
+            assert measurements(computed) == expected, path.name
+            assert measurements(given_mask) == expected, path.name
+            assert given_mask.reasons == computed.reasons and given_mask.in_scope
+    # Both colourfulness paths were exercised: grey saved as RGB, and RGB with some colour.
+    assert 0 < grey_as_colour
+
+
+@pytest.mark.parametrize("rays", [1, 7, 72, 360])
+def test_rim_coverage_equals_the_reference_on_synthetic_images(rays: int) -> None:
+    from ml.data.preprocessing import head_mask, to_grayscale
+    from ml.data.scope import _rim_coverage
+
+    compared = 0
+    for image in synthetic.not_head_ct().values():
+        gray = to_grayscale(image)
+        mask = head_mask(gray)
+        if mask is None:
+            continue
+        bright = max(0.45, float(np.percentile(gray[mask], 99.0)) - 0.15)
+        assert _rim_coverage(gray, mask, rays, 0.6, bright) == reference_rim_coverage(gray, mask, rays, 0.6)
+        compared += 1
+    assert compared >= 3
+
+
+def test_a_head_mask_of_the_wrong_shape_is_refused() -> None:
+    head = np.zeros((64, 64), np.uint8)
+    cv2.ellipse(head, (32, 32), (20, 25), 0, 0, 360, 255, -1)
+    with pytest.raises(ValueError, match="head mask"):
+        assess_scope(head, mask=np.ones((32, 32), bool))
+
+
+def test_preprocessing_exposes_the_head_mask_the_scope_check_uses() -> None:
+    from ml.data.preprocessing import PreprocessConfig, head_mask, preprocess, to_grayscale
+
+    head = np.zeros((200, 160), np.uint8)
+    cv2.ellipse(head, (80, 100), (60, 80), 0, 0, 360, 255, -1)
+    cv2.ellipse(head, (80, 100), (52, 72), 0, 0, 360, 100, -1)
+    prepared = preprocess(head, PreprocessConfig())
+    assert prepared.head_mask is not None
+    assert np.array_equal(prepared.head_mask, head_mask(to_grayscale(head), ScopeThresholds().head_threshold))
+    assert preprocess(head, PreprocessConfig(crop_to_head=False)).head_mask is None
+    assert preprocess(np.zeros((64, 64), np.uint8)).head_mask is None

@@ -30,7 +30,14 @@ class ServiceProcess:
         self.cwd = cwd
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, **env, "ICH_HOST": "127.0.0.1", "ICH_PORT": str(self.port)}
+        # As `make run` and the container start it: two malloc arenas (docs/performance.md).
+        self.env = {
+            "MALLOC_ARENA_MAX": "2",
+            **os.environ,
+            **env,
+            "ICH_HOST": "127.0.0.1",
+            "ICH_PORT": str(self.port),
+        }
         self.startup_timeout = startup_timeout
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = Path(env.get("ICH_DATA_DIR", "/tmp")) / f"server-{self.port}.log"
