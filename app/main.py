@@ -67,11 +67,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         removed += files.remove_incomplete(known_studies, kind=STUDIES)
         if removed:
             logger.warning("Removed %d incomplete result folders left by an interrupted run.", removed)
-        registry = ModelRegistry.from_store(settings.model_store, settings.default_model)
+        registry = ModelRegistry.from_store(
+            settings.model_store, settings.default_model, settings.segmentation_model
+        )
         if not registry.ready:
             logger.error(
                 "Default model %r not found in %s; predictions answer 503.",
                 settings.default_model,
+                settings.model_store,
+            )
+        if settings.segmentation_model and registry.segmenter() is None:
+            logger.warning(
+                "Segmentation model %r not found in %s; results carry no outlines (segmentation: null).",
+                settings.segmentation_model,
                 settings.model_store,
             )
         keys = KeyStore(database, settings.api_key_list())

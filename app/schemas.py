@@ -17,8 +17,18 @@ class PredictionLinks(BaseModel):
     self: str
     original: str
     overlay: str
-    heatmap: str
+    heatmap: str = Field(
+        description="PNG, one 8-bit channel at the input image's size: the Grad-CAM heat map."
+    )
     report: str
+    mask: str | None = Field(
+        default=None,
+        description="The segmentation's class-index mask (as segmentation.links.mask); null without one.",
+    )
+    contours: str | None = Field(
+        default=None,
+        description="The segmentation's outline image (as segmentation.links.contours); null without one.",
+    )
 
 
 class ImageInfo(BaseModel):
@@ -33,6 +43,77 @@ class StudyFields(BaseModel):
     study_description: str | None = None
     study_date: str | None = None
     requesting_clinician: str | None = None
+
+
+class SubtypeOut(BaseModel):
+    probability: float = Field(
+        ge=0.0,
+        le=1.0,
+        description="Probability from the segmentation model's subtype head that the slice shows it.",
+    )
+    area_px: int = Field(ge=0, description="Pixels outlined as this subtype, at the input image's size.")
+    area_mm2: float | None = Field(
+        default=None, description="The same area in mm² when the pixel spacing is known (DICOM), else null."
+    )
+    colour: str = Field(description="Colour of this subtype's outline in the contours image (#rrggbb).")
+
+
+class SegmentationLinks(BaseModel):
+    mask: str = Field(
+        description="PNG, one 8-bit channel at the input image's size: the class of each pixel (0 none, "
+        "1 epidural, 2 intraparenchymal, 3 intraventricular, 4 subarachnoid, 5 subdural)."
+    )
+    contours: str = Field(
+        description="RGBA PNG at the input image's size: each subtype's outline in its colour, transparent elsewhere."
+    )
+
+
+class SegmentationOut(BaseModel):
+    model: ModelRef
+    subtypes: dict[str, SubtypeOut] = Field(description="The five subtypes by name, in class order.")
+    blood_area_px: int = Field(ge=0, description="Pixels outlined as any subtype.")
+    blood_area_mm2: float | None = Field(
+        default=None, description="The same in mm² when the pixel spacing is known."
+    )
+    links: SegmentationLinks
+
+
+class StudySubtypeOut(BaseModel):
+    probability: float = Field(ge=0.0, le=1.0, description="The highest subtype probability over the slices.")
+    area_px: int = Field(ge=0, description="Pixels outlined as this subtype, summed over the slices.")
+    volume_ml: float | None = Field(
+        default=None, description="Voxel-count volume in millilitres; null when spacing is unknown."
+    )
+    colour: str
+
+
+class Abc2Out(BaseModel):
+    volume_ml: float = Field(description="ABC/2 estimate of the bleed's volume in millilitres.")
+    a_mm: float = Field(description="Largest diameter on the slice with the largest outlined area.")
+    b_mm: float = Field(description="Largest diameter perpendicular to A on that slice.")
+    c_mm: float = Field(
+        description="Slices with blood (weighted 1, 0.5 or 0 by area) times the slice spacing."
+    )
+
+
+class StudySegmentationOut(BaseModel):
+    model: ModelRef
+    volume_ml: float | None = Field(
+        description="Outlined blood by voxel counting: pixels x pixel spacing x slice spacing; null when "
+        "the spacing is unknown (see volume_unavailable_reason)."
+    )
+    volume_unavailable_reason: str | None = None
+    abc2: Abc2Out | None = Field(
+        description="The bedside ABC/2 estimate from the same outlines, for comparison."
+    )
+    pixel_spacing_mm: list[float] | None = None
+    slice_spacing_mm: float | None = None
+    slice_spacing_source: Literal["positions", "slice_thickness"] | None = Field(
+        default=None,
+        description="'positions': median gap between the slices' positions; 'slice_thickness': the DICOM SliceThickness.",
+    )
+    blood_area_px: int = Field(ge=0, description="Pixels outlined as any subtype, summed over the slices.")
+    subtypes: dict[str, StudySubtypeOut]
 
 
 class ScopeOut(BaseModel):
@@ -57,6 +138,12 @@ class PredictionOut(BaseModel):
     study: StudyFields
     timings_ms: dict[str, float]
     links: PredictionLinks
+    segmentation: SegmentationOut | None = Field(
+        default=None,
+        description="Outlines of possible haemorrhage by subtype; null when no segmentation model is loaded "
+        "or the request asked for none (segment=false). Like the probability, they mean nothing when the "
+        "label is 'out_of_scope'.",
+    )
     disclaimer: str = "Decision support only. Not for clinical use."
 
 
@@ -70,13 +157,25 @@ class PredictionPage(BaseModel):
 class ModelOut(BaseModel):
     name: str
     version: str
-    default: bool
-    threshold: float
+    kind: Literal["classification", "segmentation"] = "classification"
+    default: bool = Field(
+        description="Classification: serves requests that name no model. Segmentation: outlines every analysis."
+    )
+    threshold: float = Field(
+        description="Classification: the decision threshold. Segmentation: the per-pixel blood threshold."
+    )
 
 
 class Health(BaseModel):
     status: str
     checks: dict[str, bool] = Field(default_factory=dict)
+
+
+class Readiness(Health):
+    models: dict[str, str | None] = Field(
+        default_factory=dict,
+        description="'classification' and 'segmentation': the serving model as 'name/version', or null.",
+    )
 
 
 class StudySliceLinks(BaseModel):
@@ -91,6 +190,7 @@ class StudySliceOut(BaseModel):
     probability: float = Field(ge=0.0, le=1.0)
     key: bool = Field(description="One of the most probable slices, shown in the report.")
     links: StudySliceLinks
+    segmentation: SegmentationOut | None = None
 
 
 class SkippedOut(BaseModel):
@@ -130,6 +230,10 @@ class StudyOut(BaseModel):
     stored_in_pacs: list[StoredObject] = Field(default_factory=list)
     timings_ms: dict[str, float]
     links: StudyLinks
+    segmentation: StudySegmentationOut | None = Field(
+        default=None,
+        description="Volumes of the outlined blood (voxel count and ABC/2); null without segmentation.",
+    )
     disclaimer: str = "Decision support only. Not for clinical use."
 
 

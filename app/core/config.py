@@ -31,6 +31,11 @@ class Settings(BaseSettings):
     )
     model_store: Path = Field(PROJECT_ROOT / "model_store", description="Folder of model bundles.")
     default_model: str = Field("ich-compact", description="Model name used when a request names none.")
+    segmentation_model: str = Field(
+        "ich-unet",
+        description="Segmentation model (newest version in the model store) that outlines haemorrhage by "
+        "subtype on every analysed slice; empty, or not in the store, leaves 'segmentation' null in results.",
+    )
     max_upload_mb: float = Field(20.0, gt=0, description="Largest accepted upload, in MiB.")
     max_study_upload_mb: float = Field(
         500.0, gt=0, description="Largest accepted whole-study upload (several DICOM files or a ZIP), in MiB."

@@ -1,7 +1,12 @@
-"""Model registry and slice inference: decode -> preprocess -> predict with Grad-CAM -> images."""
+"""Model registry and slice inference: decode -> preprocess -> predict with Grad-CAM -> images.
+
+The segmentation model, when one is loaded, runs in the same pass on the same preprocessed
+batch and outlines possible haemorrhage by subtype.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -15,8 +20,10 @@ import numpy as np
 from app.core.errors import InvalidUpload, ModelUnavailable, NotFound, UnsupportedImage
 from ml.data.imaging import DecodedImage, ImageDecodeError, UnsupportedImageError, decode_image
 from ml.data.preprocessing import preprocess
+from ml.data.scope import ScopeThresholds
 from ml.explain.gradcam import GradCam, overlay_heatmap
-from ml.model_io import ModelBundle, discover_models, load_bundle, version_key
+from ml.model_io import CARD_FILE, ModelBundle, discover_models, load_bundle, version_key
+from ml.segmenter import SEGMENTATION_KIND, SegmentationResult, Segmenter, load_segmenter
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +31,16 @@ POSITIVE_LABEL = "hemorrhage"
 NEGATIVE_LABEL = "no_hemorrhage"
 # Stored instead of either when the image is not a head CT slice (ml.data.scope).
 OUT_OF_SCOPE_LABEL = "out_of_scope"
+CLASSIFICATION_KIND = "classification"
+
+
+@dataclass
+class SliceSegmentation:
+    """One slice's outline by subtype (class map at the uploaded image's size) and its model."""
+
+    model_name: str
+    model_version: str
+    result: SegmentationResult
 
 
 @dataclass
@@ -39,6 +56,10 @@ class SliceResult:
     heatmap: np.ndarray
     overlay: np.ndarray
     timings_ms: dict[str, float] = field(default_factory=dict)
+    segmentation: SliceSegmentation | None = None
+    # The head on the uploaded image as preprocessing found it, for the scope check (None: not found,
+    # or found at another threshold than the scope check's).
+    head_mask: np.ndarray | None = None
 
     @property
     def width(self) -> int:
@@ -50,8 +71,12 @@ class SliceResult:
 
 
 def encode_png(image: np.ndarray) -> bytes:
-    """PNG bytes of a greyscale or RGB uint8 image."""
-    pixels = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+    """PNG bytes of a greyscale, RGB or RGBA uint8 image."""
+    if image.ndim == 3:
+        code = cv2.COLOR_RGBA2BGRA if image.shape[2] == 4 else cv2.COLOR_RGB2BGR
+        pixels = cv2.cvtColor(image, code)
+    else:
+        pixels = image
     ok, buffer = cv2.imencode(".png", pixels)
     if not ok:
         raise RuntimeError("PNG encoding failed.")
@@ -66,6 +91,54 @@ def decode_upload(data: bytes, max_pixels: int) -> DecodedImage:
         raise UnsupportedImage(f"{exc} Supported formats: PNG, JPEG, DICOM.") from exc
     except ImageDecodeError as exc:
         raise InvalidUpload(str(exc)) from exc
+
+
+def bundle_kind(model_dir: Path) -> str:
+    """What a bundle's card says it is: ``"segmentation"``, or ``"classification"`` when it says nothing."""
+    try:
+        card = json.loads((Path(model_dir) / CARD_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        # Unreadable cards are reported by the loader that tries them.
+        return CLASSIFICATION_KIND
+    kind = card.get("kind") if isinstance(card, dict) else None
+    return str(kind) if kind else CLASSIFICATION_KIND
+
+
+class SliceSegmenter:
+    """One loaded segmentation bundle: outlines haemorrhage by subtype on preprocessed slices."""
+
+    def __init__(self, segmenter: Segmenter, path: Path) -> None:
+        self.segmenter = segmenter
+        self.path = Path(path)
+        self.config = segmenter.config
+        # One forward pass at a time, as for the classifier.
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, model_dir: Path) -> SliceSegmenter:
+        return cls(load_segmenter(model_dir), model_dir)
+
+    @property
+    def name(self) -> str:
+        return self.segmenter.name
+
+    @property
+    def version(self) -> str:
+        return self.segmenter.version
+
+    @property
+    def card(self) -> dict[str, Any]:
+        return self.segmenter.card
+
+    @property
+    def blood_threshold(self) -> float:
+        return self.segmenter.blood_threshold
+
+    def segment(self, batch: np.ndarray, geometries: list[Any]) -> list[SliceSegmentation]:
+        """Class maps on the original image grids, and subtype probabilities, for a batch."""
+        with self._lock:
+            results = self.segmenter.segment(batch, geometries)
+        return [SliceSegmentation(self.name, self.version, result) for result in results]
 
 
 class SliceClassifier:
@@ -101,9 +174,10 @@ class SliceClassifier:
         size = self.config.image_size
         self.gradcam(np.zeros((1, size, size, 1), np.float32), self.threshold)
 
-    def _preprocess(self, decoded: DecodedImage) -> tuple[np.ndarray, Any]:
+    def _preprocess(self, decoded: DecodedImage) -> tuple[np.ndarray, Any, np.ndarray | None]:
         result = preprocess(decoded.pixels, self.config)
-        return result.image, result.geometry
+        shared = self.config.head_threshold == ScopeThresholds.head_threshold
+        return result.image, result.geometry, result.head_mask if shared else None
 
     def _predict(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with self._lock:
@@ -137,45 +211,86 @@ class SliceClassifier:
             timings_ms=timings,
         )
 
-    def predict(self, decoded: DecodedImage) -> SliceResult:
-        """Classify and explain one decoded slice."""
-        return self.predict_many([decoded])[0]
+    def predict(self, decoded: DecodedImage, segmenter: SliceSegmenter | None = None) -> SliceResult:
+        """Classify and explain one decoded slice (and outline it, given a segmenter)."""
+        return self.predict_many([decoded], segmenter)[0]
 
-    def predict_many(self, images: list[DecodedImage]) -> list[SliceResult]:
-        """Classify and explain several slices in one batched pass."""
+    def predict_many(
+        self, images: list[DecodedImage], segmenter: SliceSegmenter | None = None
+    ) -> list[SliceResult]:
+        """Classify and explain several slices in one batched pass.
+
+        With a ``segmenter`` the same slices are outlined too: on the classifier's preprocessed
+        batch when both models preprocess alike, else preprocessed again for the segmenter.
+        """
         if not images:
             return []
         started = time.perf_counter()
         prepared = [self._preprocess(decoded) for decoded in images]
         preprocess_ms = (time.perf_counter() - started) * 1000.0
+        batch = np.stack([image for image, _, _ in prepared])
         started = time.perf_counter()
-        probabilities, heatmaps = self._predict(np.stack([image for image, _ in prepared]))
+        probabilities, heatmaps = self._predict(batch)
         model_ms = (time.perf_counter() - started) * 1000.0
+        segmentations: list[SliceSegmentation | None] = [None] * len(images)
+        segmentation_ms = 0.0
+        if segmenter is not None:
+            started = time.perf_counter()
+            if segmenter.config == self.config:
+                segment_batch, geometries = batch, [geometry for _, geometry, _ in prepared]
+            else:
+                again = [preprocess(decoded.pixels, segmenter.config) for decoded in images]
+                segment_batch = np.stack([item.image for item in again])
+                geometries = [item.geometry for item in again]
+            segmentations = list(segmenter.segment(segment_batch, geometries))
+            segmentation_ms = (time.perf_counter() - started) * 1000.0
         results = []
         for index, decoded in enumerate(images):
             timings = {"preprocess": preprocess_ms / len(images), "model_and_gradcam": model_ms / len(images)}
-            results.append(
-                self._postprocess(
-                    decoded, float(probabilities[index]), heatmaps[index], prepared[index][1], timings
-                )
+            if segmenter is not None:
+                timings["segmentation"] = segmentation_ms / len(images)
+            result = self._postprocess(
+                decoded, float(probabilities[index]), heatmaps[index], prepared[index][1], timings
             )
+            result.segmentation = segmentations[index]
+            result.head_mask = prepared[index][2]
+            results.append(result)
         return results
 
 
 class ModelRegistry:
-    """Every model bundle in the store, loaded once; the newest version of each name serves."""
+    """Every model bundle in the store, loaded once; the newest version of each name serves.
 
-    def __init__(self, default_name: str) -> None:
+    Classifiers and segmentation models (cards with ``"kind": "segmentation"``) are kept apart:
+    requests choose a classifier, and the newest version of ``segmentation_name`` (when one is
+    loaded) outlines every slice. Segmentation bundles of other names are not loaded.
+    """
+
+    def __init__(self, default_name: str, segmentation_name: str | None = None) -> None:
         self.default_name = default_name
+        self.segmentation_name = segmentation_name or None
         self._models: dict[str, dict[str, SliceClassifier]] = {}
+        self._segmenters: dict[str, dict[str, SliceSegmenter]] = {}
 
     @classmethod
-    def from_store(cls, store: Path, default_name: str) -> ModelRegistry:
-        registry = cls(default_name)
-        for versions in discover_models(store).values():
+    def from_store(
+        cls, store: Path, default_name: str, segmentation_name: str | None = None
+    ) -> ModelRegistry:
+        registry = cls(default_name, segmentation_name)
+        for name, versions in discover_models(store).items():
             for model_dir in versions:
+                kind = bundle_kind(model_dir)
+                if kind not in (CLASSIFICATION_KIND, SEGMENTATION_KIND):
+                    logger.warning("Skipped the bundle in %s: unknown kind %r.", model_dir, kind)
+                    continue
+                if kind == SEGMENTATION_KIND and name != registry.segmentation_name:
+                    logger.info("Skipped the segmentation bundle in %s: not the one configured.", model_dir)
+                    continue
                 try:
-                    registry.add(SliceClassifier(load_bundle(model_dir)))
+                    if kind == SEGMENTATION_KIND:
+                        registry.add_segmenter(SliceSegmenter.load(model_dir))
+                    else:
+                        registry.add(SliceClassifier(load_bundle(model_dir)))
                 except Exception:
                     logger.exception("Could not load the model bundle in %s", model_dir)
         return registry
@@ -183,15 +298,40 @@ class ModelRegistry:
     def add(self, classifier: SliceClassifier) -> None:
         self._models.setdefault(classifier.name, {})[classifier.version] = classifier
 
+    def add_segmenter(self, segmenter: SliceSegmenter) -> None:
+        self._segmenters.setdefault(segmenter.name, {})[segmenter.version] = segmenter
+
     @property
     def ready(self) -> bool:
         return self.default_name in self._models
 
+    def segmenter(self) -> SliceSegmenter | None:
+        """The segmentation model that serves (newest version of the configured name), if loaded."""
+        versions = self._segmenters.get(self.segmentation_name or "")
+        if not versions:
+            return None
+        return versions[max(versions, key=version_key)]
+
+    def segmentation_card(self, name: str, version: str) -> dict[str, Any]:
+        """The card of a loaded segmentation model; empty when it is not loaded."""
+        segmenter = self._segmenters.get(name, {}).get(version)
+        return segmenter.card if segmenter is not None else {}
+
+    def card(self, name: str, version: str) -> dict[str, Any]:
+        """The card of any loaded model, classifier or segmentation."""
+        if name in self._segmenters:
+            versions = self._segmenters[name]
+            if version not in versions:
+                raise NotFound(f"Model {name!r} has no version {version!r}; available: {sorted(versions)}.")
+            return versions[version].card
+        return self.get(name, version).bundle.card
+
     def describe(self) -> list[dict[str, Any]]:
-        return [
+        classifiers = [
             {
                 "name": name,
                 "version": version,
+                "kind": CLASSIFICATION_KIND,
                 "default": name == self.default_name and version == self._newest(name),
                 "threshold": classifier.threshold,
             }
@@ -200,6 +340,21 @@ class ModelRegistry:
                 self._models[name].items(), key=lambda item: version_key(item[0])
             )
         ]
+        serving = self.segmenter()
+        segmenters = [
+            {
+                "name": name,
+                "version": version,
+                "kind": SEGMENTATION_KIND,
+                "default": segmenter is serving,
+                "threshold": segmenter.blood_threshold,
+            }
+            for name in sorted(self._segmenters)
+            for version, segmenter in sorted(
+                self._segmenters[name].items(), key=lambda item: version_key(item[0])
+            )
+        ]
+        return classifiers + segmenters
 
     def _newest(self, name: str) -> str:
         return max(self._models[name], key=version_key)

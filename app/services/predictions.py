@@ -15,6 +15,13 @@ from app.core.errors import InvalidUpload, NotFound, StorageUnavailable
 from app.core.metrics import Metrics
 from app.db import Database, Prediction, list_records, utcnow
 from app.services.inference import OUT_OF_SCOPE_LABEL, ModelRegistry, SliceResult, decode_upload, encode_png
+from app.services.segmentation import (
+    CONTOURS_FILE,
+    MASK_FILE,
+    slice_files,
+    slice_record,
+    slice_report_section,
+)
 from app.services.storage import FileStore
 from ml.data.scope import assess_scope
 
@@ -114,13 +121,18 @@ class PredictionService:
         self.metrics = metrics
 
     def analyse(
-        self, data: bytes, model_name: str | None = None, model_version: str | None = None
+        self,
+        data: bytes,
+        model_name: str | None = None,
+        model_version: str | None = None,
+        segment: bool = True,
     ) -> SliceResult:
-        """Decode and classify without storing anything."""
+        """Decode and classify (and outline, when a segmentation model is loaded) without storing anything."""
         started = time.perf_counter()
         decoded = decode_upload(data, self.max_pixels)
         decode_ms = (time.perf_counter() - started) * 1000.0
-        result = self.registry.get(model_name, model_version).predict(decoded)
+        classifier = self.registry.get(model_name, model_version)
+        result = classifier.predict(decoded, self.registry.segmenter() if segment else None)
         result.timings_ms = {"decode": decode_ms, **result.timings_ms}
         if self.metrics is not None:
             seconds = result.timings_ms.get("model_and_gradcam", 0.0) / 1000.0
@@ -133,17 +145,25 @@ class PredictionService:
         fields: UploadFields,
         model_name: str | None = None,
         model_version: str | None = None,
+        segment: bool = True,
     ) -> Prediction:
         """Analyse one slice and store it: files first, then the row, all or nothing.
 
         An image that is not a head CT slice (:func:`ml.data.scope.assess_scope`) is stored too,
-        so that whoever sent it sees what happened, but labelled ``out_of_scope``.
+        so that whoever sent it sees what happened, but labelled ``out_of_scope``. With
+        ``segment`` and a segmentation model loaded, the outlines (``mask.png``,
+        ``contours.png``) and their numbers (``details["segmentation"]``) are stored as well.
         """
         total_started = time.perf_counter()
-        result = self.analyse(data, model_name, model_version)
+        result = self.analyse(data, model_name, model_version, segment)
         metadata = result.decoded.metadata
         started = time.perf_counter()
-        scope = assess_scope(result.decoded.pixels, metadata.get("colourfulness"), metadata.get("modality"))
+        scope = assess_scope(
+            result.decoded.pixels,
+            metadata.get("colourfulness"),
+            metadata.get("modality"),
+            mask=result.head_mask,
+        )
         result.timings_ms["scope_check"] = (time.perf_counter() - started) * 1000.0
         started = time.perf_counter()
         heat8 = (result.heatmap * 255.0).round().astype("uint8")
@@ -152,6 +172,10 @@ class PredictionService:
             "overlay.png": encode_png(result.overlay),
             "heatmap.png": encode_png(heat8),
         }
+        segmentation: dict[str, Any] = {}
+        if result.segmentation is not None:
+            files[MASK_FILE], files[CONTOURS_FILE] = slice_files(result.segmentation)
+            segmentation["segmentation"] = slice_record(result.segmentation, metadata.get("pixel_spacing_mm"))
         result.timings_ms["encode"] = (time.perf_counter() - started) * 1000.0
         prediction_id = str(uuid.uuid4())
         prediction = Prediction(
@@ -183,6 +207,7 @@ class PredictionService:
                     if metadata.get(key) is not None
                 },
                 "scope": scope.to_dict(),
+                **segmentation,
             },
         )
         started = time.perf_counter()
@@ -250,13 +275,26 @@ class PredictionService:
 
         card = self._card(prediction.model_name, prediction.model_version)
         _, reasons = prediction_scope(prediction)
+        original_png = self.files.read(prediction.id, "original.png")
+        segmentation = (prediction.details or {}).get("segmentation")
+        section = None
+        # Outlines on an image that is not a head CT slice mean nothing, as its probability does.
+        in_scope = prediction.label != OUT_OF_SCOPE_LABEL
+        if in_scope and isinstance(segmentation, dict) and self.files.exists(prediction.id, CONTOURS_FILE):
+            model = segmentation.get("model", {})
+            section = slice_report_section(
+                segmentation,
+                self.registry.segmentation_card(str(model.get("name")), str(model.get("version"))),
+                original_png,
+                self.files.read(prediction.id, CONTOURS_FILE),
+            )
         report = SliceReport(
             report_id=prediction.id,
             created_at=prediction.created_at,
             probability=prediction.probability,
             label=prediction.label,
             threshold=prediction.threshold,
-            original_png=self.files.read(prediction.id, "original.png"),
+            original_png=original_png,
             overlay_png=self.files.read(prediction.id, "overlay.png"),
             model=ReportModelInfo(
                 name=prediction.model_name, version=prediction.model_version, metrics=card_metrics(card)
@@ -269,6 +307,7 @@ class PredictionService:
             requesting_clinician=prediction.requesting_clinician,
             source_format=prediction.source_format,
             extra_findings=reasons,
+            segmentation=section,
         )
         return render_slice_report(report)
 

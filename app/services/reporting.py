@@ -1,7 +1,8 @@
 """The PDF diagnostic reports: one CT slice, or a whole CT study.
 
 The report is decision support, not a diagnosis: every page says "Not for clinical use" and carries
-the model name and version, as MONAI Deploy stamps its model information on each output.
+the model name and version (and the segmentation model's, when outlines are shown), as MONAI Deploy
+stamps its model information on each output.
 """
 
 from __future__ import annotations
@@ -88,6 +89,44 @@ class ReportModelInfo:
 
 
 @dataclass(frozen=True)
+class SubtypeLine:
+    """One haemorrhage subtype in the outlines section.
+
+    Attributes:
+        title: the subtype's name as shown, e.g. ``"Subdural"``.
+        colour: RGB colour of its outline.
+        probability: the subtype head's probability (the highest over the slices for a study).
+        amount: the outlined area (slice) or volume (study), formatted.
+    """
+
+    title: str
+    colour: tuple[int, int, int]
+    probability: float
+    amount: str
+
+
+@dataclass(frozen=True)
+class SegmentationSection:
+    """The outlines of possible haemorrhage by subtype, as the report shows them.
+
+    Attributes:
+        model: the segmentation model (its metrics are not shown).
+        amount_title: column title of ``SubtypeLine.amount`` (``"Outlined area"``, ``"Volume"``).
+        subtypes: one line per subtype, in class order.
+        summary: sentences on the totals (area, or volume with ABC/2, or why there is none).
+        images: ``(PNG of the outlines over the slice, caption)``, at most three.
+        notes: what a reader must know about the outlines (training data, measured Dice).
+    """
+
+    model: ReportModelInfo
+    amount_title: str
+    subtypes: list[SubtypeLine]
+    summary: list[str] = field(default_factory=list)
+    images: list[tuple[bytes, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class SliceReport:
     """Everything the report on one slice shows.
 
@@ -108,6 +147,7 @@ class SliceReport:
         requesting_clinician: shown as "not given" when None.
         source_format: format of the upload (``"png"``, ``"jpeg"``, ``"dicom"``).
         extra_findings: further notes shown under the finding.
+        segmentation: the outlines by subtype, when the slice was segmented.
     """
 
     report_id: str
@@ -126,9 +166,16 @@ class SliceReport:
     requesting_clinician: str | None = None
     source_format: str | None = None
     extra_findings: list[str] = field(default_factory=list)
+    segmentation: SegmentationSection | None = None
 
 
-def _build_pdf(story: list[Any], title: str, model: ReportModelInfo, report_id: str) -> bytes:
+def _build_pdf(
+    story: list[Any],
+    title: str,
+    model: ReportModelInfo,
+    report_id: str,
+    segmentation: SegmentationSection | None = None,
+) -> bytes:
     """Lay out ``story`` on A4 with the standard margins, metadata and footer."""
     buffer = io.BytesIO()
     document = SimpleDocTemplate(
@@ -143,7 +190,13 @@ def _build_pdf(story: list[Any], title: str, model: ReportModelInfo, report_id: 
         subject="Decision support only. Not for clinical use.",
         creator="ICH Detect",
     )
-    footer = _Footer(model=f"{model.name} {model.version}", report_id=report_id)
+    footer = _Footer(
+        model=f"{model.name} {model.version}",
+        report_id=report_id,
+        segmentation_model=(
+            f"{segmentation.model.name} {segmentation.model.version}" if segmentation is not None else None
+        ),
+    )
     document.build(story, canvasmaker=partial(_FooterCanvas, footer=footer))
     return buffer.getvalue()
 
@@ -176,12 +229,15 @@ def render_slice_report(report: SliceReport) -> bytes:
         Spacer(1, _SECTION_GAP),
         _images_section(report, styles),
         Spacer(1, _SECTION_GAP),
+        *_segmentation_section(report.segmentation, styles),
         *_model_section(report.model, styles),
         Spacer(1, _SECTION_GAP),
         *_limitations_section(report.limitations, styles),
     ]
 
-    pdf = _build_pdf(story, f"{_TITLE} - report {report.report_id}", report.model, report.report_id)
+    pdf = _build_pdf(
+        story, f"{_TITLE} - report {report.report_id}", report.model, report.report_id, report.segmentation
+    )
     logger.debug("Rendered report %s (%d bytes)", report.report_id, len(pdf))
     return pdf
 
@@ -220,6 +276,7 @@ class StudyReport:
         model: the model that produced the finding.
         limitations: known limitations, one sentence each.
         skipped_count: uploaded objects that were not analysed.
+        segmentation: volumes and outlines by subtype, when the slices were segmented.
     """
 
     report_id: str
@@ -240,6 +297,7 @@ class StudyReport:
     requesting_clinician: str | None = None
     source_format: str | None = None
     skipped_count: int = 0
+    segmentation: SegmentationSection | None = None
 
 
 AGGREGATION_TEXT = {
@@ -294,11 +352,18 @@ def render_study_report(report: StudyReport) -> bytes:
         Spacer(1, _SECTION_GAP),
         _key_slices_section(report, styles),
         Spacer(1, _SECTION_GAP),
+        *_segmentation_section(report.segmentation, styles),
         *_model_section(report.model, styles),
         Spacer(1, _SECTION_GAP),
         *_limitations_section(report.limitations, styles),
     ]
-    return _build_pdf(story, f"{_TITLE} - study report {report.report_id}", report.model, report.report_id)
+    return _build_pdf(
+        story,
+        f"{_TITLE} - study report {report.report_id}",
+        report.model,
+        report.report_id,
+        report.segmentation,
+    )
 
 
 def slice_probability_chart(
@@ -762,6 +827,116 @@ def _images_section(report: SliceReport, styles: _Styles) -> Flowable:
     return KeepTogether([Paragraph("Images", styles.heading), table])
 
 
+def _subtype_table(section: SegmentationSection, width: float, styles: _Styles) -> Table:
+    """Each subtype's colour swatch, name, probability and amount."""
+    rows: list[list[Any]] = [
+        [
+            "",
+            Paragraph("Subtype", styles.cell_label),
+            Paragraph("Probability", styles.cell_label),
+            Paragraph(_markup(section.amount_title), styles.cell_label),
+        ]
+    ]
+    swatches = []
+    for index, line in enumerate(section.subtypes, start=1):
+        rows.append(
+            [
+                "",
+                Paragraph(_markup(line.title), styles.small),
+                Paragraph(_markup(format_percent(line.probability, 0)), styles.small),
+                Paragraph(_markup(line.amount), styles.small),
+            ]
+        )
+        red, green, blue = line.colour
+        swatches.append(
+            ("BACKGROUND", (0, index), (0, index), colors.Color(red / 255, green / 255, blue / 255))
+        )
+    swatch = 4 * mm
+    rest = width - swatch
+    table = Table(rows, colWidths=[swatch, rest * 0.4, rest * 0.22, rest * 0.38], repeatRows=1)
+    table.setStyle(
+        TableStyle(
+            [
+                ("BACKGROUND", (1, 0), (-1, 0), _LABEL_GREY),
+                ("LINEBELOW", (0, 0), (-1, -1), 0.5, _RULE_GREY),
+                ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
+                ("TOPPADDING", (0, 0), (-1, -1), 0.8 * mm),
+                ("BOTTOMPADDING", (0, 0), (-1, -1), 0.8 * mm),
+                *swatches,
+            ]
+        )
+    )
+    return table
+
+
+def _segmentation_section(section: SegmentationSection | None, styles: _Styles) -> list[Flowable]:
+    """Outlines by subtype: totals, a table with each subtype's colour, and the outlined slices.
+
+    One image sits beside the table; several (a study's most outlined slices) go in a row below it.
+    """
+    if section is None:
+        return []
+    heading = Paragraph(
+        "Outlines of possible haemorrhage by subtype: "
+        f"{_markup(section.model.name)} <font color='#5A6570'>version {_markup(section.model.version)}</font>",
+        styles.heading,
+    )
+    summary: list[Flowable] = [Paragraph(_markup(sentence), styles.body) for sentence in section.summary]
+    columns = 3
+    cell_width = (_CONTENT_WIDTH - (columns - 1) * _IMAGE_GAP) / columns
+    body: list[Flowable]
+    if len(section.images) == 1:
+        data, caption = section.images[0]
+        image = [
+            _fitted_image(data, "outlines", cell_width, 60 * mm),
+            Paragraph(_markup(caption), styles.caption),
+        ]
+        right_width = _CONTENT_WIDTH - cell_width - _IMAGE_GAP
+        right = [*summary, Spacer(1, 1.5 * mm), _subtype_table(section, right_width, styles)]
+        layout = Table([[image, "", right]], colWidths=[cell_width, _IMAGE_GAP, right_width])
+        layout.setStyle(
+            TableStyle(
+                [
+                    ("VALIGN", (0, 0), (-1, -1), "TOP"),
+                    ("ALIGN", (0, 0), (0, 0), "CENTER"),
+                    ("LEFTPADDING", (0, 0), (-1, -1), 0),
+                    ("RIGHTPADDING", (0, 0), (-1, -1), 0),
+                ]
+            )
+        )
+        body = [layout]
+    else:
+        body = [*summary, Spacer(1, 1.5 * mm), _subtype_table(section, _CONTENT_WIDTH, styles)]
+        if section.images:
+            images: list[Any] = []
+            captions: list[Any] = []
+            widths: list[float] = []
+            for position, (data, caption) in enumerate(section.images[:columns]):
+                if position:
+                    images.append("")
+                    captions.append("")
+                    widths.append(_IMAGE_GAP)
+                images.append(_fitted_image(data, f"outlines {position + 1}", cell_width, 55 * mm))
+                captions.append(Paragraph(_markup(caption), styles.caption))
+                widths.append(cell_width)
+            grid = Table([images, captions], colWidths=widths, hAlign="LEFT")
+            grid.setStyle(
+                TableStyle(
+                    [
+                        ("ALIGN", (0, 0), (-1, -1), "CENTER"),
+                        ("VALIGN", (0, 0), (-1, 0), "MIDDLE"),
+                        ("LEFTPADDING", (0, 0), (-1, -1), 0),
+                        ("RIGHTPADDING", (0, 0), (-1, -1), 0),
+                    ]
+                )
+            )
+            body += [Spacer(1, 2 * mm), grid]
+    flowables: list[Flowable] = [KeepTogether([heading, *body])]
+    if section.notes:
+        flowables += [Spacer(1, 1.5 * mm), _bullets(section.notes, styles.small)]
+    return [*flowables, Spacer(1, _SECTION_GAP)]
+
+
 def _model_section(model: ReportModelInfo, styles: _Styles) -> list[Flowable]:
     heading = Paragraph(
         f"Model: {_markup(model.name)} <font color='#5A6570'>version {_markup(model.version)}</font>",
@@ -908,6 +1083,7 @@ class _HeatmapLegend(Flowable):
 class _Footer:
     model: str
     report_id: str
+    segmentation_model: str | None = None
 
 
 class _FooterCanvas(Canvas):
@@ -940,6 +1116,8 @@ class _FooterCanvas(Canvas):
         self.setFillColor(_MUTED)
         self.setFont("Helvetica", font_size)
         self.drawString(_MARGIN, y, f"Model {self._footer.model}")
+        if self._footer.segmentation_model:
+            self.drawString(_MARGIN, y - 3.2 * mm, f"Segmentation {self._footer.segmentation_model}")
         self.drawCentredString(_PAGE_WIDTH / 2, y, f"Report {self._footer.report_id}")
         self.setFont("Helvetica-Bold", font_size)
         self.drawRightString(

@@ -21,7 +21,7 @@ from app.core.errors import NotFound, StorageUnavailable
 
 logger = logging.getLogger(__name__)
 
-PREDICTION_FILES = ("original.png", "overlay.png", "heatmap.png", "report.pdf")
+PREDICTION_FILES = ("original.png", "overlay.png", "heatmap.png", "mask.png", "contours.png", "report.pdf")
 
 
 @dataclass(frozen=True)
@@ -39,9 +39,9 @@ class FileKind:
 PREDICTIONS = FileKind(
     "predictions", "prediction", re.compile("|".join(re.escape(n) for n in PREDICTION_FILES))
 )
-# A study: the windowed slice and its overlay for every slice (numbered in anatomical order),
-# and the lazily built report.
-STUDIES = FileKind("studies", "study", re.compile(r"(slice|overlay)_\d{3,4}\.png|report\.pdf"))
+# A study: the windowed slice, its overlay and, when segmented, its class mask and outlines for
+# every slice (numbered in anatomical order), and the lazily built report.
+STUDIES = FileKind("studies", "study", re.compile(r"(slice|overlay|mask|contours)_\d{3,4}\.png|report\.pdf"))
 
 
 def _fsync_dir(path: Path) -> None:

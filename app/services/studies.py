@@ -5,7 +5,9 @@ batches through the same compiled forward and Grad-CAM pass as single slices, an
 into one study probability with the aggregation named in the model card
 (``study_aggregation``, default ``max``) against ``study_threshold`` (default: the slice
 threshold). The windowed slice and its overlay are stored for every slice, so a reader can
-scroll through the whole series.
+scroll through the whole series. When a segmentation model is loaded, every slice is outlined in
+the same batched pass, and the outlines give the study a volume of blood (voxel counting and the
+bedside ABC/2 estimate).
 """
 
 from __future__ import annotations
@@ -30,8 +32,25 @@ from app.core.errors import (
 )
 from app.core.metrics import Metrics
 from app.db import Database, Study, StudySlice, list_records, utcnow
-from app.services.inference import NEGATIVE_LABEL, POSITIVE_LABEL, ModelRegistry, SliceClassifier, encode_png
+from app.services.inference import (
+    NEGATIVE_LABEL,
+    POSITIVE_LABEL,
+    ModelRegistry,
+    SliceClassifier,
+    SliceSegmenter,
+    encode_png,
+)
 from app.services.predictions import LIMITATIONS_FALLBACK, UploadFields, _first, card_metrics, short_id
+from app.services.segmentation import (
+    StudySegmentation,
+    area_mm2,
+    area_text,
+    composite_png,
+    most_outlined_slices,
+    pixel_spacing,
+    slice_files,
+    study_report_section,
+)
 from app.services.storage import STUDIES, FileStore
 from ml.data.imaging import UnsupportedImageError
 from ml.data.series import (
@@ -57,7 +76,7 @@ SOURCES = ("upload", "dicomweb")
 
 
 def slice_file(kind: str, index: int) -> str:
-    """The stored file name of slice ``index`` (``kind`` is ``"slice"`` or ``"overlay"``)."""
+    """The stored file name of slice ``index`` (``kind``: ``"slice"``, ``"overlay"``, ``"mask"``, ``"contours"``)."""
     return f"{kind}_{index:03d}.png"
 
 
@@ -121,6 +140,8 @@ class _Analysis:
     files: dict[str, bytes] = field(default_factory=dict)
     model_ms: float = 0.0
     encode_ms: float = 0.0
+    segmentation: StudySegmentation | None = None
+    segmentation_ms: float = 0.0
 
 
 class StudyService:
@@ -180,13 +201,14 @@ class StudyService:
         fields: UploadFields,
         model_name: str | None = None,
         model_version: str | None = None,
+        segment: bool = True,
     ) -> StudyRecord:
         """Analyse an uploaded series and store it: files first, then the rows, all or nothing."""
         started = time.perf_counter()
         series = self.read_series(uploads)
         decode_ms = (time.perf_counter() - started) * 1000.0
         return self.create_from_series(
-            series, fields, "upload", model_name, model_version, decode_ms=decode_ms
+            series, fields, "upload", model_name, model_version, decode_ms=decode_ms, segment=segment
         )
 
     def create_from_series(
@@ -198,18 +220,28 @@ class StudyService:
         model_version: str | None = None,
         decode_ms: float = 0.0,
         details: dict[str, Any] | None = None,
+        segment: bool = True,
     ) -> StudyRecord:
-        """Classify every slice of an assembled series, decide the study, and store it all."""
+        """Classify (and outline) every slice of an assembled series, decide the study, and store it all."""
         if source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, got {source!r}.")
         total_started = time.perf_counter() - decode_ms / 1000.0
         classifier = self.registry.get(model_name, model_version)
         decision = StudyDecision.from_card(classifier)
-        analysis = self._analyse(classifier, series)
+        analysis = self._analyse(classifier, series, self.registry.segmenter() if segment else None)
         probability = aggregate(analysis.probabilities, decision.aggregation)
         label = POSITIVE_LABEL if probability >= decision.threshold else NEGATIVE_LABEL
         key_slices = key_slice_indices(analysis.probabilities)
         metadata = series.metadata
+        segmentation: dict[str, Any] = {}
+        if analysis.segmentation is not None:
+            started = time.perf_counter()
+            segmentation["segmentation"] = analysis.segmentation.summary(
+                [item.position_mm for item in series.slices],
+                metadata.get("pixel_spacing_mm"),
+                metadata.get("slice_thickness_mm"),
+            )
+            analysis.segmentation_ms += (time.perf_counter() - started) * 1000.0
         study_id = str(uuid.uuid4())
         study = Study(
             id=study_id,
@@ -235,6 +267,7 @@ class StudyService:
                 "ordering": series.ordering,
                 "skipped": [{"name": item.name, "reason": item.reason} for item in series.skipped],
                 "other_series": list(series.other_series),
+                **segmentation,
                 **(details or {}),
             },
         )
@@ -253,6 +286,8 @@ class StudyService:
             "model_and_gradcam": analysis.model_ms,
             "encode": analysis.encode_ms,
         }
+        if analysis.segmentation is not None:
+            timings["segmentation"] = analysis.segmentation_ms
         started = time.perf_counter()
         self.files.save(study_id, analysis.files, STUDIES)
         try:
@@ -287,19 +322,29 @@ class StudyService:
         )
         return StudyRecord(study=study, slices=slices)
 
-    def _analyse(self, classifier: SliceClassifier, series: StudySeries) -> _Analysis:
-        analysis = _Analysis()
+    def _analyse(
+        self, classifier: SliceClassifier, series: StudySeries, segmenter: SliceSegmenter | None = None
+    ) -> _Analysis:
+        analysis = _Analysis(segmentation=StudySegmentation() if segmenter is not None else None)
         for start in range(0, len(series.slices), BATCH_SIZE):
             batch = series.slices[start : start + BATCH_SIZE]
             started = time.perf_counter()
-            results = classifier.predict_many([item.image for item in batch])
-            analysis.model_ms += (time.perf_counter() - started) * 1000.0
+            results = classifier.predict_many([item.image for item in batch], segmenter)
+            elapsed = (time.perf_counter() - started) * 1000.0
+            segmentation_ms = sum(result.timings_ms.get("segmentation", 0.0) for result in results)
+            analysis.model_ms += elapsed - segmentation_ms
+            analysis.segmentation_ms += segmentation_ms
             started = time.perf_counter()
             for offset, result in enumerate(results):
                 index = start + offset
                 analysis.probabilities.append(result.probability)
                 analysis.files[slice_file("slice", index)] = encode_png(result.decoded.pixels)
                 analysis.files[slice_file("overlay", index)] = encode_png(result.overlay)
+                if analysis.segmentation is not None and result.segmentation is not None:
+                    analysis.segmentation.add(result.segmentation)
+                    mask, contours = slice_files(result.segmentation)
+                    analysis.files[slice_file("mask", index)] = mask
+                    analysis.files[slice_file("contours", index)] = contours
             analysis.encode_ms += (time.perf_counter() - started) * 1000.0
         return analysis
 
@@ -379,6 +424,30 @@ class StudyService:
             for index in record.key_slices
             if 0 <= index < len(record.slices)
         ]
+        segmentation = (study.details or {}).get("segmentation")
+        section = None
+        if isinstance(segmentation, dict):
+            images = []
+            for index in most_outlined_slices(segmentation):
+                if not self.files.exists(study.id, slice_file("contours", index), STUDIES):
+                    continue
+                area = sum(int(value) for value in segmentation["slices"][index]["area_px"])
+                spacing = pixel_spacing(segmentation.get("pixel_spacing_mm"))
+                images.append(
+                    (
+                        composite_png(
+                            self.files.read(study.id, slice_file("slice", index), STUDIES),
+                            self.files.read(study.id, slice_file("contours", index), STUDIES),
+                        ),
+                        f"Slice {index + 1}: {area_text(area, area_mm2(area, spacing))} outlined",
+                    )
+                )
+            model = segmentation.get("model", {})
+            section = study_report_section(
+                segmentation,
+                self.registry.segmentation_card(str(model.get("name")), str(model.get("version"))),
+                images,
+            )
         report = StudyReport(
             report_id=study.id,
             created_at=study.created_at,
@@ -400,6 +469,7 @@ class StudyService:
             requesting_clinician=study.requesting_clinician,
             source_format="DICOM series" if study.source == "upload" else "DICOM series from the PACS",
             skipped_count=len(record.skipped),
+            segmentation=section,
         )
         return render_study_report(report)
 

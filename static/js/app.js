@@ -130,6 +130,19 @@
     applyOpacity();
   }
 
+  function setupContours() {
+    var contours = document.getElementById("contours-image");
+    var controls = document.querySelector("[data-contour-controls]");
+    if (!contours || !controls) {
+      return;
+    }
+    var toggle = document.getElementById("contours-toggle");
+    toggle.addEventListener("change", function () {
+      contours.hidden = !toggle.checked;
+    });
+    controls.hidden = false;
+  }
+
   function setupStudyUpload(form) {
     var input = form.querySelector("input[type=file]");
     var fileName = form.querySelector("[data-study-file-names]");
@@ -195,8 +208,15 @@
     var previous = scroller.querySelector("[data-scroller-previous]");
     var next = scroller.querySelector("[data-scroller-next]");
     var cursor = document.querySelector("[data-chart-cursor]");
+    var contours = scroller.querySelector("[data-scroller-contours]");
+    var contoursToggle = scroller.querySelector("[data-scroller-contours-toggle]");
     if (!items.length || !image || !range) {
       return;
+    }
+    if (contours && contoursToggle) {
+      contoursToggle.addEventListener("change", function () {
+        contours.hidden = !contoursToggle.checked;
+      });
     }
     var current = Number(scroller.getAttribute("data-start")) || 0;
 
@@ -206,6 +226,9 @@
       var number = current + 1;
       var key = item.getAttribute("data-key") === "true";
       image.src = item.getAttribute("data-overlay");
+      if (contours && item.getAttribute("data-contours")) {
+        contours.src = item.getAttribute("data-contours");
+      }
       image.alt = "Slice " + number + " of " + items.length + " with the Grad-CAM overlay";
       status.textContent = "Slice " + number + " of " + items.length + ": probability " +
         item.getAttribute("data-percent") + (key ? " (key slice)" : "");
@@ -273,6 +296,7 @@
       setupScroller(scroller);
     }
     setupOverlay();
+    setupContours();
     setupConfirmations();
   });
 })();

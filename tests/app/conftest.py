@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from fastapi.testclient import TestClient
 from app.core.config import Settings
 from app.main import create_app
 from ml.data.preprocessing import PreprocessConfig
+from ml.data.segmentation import SUBTYPE_COLOURS, SUBTYPES
 from ml.model_io import save_bundle
 from ml.models.classifier import GRADCAM_LAYERS, build_classifier
 from tests.support.postgres import PostgresServer, create_database
@@ -49,6 +51,48 @@ def model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for version in ("0.0.1", "0.0.2"):
         model = build_classifier((64, 64, 1), backbone="tiny")
         save_bundle(model, tiny_card(version=version), store / "ich-compact" / version)
+    return store
+
+
+def tiny_seg_card(name: str = "ich-unet", version: str = "0.0.1") -> dict[str, object]:
+    """A segmentation card as training writes it, for a tiny untrained U-Net on the classifier's input."""
+    return {
+        "kind": "segmentation",
+        "name": name,
+        "version": version,
+        "preprocessing": PreprocessConfig(image_size=64).to_dict(),
+        "input_shape": [64, 64, 1],
+        "blood_threshold": 0.5,
+        "min_component_px": 4,
+        "subtypes": list(SUBTYPES),
+        "subtype_colours": {
+            key: "#{:02x}{:02x}{:02x}".format(*colour) for key, colour in SUBTYPE_COLOURS.items()
+        },
+        "training": {
+            "counts": {
+                "bhsd_train": {"slices": 40},
+                "bhsd_validation": {"slices": 6},
+                "bhsd_test": {"slices": 6},
+                "ct_ich_train": {"slices": 300},
+            }
+        },
+        "metrics": {"test": {"segmentation": {"any_blood": {"dice": {"value": 0.42, "ci95": [0.31, 0.55]}}}}},
+        "pointing_game": {"test_volumes": {"classifier": "ich-compact 0.0.2", "slices": 6, "hit_rate": 0.5}},
+        "limitations": ["Tiny untrained segmentation test model."],
+    }
+
+
+@pytest.fixture(scope="session")
+def seg_model_store(model_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny classifier beside a tiny, untrained segmentation model (ich-unet 0.0.1)."""
+    import keras
+
+    from ml.models.unet import build_unet
+
+    store = tmp_path_factory.mktemp("seg_model_store")
+    shutil.copytree(model_store / "ich-compact" / "0.0.2", store / "ich-compact" / "0.0.2")
+    keras.utils.set_random_seed(7)
+    save_bundle(build_unet((64, 64, 1), width=4), tiny_seg_card(), store / "ich-unet" / "0.0.1")
     return store
 
 

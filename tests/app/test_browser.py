@@ -86,13 +86,17 @@ def rich_card(card: dict[str, object]) -> dict[str, object]:
 
 
 @pytest.fixture(scope="module")
-def browser_model_store(model_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny model with a full model card, ROC and calibration plots (no confusion-matrix plot)."""
+def browser_model_store(
+    model_store: Path, seg_model_store: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The tiny model with a full model card, ROC and calibration plots (no confusion-matrix plot),
+    and the tiny segmentation model that outlines every slice."""
     from ml.evaluation.plots import save_calibration, save_roc
 
     store = tmp_path_factory.mktemp("browser_store")
     bundle = store / "ich-compact" / "0.0.2"
     shutil.copytree(model_store / "ich-compact" / "0.0.2", bundle)
+    shutil.copytree(seg_model_store / "ich-unet" / "0.0.1", store / "ich-unet" / "0.0.1")
     card_path = bundle / "model_card.json"
     card_path.write_text(json.dumps(rich_card(json.loads(card_path.read_text()))))
     rng = np.random.default_rng(1)
@@ -263,6 +267,32 @@ def test_sign_in_upload_result_slider_and_downloads(context: BrowserContext, api
     expect(slider).to_be_disabled()
     page.get_by_label("Show overlay").check()
     expect(overlay).to_be_visible()
+
+    # The outlines by subtype: stacked over the slice, a legend with colours and areas, a toggle.
+    contours = page.locator("#contours-image")
+    assert image_loaded(page, "#contours-image")
+    expect(contours).to_be_visible()
+    legend = page.get_by_role("list", name="Outline colours by subtype")
+    expect(legend.get_by_role("listitem")).to_have_count(5)
+    for name in ("Epidural", "Intraparenchymal", "Intraventricular", "Subarachnoid", "Subdural"):
+        expect(legend).to_contain_text(name)
+    expect(legend.locator("li").first).to_contain_text(re.compile(r"px|none outlined"))
+    assert legend.locator("svg rect").first.get_attribute("fill") == "#e69f00"
+    outlines_box = contours.bounding_box()
+    slice_box = page.locator("img[alt^='The uploaded CT slice']").bounding_box()
+    assert outlines_box is not None and slice_box is not None
+    assert (outlines_box["x"], outlines_box["y"], outlines_box["width"]) == pytest.approx(
+        (slice_box["x"], slice_box["y"], slice_box["width"]), abs=1
+    )
+    page.get_by_label("Show outlines").uncheck()
+    expect(contours).to_be_hidden()
+    shoot(page, "result-outlines-hidden")
+    page.get_by_label("Show outlines").check()
+    expect(contours).to_be_visible()
+    page.get_by_text("How far to trust the outlines and the heat map").click()
+    expect(page.locator("[data-outline-help]")).to_contain_text("52 labelled slices")
+    expect(page.locator("[data-outline-help]")).to_contain_text("does not point at the bleed")
+    shoot(page, "result-outlines")
 
     with page.expect_download() as report_download:
         page.get_by_role("link", name="Download PDF report").click()
@@ -467,6 +497,7 @@ def test_study_upload_and_slice_scroller(context: BrowserContext, api_key: str, 
     start = int(slider.input_value())
     expect(status).to_contain_text(f"Slice {start + 1} of 8")
     expect(status).to_contain_text("(key slice)")
+    page.wait_for_load_state("load")
     assert image_loaded(page, "[data-scroller-image]")
     shoot(page, "study")
 
@@ -494,6 +525,21 @@ def test_study_upload_and_slice_scroller(context: BrowserContext, api_key: str, 
     assert image_loaded(page, "[data-scroller-image]")
     cursor_x = float(page.locator("[data-chart-cursor]").get_attribute("x1") or "nan")
     assert cursor_x == pytest.approx(600.0)
+    # The outlines follow the scroller and can be hidden.
+    outlines = page.locator("[data-scroller-contours]")
+    assert (outlines.get_attribute("src") or "").endswith("/contours_007.png")
+    page.wait_for_function("document.querySelector('[data-scroller-contours]').complete")
+    assert image_loaded(page, "[data-scroller-contours]")
+    page.get_by_label("Show outlines").uncheck()
+    expect(outlines).to_be_hidden()
+    page.get_by_label("Show outlines").check()
+    expect(outlines).to_be_visible()
+    volume = page.locator("[data-study-volume]")
+    expect(volume).to_contain_text("Voxel count")
+    expect(volume).to_contain_text("ABC/2 estimate")
+    expect(
+        volume.get_by_role("list", name="Outline colours by subtype").get_by_role("listitem")
+    ).to_have_count(5)
     shoot(page, "study-scrolled")
 
     with page.expect_download() as download_info:
@@ -501,6 +547,7 @@ def test_study_upload_and_slice_scroller(context: BrowserContext, api_key: str, 
     report = download_info.value
     text = " ".join(sheet.extract_text() for sheet in PdfReader(report.path()).pages)
     assert "Key slices" in text and "Not for clinical use" in text
+    assert "ABC/2" in text and "Subdural" in text and "Segmentation ich-unet 0.0.1" in text
 
     page.goto("/worklist")
     expect(page.get_by_role("heading", name="Studies")).to_be_visible()

@@ -32,7 +32,12 @@ def test_health_and_readiness(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok", "checks": {}}
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "checks": {"model": True, "database": True, "storage": True}}
+    assert ready.json() == {
+        "status": "ready",
+        "checks": {"model": True, "database": True, "storage": True},
+        # This store holds no segmentation model: the service is ready without one.
+        "models": {"classification": "ich-compact/0.0.2", "segmentation": None},
+    }
 
 
 def test_create_prediction_from_png(client: TestClient, png_bytes: bytes) -> None:
@@ -60,8 +65,15 @@ def test_create_prediction_from_png(client: TestClient, png_bytes: bytes) -> Non
     assert overlay.headers["content-type"] == "image/png"
     overlay_image = decode_png(overlay.content)
     assert overlay_image.shape == (*original_shape, 3)
-    heatmap = decode_png(client.get(body["links"]["heatmap"]).content)
+    heatmap_png = client.get(body["links"]["heatmap"]).content
+    heatmap = decode_png(heatmap_png)
     assert heatmap.shape == original_shape and heatmap.dtype == np.uint8
+    # IHDR: bit depth 8, colour type 0 (one grey channel).
+    assert heatmap_png[24] == 8 and heatmap_png[25] == 0
+    # Without a segmentation model the result has no outlines, and everything else is there.
+    assert body["segmentation"] is None
+    assert "segmentation" not in body["timings_ms"]
+    assert client.get(f"{body['links']['self']}/mask.png").status_code == 404
 
     fetched = client.get(body["links"]["self"])
     assert fetched.status_code == 200

@@ -416,3 +416,54 @@ def test_study_report_refuses_inconsistent_input() -> None:
         render_study_report(_study_report(probability=0.2))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="at least one slice"):
         render_study_report(_study_report(slice_probabilities=[]))  # type: ignore[arg-type]
+
+
+def _segmentation_section(images: int = 1) -> object:
+    from app.services.reporting import SegmentationSection, SubtypeLine
+
+    outlined = cv2.cvtColor(_slice(), cv2.COLOR_GRAY2RGB)
+    cv2.circle(outlined, (150, 100), 30, (204, 121, 167), thickness=2)
+    return SegmentationSection(
+        model=ReportModelInfo(name="ich-unet", version="2.3.4", metrics={}),
+        amount_title="Outlined area",
+        subtypes=[
+            SubtypeLine("Epidural", (230, 159, 0), 0.02, "0 px"),
+            SubtypeLine("Subdural", (204, 121, 167), 0.81, "512.3 mm² (2,530 px)"),
+        ],
+        summary=["Outlined blood on this slice: 512.3 mm² (2,530 px)."],
+        images=[(_png(outlined), f"Outlines {index + 1}") for index in range(images)],
+        notes=["The outlines come from a model trained on few labelled slices."],
+    )
+
+
+def test_outlines_section_lists_subtypes_and_names_the_model_on_every_page(report: SliceReport) -> None:
+    plain = render_slice_report(report)
+    pdf = render_slice_report(dataclasses.replace(report, segmentation=_segmentation_section()))  # type: ignore[arg-type]
+    text = _text(pdf)
+    assert "Outlines of possible haemorrhage by subtype: ich-unet version 2.3.4" in text
+    assert "Subdural 81% 512.3 mm² (2,530 px)" in text and "Epidural 2% 0 px" in text
+    assert "trained on few labelled slices" in text
+    reader = PdfReader(io.BytesIO(pdf))
+    for page in reader.pages:
+        page_text = page.extract_text()
+        assert "Not for clinical use" in page_text and "ich-compact 1.0.0" in page_text
+        assert "Segmentation ich-unet 2.3.4" in page_text
+    # Original, overlay, legend and the outlined slice.
+    assert sum(len(page.images) for page in reader.pages) > sum(
+        len(page.images) for page in PdfReader(io.BytesIO(plain)).pages
+    )
+    assert "Segmentation" not in _text(plain)
+
+
+def test_study_report_shows_volumes_and_outlined_slices() -> None:
+    from app.services.reporting import render_study_report
+
+    section = dataclasses.replace(
+        _segmentation_section(images=3),  # type: ignore[type-var]
+        amount_title="Volume (voxel count)",
+        summary=["Outlined blood volume 12.5 mL by voxel counting.", "Bedside ABC/2 estimate: 14.0 mL."],
+    )
+    pdf = render_study_report(_study_report(segmentation=section))  # type: ignore[arg-type]
+    text = " ".join(" ".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages).split())
+    assert "Volume (voxel count)" in text and "ABC/2 estimate: 14.0 mL" in text
+    assert "Outlines 1" in text and "Outlines 3" in text and "Segmentation ich-unet 2.3.4" in text

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from app.schemas import Health
+from app.schemas import Health, Readiness
 
 router = APIRouter(tags=["health"])
 
@@ -16,15 +16,28 @@ def read_health() -> Health:
     return Health(status="ok")
 
 
-@router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
+@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
 def read_readiness(request: Request) -> JSONResponse:
-    """Models are loaded, the database answers and storage is writable."""
+    """The default model is loaded, the database answers and storage is writable.
+
+    ``models`` names what serves; the segmentation model is optional and does not decide readiness.
+    """
     state = request.app.state
+    registry = state.registry
     checks = {
-        "model": state.registry.ready,
+        "model": registry.ready,
         "database": state.database.ping(),
         "storage": state.files.is_writable(),
     }
     ready = all(checks.values())
-    body = Health(status="ready" if ready else "not ready", checks=checks)
+    classifier = None
+    if registry.ready:
+        serving = registry.get()
+        classifier = f"{serving.name}/{serving.version}"
+    segmenter = registry.segmenter()
+    models = {
+        "classification": classifier,
+        "segmentation": f"{segmenter.name}/{segmenter.version}" if segmenter is not None else None,
+    }
+    body = Readiness(status="ready" if ready else "not ready", checks=checks, models=models)
     return JSONResponse(status_code=200 if ready else 503, content=body.model_dump())

@@ -20,5 +20,5 @@ def list_models(user: CurrentUser, registry: RegistryDep) -> list[ModelOut]:
 
 @router.get("/{name}/{version}/card")
 def read_model_card(name: str, version: str, user: CurrentUser, registry: RegistryDep) -> dict[str, Any]:
-    """The model card: training data, split, metrics with intervals, threshold, limits."""
-    return registry.get(name, version).bundle.card
+    """The model card (classification or segmentation): training data, split, metrics with intervals, limits."""
+    return registry.card(name, version)

@@ -51,6 +51,14 @@ from app.db import Prediction
 from app.services.auth import Principal, hash_key
 from app.services.inference import POSITIVE_LABEL
 from app.services.predictions import UploadFields, prediction_scope
+from app.services.segmentation import (
+    CONTOURS_FILE,
+    FALLBACK_NOTE,
+    area_text,
+    help_sentences,
+    legend,
+    study_summary_sentences,
+)
 from app.services.storage import STUDIES
 from app.services.studies import StudyRecord, slice_file
 
@@ -85,6 +93,7 @@ TIMING_TITLES = {
     "decode": "Reading the file",
     "preprocess": "Preprocessing",
     "model_and_gradcam": "Model and Grad-CAM",
+    "segmentation": "Outlines (segmentation)",
     "postprocess": "Heat map overlay",
     "encode": "Encoding images",
     "storage": "Saving",
@@ -337,6 +346,43 @@ def result_view(prediction: Prediction) -> dict[str, Any]:
 
 def _mapping(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+def segmentation_card(registry: Any, record: dict[str, Any]) -> dict[str, Any]:
+    model = _mapping(record.get("model"))
+    card: dict[str, Any] = registry.segmentation_card(str(model.get("name")), str(model.get("version")))
+    return card
+
+
+def segmentation_view(record: Any, card: dict[str, Any], contours: str) -> dict[str, Any] | None:
+    """The outlines of one slice for the result page: legend rows, totals and the help text."""
+    if not isinstance(record, dict) or not isinstance(record.get("subtypes"), dict):
+        return None
+    blood_px = int(record.get("blood_area_px") or 0)
+    return {
+        "model": _mapping(record.get("model")),
+        "rows": legend(record),
+        "contours": contours,
+        "blood": area_text(blood_px, record.get("blood_area_mm2")) if blood_px else None,
+        "millimetres": record.get("blood_area_mm2") is not None,
+        "help": help_sentences(card) if card else [FALLBACK_NOTE],
+    }
+
+
+def study_segmentation_view(stored: Any, card: dict[str, Any]) -> dict[str, Any] | None:
+    """The study's volumes for the study page: voxel count, ABC/2, each subtype, or why there are none."""
+    if not isinstance(stored, dict) or not isinstance(stored.get("subtypes"), dict):
+        return None
+    abc2 = _mapping(stored.get("abc2"))
+    return {
+        "model": _mapping(stored.get("model")),
+        "rows": legend(stored),
+        "volume_ml": stored.get("volume_ml"),
+        "reason": stored.get("volume_unavailable_reason"),
+        "abc2": abc2 or None,
+        "summary": study_summary_sentences(stored),
+        "help": help_sentences(card) if card else [FALLBACK_NOTE],
+    }
 
 
 def _number(value: Any, digits: int = 2) -> str:
@@ -616,6 +662,7 @@ CHART_HEIGHT = 160.0
 def study_view(record: StudyRecord) -> dict[str, Any]:
     """What the study page shows: the decision, the slices for the scroller and the chart's geometry."""
     study = record.study
+    segmented = isinstance((study.details or {}).get("segmentation"), dict)
     positive = study.label == POSITIVE_LABEL
     key_slices = record.key_slices
     count = max(1, len(record.slices))
@@ -637,6 +684,7 @@ def study_view(record: StudyRecord) -> dict[str, Any]:
             "key": item.slice_index in key_slices,
             "overlay": f"{base}/{slice_file('overlay', item.slice_index)}",
             "image": f"{base}/{slice_file('slice', item.slice_index)}",
+            "contours": f"{base}/{slice_file('contours', item.slice_index)}" if segmented else "",
             "x": f"{x(item.slice_index):.1f}",
             "y": f"{y(item.probability):.1f}",
         }
@@ -671,10 +719,23 @@ def study_view(record: StudyRecord) -> dict[str, Any]:
 
 
 @router.get("/studies/{study_id}", response_class=HTMLResponse)
-def study_page(study_id: str, request: Request, user: PageUser, service: StudyServiceDep) -> Response:
-    """One study: the decision, a slice scroller with the overlay on each slice, and the chart."""
+def study_page(
+    study_id: str, request: Request, user: PageUser, service: StudyServiceDep, registry: RegistryDep
+) -> Response:
+    """One study: the decision, a slice scroller with the overlay on each slice, the chart and the volumes."""
     record = service.get(checked_id(study_id))
-    return render(request, "study.html", title="Study result", study=record.study, view=study_view(record))
+    stored = (record.study.details or {}).get("segmentation")
+    segmentation = study_segmentation_view(
+        stored, segmentation_card(registry, stored) if isinstance(stored, dict) else {}
+    )
+    return render(
+        request,
+        "study.html",
+        title="Study result",
+        study=record.study,
+        view=study_view(record),
+        segmentation=segmentation,
+    )
 
 
 @router.get("/studies/{study_id}/{file_name}")
@@ -712,16 +773,26 @@ def delete_study_page(
 
 @router.get("/predictions/{prediction_id}", response_class=HTMLResponse)
 def result_page(
-    prediction_id: str, request: Request, user: PageUser, service: PredictionServiceDep
+    prediction_id: str, request: Request, user: PageUser, service: PredictionServiceDep, registry: RegistryDep
 ) -> Response:
-    """One analysis: the slice beside its heat map, the probability, the model and the downloads."""
+    """One analysis: the slice with its outlines beside its heat map, the probability, the model, downloads."""
     prediction = service.get(checked_id(prediction_id))
+    view = result_view(prediction)
+    stored = (prediction.details or {}).get("segmentation")
+    segmentation = None
+    if view["in_scope"]:
+        segmentation = segmentation_view(
+            stored,
+            segmentation_card(registry, stored) if isinstance(stored, dict) else {},
+            f"{view['base']}/{CONTOURS_FILE}",
+        )
     return render(
         request,
         "result.html",
         title="Result",
         prediction=prediction,
-        view=result_view(prediction),
+        view=view,
+        segmentation=segmentation,
     )
 
 
@@ -825,6 +896,17 @@ def model_page(request: Request, user: PageUser, registry: RegistryDep) -> Respo
         }
         for name, (title, alt) in PLOTS.items()
     ]
+    segmenter = registry.segmenter()
+    segmentation = None
+    if segmenter is not None:
+        limitations = segmenter.card.get("limitations")
+        segmentation = {
+            "name": segmenter.name,
+            "version": segmenter.version,
+            "help": help_sentences(segmenter.card),
+            "intended_use": segmenter.card.get("intended_use"),
+            "limitations": [str(item) for item in limitations] if isinstance(limitations, list) else [],
+        }
     return render(
         request,
         "model.html",
@@ -833,6 +915,7 @@ def model_page(request: Request, user: PageUser, registry: RegistryDep) -> Respo
         card=card_view(bundle.card),
         plots=plots,
         models=registry.describe(),
+        segmentation=segmentation,
     )
 
 

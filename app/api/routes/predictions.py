@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
@@ -18,9 +18,13 @@ from app.schemas import (
     PredictionOut,
     PredictionPage,
     ScopeOut,
+    SegmentationLinks,
+    SegmentationOut,
     StudyFields,
+    SubtypeOut,
 )
 from app.services.predictions import UploadFields, prediction_scope
+from app.services.segmentation import CONTOURS_FILE, MASK_FILE, colour_hex
 
 router = APIRouter(prefix="/api/v1/predictions", tags=["predictions"])
 
@@ -28,13 +32,33 @@ FILE_TYPES = {
     "original.png": "image/png",
     "overlay.png": "image/png",
     "heatmap.png": "image/png",
+    MASK_FILE: "image/png",
+    CONTOURS_FILE: "image/png",
     "report.pdf": "application/pdf",
 }
+
+
+def segmentation_schema(record: Any, mask: str, contours: str) -> SegmentationOut | None:
+    """The API form of a stored slice segmentation (details JSON); None when there is none."""
+    if not isinstance(record, dict) or not isinstance(record.get("subtypes"), dict):
+        return None
+    return SegmentationOut(
+        model=ModelRef(**record["model"]),
+        subtypes={
+            name: SubtypeOut(**values, colour=colour_hex(name)) for name, values in record["subtypes"].items()
+        },
+        blood_area_px=record["blood_area_px"],
+        blood_area_mm2=record.get("blood_area_mm2"),
+        links=SegmentationLinks(mask=mask, contours=contours),
+    )
 
 
 def to_schema(prediction: Prediction, request: Request) -> PredictionOut:
     base = str(request.url_for("read_prediction", prediction_id=prediction.id).path)
     in_scope, reasons = prediction_scope(prediction)
+    segmentation = segmentation_schema(
+        (prediction.details or {}).get("segmentation"), f"{base}/{MASK_FILE}", f"{base}/{CONTOURS_FILE}"
+    )
     return PredictionOut(
         id=prediction.id,
         created_at=prediction.created_at,
@@ -62,8 +86,17 @@ def to_schema(prediction: Prediction, request: Request) -> PredictionOut:
             overlay=f"{base}/overlay.png",
             heatmap=f"{base}/heatmap.png",
             report=f"{base}/report.pdf",
+            mask=segmentation.links.mask if segmentation else None,
+            contours=segmentation.links.contours if segmentation else None,
         ),
+        segmentation=segmentation,
     )
+
+
+SEGMENT_HELP = (
+    "Outline haemorrhage by subtype with the segmentation model (when one is loaded); false skips it "
+    "and saves its time. As a query parameter or a form field."
+)
 
 
 def _checked_id(prediction_id: str) -> str:
@@ -105,11 +138,14 @@ async def create_prediction(
     requesting_clinician: Annotated[str | None, Form()] = None,
     model: Annotated[str | None, Query(description="Model name; default model when omitted.")] = None,
     model_version: Annotated[str | None, Query(description="Model version; newest when omitted.")] = None,
+    segment: Annotated[bool, Query(description=SEGMENT_HELP)] = True,
+    segment_field: Annotated[bool | None, Form(alias="segment", description=SEGMENT_HELP)] = None,
 ) -> PredictionOut:
-    """Analyse one CT slice: haemorrhage probability, Grad-CAM heat map and a PDF report."""
+    """Analyse one CT slice: haemorrhage probability, Grad-CAM heat map, outlines by subtype and a PDF report."""
     data = await read_limited(file, settings.max_upload_bytes)
     fields = UploadFields.from_form(patient_name, patient_id, study_description, requesting_clinician)
-    prediction = await run_in_threadpool(service.create, data, fields, model, model_version)
+    wanted = segment and segment_field is not False
+    prediction = await run_in_threadpool(service.create, data, fields, model, model_version, wanted)
     return to_schema(prediction, request)
 
 
@@ -147,7 +183,7 @@ def read_prediction(
 def read_prediction_file(
     prediction_id: str, file_name: str, user: CurrentUser, service: PredictionServiceDep
 ) -> Response:
-    """A file of a prediction: original.png, overlay.png, heatmap.png or report.pdf."""
+    """A file of a prediction: original.png, overlay.png, heatmap.png, mask.png, contours.png or report.pdf."""
     if file_name not in FILE_TYPES:
         raise NotFound(f"No file {file_name!r}; available: {', '.join(FILE_TYPES)}.")
     data = service.read_file(_checked_id(prediction_id), file_name)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import CurrentUser, PacsServiceDep, SettingsDep, StudyServiceDep, UploadUser
+from app.api.routes.predictions import SEGMENT_HELP, segmentation_schema
 from app.core.errors import InvalidUpload, NotFound, UploadTooLarge
 from app.db import Study
 from app.schemas import (
+    Abc2Out,
     DicomwebRequest,
     ModelRef,
     SkippedOut,
@@ -20,11 +22,14 @@ from app.schemas import (
     StudyLinks,
     StudyOut,
     StudyPage,
+    StudySegmentationOut,
     StudySliceLinks,
     StudySliceOut,
+    StudySubtypeOut,
     StudySummary,
 )
 from app.services.predictions import UploadFields
+from app.services.segmentation import colour_hex, study_slice_record
 from app.services.storage import STUDIES
 from app.services.studies import StudyRecord, slice_file
 
@@ -68,11 +73,34 @@ def to_summary(study: Study, request: Request) -> StudySummary:
     )
 
 
+def study_segmentation_schema(stored: Any) -> StudySegmentationOut | None:
+    """The API form of a study's stored segmentation summary; None when there is none."""
+    if not isinstance(stored, dict) or not isinstance(stored.get("subtypes"), dict):
+        return None
+    abc2 = stored.get("abc2")
+    return StudySegmentationOut(
+        model=ModelRef(**stored["model"]),
+        volume_ml=stored.get("volume_ml"),
+        volume_unavailable_reason=stored.get("volume_unavailable_reason"),
+        abc2=Abc2Out(**abc2) if isinstance(abc2, dict) else None,
+        pixel_spacing_mm=stored.get("pixel_spacing_mm"),
+        slice_spacing_mm=stored.get("slice_spacing_mm"),
+        slice_spacing_source=stored.get("slice_spacing_source"),
+        blood_area_px=stored.get("blood_area_px", 0),
+        subtypes={
+            name: StudySubtypeOut(**values, colour=colour_hex(name))
+            for name, values in stored["subtypes"].items()
+        },
+    )
+
+
 def to_schema(record: StudyRecord, request: Request) -> StudyOut:
     study = record.study
     links = _links(study, request)
     key_slices = record.key_slices
     details = study.details or {}
+    stored = details.get("segmentation")
+    segmentation: dict[str, Any] | None = stored if isinstance(stored, dict) else None
     return StudyOut(
         id=study.id,
         created_at=study.created_at,
@@ -99,6 +127,11 @@ def to_schema(record: StudyRecord, request: Request) -> StudyOut:
                     image=f"{links.self}/{slice_file('slice', item.slice_index)}",
                     overlay=f"{links.self}/{slice_file('overlay', item.slice_index)}",
                 ),
+                segmentation=segmentation_schema(
+                    study_slice_record(segmentation, item.slice_index) if segmentation is not None else None,
+                    f"{links.self}/{slice_file('mask', item.slice_index)}",
+                    f"{links.self}/{slice_file('contours', item.slice_index)}",
+                ),
             )
             for item in record.slices
         ],
@@ -106,6 +139,7 @@ def to_schema(record: StudyRecord, request: Request) -> StudyOut:
         stored_in_pacs=[StoredObject(**item) for item in details.get("stored_in_pacs", [])],
         timings_ms=study.timings_ms or {},
         links=links,
+        segmentation=study_segmentation_schema(segmentation),
     )
 
 
@@ -151,11 +185,14 @@ async def create_study(
     requesting_clinician: Annotated[str | None, Form()] = None,
     model: Annotated[str | None, Query(description="Model name; default model when omitted.")] = None,
     model_version: Annotated[str | None, Query(description="Model version; newest when omitted.")] = None,
+    segment: Annotated[bool, Query(description=SEGMENT_HELP)] = True,
+    segment_field: Annotated[bool | None, Form(alias="segment", description=SEGMENT_HELP)] = None,
 ) -> StudyOut:
-    """Analyse a whole CT series: per-slice probabilities, a study decision, key slices and a report."""
+    """Analyse a whole CT series: per-slice probabilities and outlines, a study decision, volumes and a report."""
     uploads = await read_uploads(files, settings.max_study_upload_bytes)
     fields = UploadFields.from_form(patient_name, patient_id, study_description, requesting_clinician)
-    record = await run_in_threadpool(service.create, uploads, fields, model, model_version)
+    wanted = segment and segment_field is not False
+    record = await run_in_threadpool(service.create, uploads, fields, model, model_version, wanted)
     return to_schema(record, request)
 
 
@@ -198,9 +235,12 @@ def read_study(study_id: str, request: Request, user: CurrentUser, service: Stud
     response_class=Response,
 )
 def read_study_file(study_id: str, file_name: str, user: CurrentUser, service: StudyServiceDep) -> Response:
-    """A file of a study: report.pdf, slice_NNN.png or overlay_NNN.png (NNN from 000)."""
+    """A file of a study: report.pdf, slice_NNN.png, overlay_NNN.png, mask_NNN.png or contours_NNN.png (NNN from 000)."""
     if not STUDIES.allows(file_name):
-        raise NotFound(f"No file {file_name!r}; available: report.pdf, slice_NNN.png, overlay_NNN.png.")
+        raise NotFound(
+            f"No file {file_name!r}; available: report.pdf, slice_NNN.png, overlay_NNN.png, mask_NNN.png, "
+            "contours_NNN.png."
+        )
     identifier = checked_study_id(study_id)
     data = service.read_file(identifier, file_name)
     headers = {"Cache-Control": "private, max-age=3600"}
