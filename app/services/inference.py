@@ -10,6 +10,7 @@ import json
 import logging
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,59 @@ def encode_png(image: np.ndarray) -> bytes:
     if not ok:
         raise RuntimeError("PNG encoding failed.")
     return buffer.tobytes()
+
+
+def with_png_text(data: bytes, entries: dict[str, str]) -> bytes:
+    """The PNG with ``tEXt`` chunks (Latin-1 keyword and text) inserted after its header chunk."""
+    signature_and_header = 8 + 4 + 4 + 13 + 4
+    if not data.startswith(b"\x89PNG\r\n\x1a\n") or data[12:16] != b"IHDR":
+        raise ValueError("Not a PNG image.")
+    chunks = []
+    for keyword, text in entries.items():
+        body = keyword.encode("latin-1") + b"\x00" + text.encode("latin-1", "replace")
+        kind_and_body = b"tEXt" + body
+        chunks.append(
+            len(body).to_bytes(4, "big")
+            + kind_and_body
+            + (zlib.crc32(kind_and_body) & 0xFFFFFFFF).to_bytes(4, "big")
+        )
+    return data[:signature_and_header] + b"".join(chunks) + data[signature_and_header:]
+
+
+OVERLAY_WARNING = "Not for clinical use"
+
+
+def caption(image: np.ndarray, text: str) -> np.ndarray:
+    """The image with ``text`` in white on a dark band along its bottom edge, burned into the
+    pixels (so it stays with the image wherever it is copied); the text shrinks to fit."""
+    captioned = np.ascontiguousarray(image.copy())
+    height, width = captioned.shape[:2]
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    margin = max(2, width // 100)
+    scale = max(0.3, min(1.0, width / 900.0))
+    (text_width, text_height), baseline = cv2.getTextSize(text, font, scale, 1)
+    if text_width > width - 2 * margin:
+        scale *= (width - 2 * margin) / text_width
+        (text_width, text_height), baseline = cv2.getTextSize(text, font, scale, 1)
+    band = min(height, text_height + baseline + 2 * margin)
+    captioned[height - band :] = (captioned[height - band :] * 0.25).astype(np.uint8)
+    white = (255, 255, 255) if captioned.ndim == 3 else 255
+    cv2.putText(captioned, text, (margin, height - margin - baseline), font, scale, white, 1, cv2.LINE_AA)
+    return captioned
+
+
+def labelled_overlay_png(overlay: np.ndarray, model_name: str, model_version: str) -> bytes:
+    """PNG of a Grad-CAM overlay that names its model and says it is not for clinical use, both
+    in the pixels (a caption band) and as PNG text."""
+    label = f"{model_name} {model_version} - {OVERLAY_WARNING}"
+    return with_png_text(
+        encode_png(caption(overlay, label)),
+        {
+            "Software": f"ICH Detect, model {model_name} {model_version}",
+            "Description": "Grad-CAM heat map over the slice: where the classifier looked.",
+            "Disclaimer": f"AI generated. {OVERLAY_WARNING}.",
+        },
+    )
 
 
 def decode_upload(data: bytes, max_pixels: int) -> DecodedImage:

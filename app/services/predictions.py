@@ -14,7 +14,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.core.errors import InvalidUpload, NotFound, StorageUnavailable
 from app.core.metrics import Metrics
 from app.db import Database, Prediction, list_records, utcnow
-from app.services.inference import OUT_OF_SCOPE_LABEL, ModelRegistry, SliceResult, decode_upload, encode_png
+from app.services.inference import (
+    OUT_OF_SCOPE_LABEL,
+    ModelRegistry,
+    SliceResult,
+    decode_upload,
+    encode_png,
+    labelled_overlay_png,
+)
 from app.services.segmentation import (
     CONTOURS_FILE,
     MASK_FILE,
@@ -169,7 +176,7 @@ class PredictionService:
         heat8 = (result.heatmap * 255.0).round().astype("uint8")
         files = {
             "original.png": encode_png(result.decoded.pixels),
-            "overlay.png": encode_png(result.overlay),
+            "overlay.png": labelled_overlay_png(result.overlay, result.model_name, result.model_version),
             "heatmap.png": encode_png(heat8),
         }
         segmentation: dict[str, Any] = {}

@@ -10,14 +10,13 @@ bedside ABC/2 estimate beside it.
 from __future__ import annotations
 
 import math
-import zlib
 from collections.abc import Iterator, Sequence
 from typing import Any, overload
 
 import cv2
 import numpy as np
 
-from app.services.inference import SliceSegmentation, encode_png
+from app.services.inference import SliceSegmentation, encode_png, with_png_text
 from ml.data.segmentation import SUBTYPE_COLOURS, SUBTYPES
 from ml.evaluation.segmentation import abc2_volume_ml, voxel_volume_ml
 from ml.segmenter import contour_overlay
@@ -64,23 +63,6 @@ def pixel_spacing(value: Any) -> tuple[float, float] | None:
 
 def area_mm2(pixels: int, spacing: tuple[float, float] | None) -> float | None:
     return round(pixels * spacing[0] * spacing[1], 2) if spacing else None
-
-
-def with_png_text(data: bytes, entries: dict[str, str]) -> bytes:
-    """The PNG with ``tEXt`` chunks (Latin-1 keyword and text) inserted after its header chunk."""
-    signature_and_header = 8 + 4 + 4 + 13 + 4
-    if not data.startswith(b"\x89PNG\r\n\x1a\n") or data[12:16] != b"IHDR":
-        raise ValueError("Not a PNG image.")
-    chunks = []
-    for keyword, text in entries.items():
-        body = keyword.encode("latin-1") + b"\x00" + text.encode("latin-1", "replace")
-        kind_and_body = b"tEXt" + body
-        chunks.append(
-            len(body).to_bytes(4, "big")
-            + kind_and_body
-            + (zlib.crc32(kind_and_body) & 0xFFFFFFFF).to_bytes(4, "big")
-        )
-    return data[:signature_and_header] + b"".join(chunks) + data[signature_and_header:]
 
 
 def slice_files(segmentation: SliceSegmentation) -> tuple[bytes, bytes]:

@@ -39,6 +39,7 @@ from app.services.inference import (
     SliceClassifier,
     SliceSegmenter,
     encode_png,
+    labelled_overlay_png,
 )
 from app.services.predictions import LIMITATIONS_FALLBACK, UploadFields, _first, card_metrics, short_id
 from app.services.segmentation import (
@@ -339,7 +340,9 @@ class StudyService:
                 index = start + offset
                 analysis.probabilities.append(result.probability)
                 analysis.files[slice_file("slice", index)] = encode_png(result.decoded.pixels)
-                analysis.files[slice_file("overlay", index)] = encode_png(result.overlay)
+                analysis.files[slice_file("overlay", index)] = labelled_overlay_png(
+                    result.overlay, result.model_name, result.model_version
+                )
                 if analysis.segmentation is not None and result.segmentation is not None:
                     analysis.segmentation.add(result.segmentation)
                     mask, contours = slice_files(result.segmentation)
