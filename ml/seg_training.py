@@ -52,7 +52,7 @@ from ml.explain.gradcam import GradCam
 from ml.model_io import load_bundle
 from ml.models.unet import SEGMENTATION_CLASSES, build_unet
 from ml.segmenter import class_map_from_probabilities
-from ml.training import TimeBudget
+from ml.training import TimeBudget, measure_latency
 
 __all__ = [
     "SegTrainConfig",
@@ -466,19 +466,6 @@ def pointing_game(classifier_dir: Path, part: Prepared, tolerance_px: int = 8) -
     }
 
 
-def _latency_ms(model: keras.Model, size: int, repeats: int = 20) -> float:
-    forward = tf.function(lambda x: model(x, training=False))
-    batch = tf.zeros((1, size, size, 1), tf.float32)
-    for _ in range(3):
-        forward(batch)
-    timings = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        forward(batch)["mask"].numpy()
-        timings.append((time.perf_counter() - started) * 1000.0)
-    return round(float(np.median(timings)), 2)
-
-
 def train_segmentation(
     config: SegTrainConfig, data_dir: Path, output_dir: Path, cache_dir: Path | None = None
 ) -> dict[str, Any]:
@@ -657,7 +644,7 @@ def train_segmentation(
         },
         "metrics": metrics,
         "pointing_game": pointing,
-        "cpu_latency_ms_per_slice": _latency_ms(model, size),
+        "cpu_latency_ms_per_slice": round(measure_latency(model, size), 2),
         "intended_use": (
             "Research and decision support only: outlines where a slice may show intracranial "
             "haemorrhage, names the likely subtypes and estimates areas and volumes for a "

@@ -26,7 +26,7 @@ from ml.evaluation.metrics import choose_threshold, patient_level, summarize
 from ml.evaluation.robustness import robustness_report
 from ml.models.classifier import GRADCAM_LAYERS, build_classifier
 
-__all__ = ["TrainConfig", "predict_probabilities", "preprocess_samples", "train"]
+__all__ = ["TrainConfig", "measure_latency", "predict_probabilities", "preprocess_samples", "train"]
 
 logger = logging.getLogger(__name__)
 
@@ -169,8 +169,9 @@ def _evaluate_split(
     return report
 
 
-def _measure_latency(model: keras.Model, image_size: int, repeats: int = 30) -> float:
-    """Median milliseconds of one forward pass on a single slice (compiled call)."""
+def measure_latency(model: keras.Model, image_size: int, repeats: int = 30) -> float:
+    """Median milliseconds of one forward pass on a single slice (compiled call); for a model
+    with several outputs, until all of them are computed."""
     batch = tf.zeros((1, image_size, image_size, 1), tf.float32)
     forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
     for _ in range(3):
@@ -178,7 +179,8 @@ def _measure_latency(model: keras.Model, image_size: int, repeats: int = 30) -> 
     timings = []
     for _ in range(repeats):
         started = time.perf_counter()
-        forward(batch).numpy()
+        for output in tf.nest.flatten(forward(batch)):
+            output.numpy()
         timings.append((time.perf_counter() - started) * 1000.0)
     return float(np.median(timings))
 
@@ -302,7 +304,7 @@ def train(
         },
         "metrics": {"validation": validation_report, "test": test_report},
         "robustness": robustness,
-        "cpu_latency_ms_per_slice": round(_measure_latency(model, config.image_size), 2),
+        "cpu_latency_ms_per_slice": round(measure_latency(model, config.image_size), 2),
         "intended_use": (
             "Research and decision support only: flags axial brain CT slices that may show "
             "intracranial haemorrhage for a qualified reader to review. Not for clinical use; "
