@@ -37,7 +37,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--requests",
         type=int,
         default=None,
-        help="Sequential single-slice requests through the API (default 100; 10 with --quick, "
+        help="Sequential single-slice requests through the API, for each path (segment=false, and "
+        "with segmentation when the server has a segmentation model; default 100; 10 with --quick, "
         "where memory is also read after this many).",
     )
     parser.add_argument("--quick", action="store_true", help="Small counts for a smoke run.")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,10 @@ from bench.run import (
 )
 from ml.data.imaging import decode_image
 from ml.data.preprocessing import PreprocessConfig
+from ml.data.segmentation import SUBTYPES
 from ml.model_io import save_bundle
 from ml.models.classifier import GRADCAM_LAYERS, build_classifier
+from ml.models.unet import build_unet
 
 TARGET_NAMES = [
     "api_slice_p50",
@@ -37,6 +40,7 @@ TARGET_NAMES = [
     "start_to_ready",
     "memory_growth",
 ]
+INFO_NAMES = ["api_slice_segmented_p50", "api_slice_segmented_over_floors"]
 
 
 @pytest.fixture(scope="module")
@@ -55,15 +59,47 @@ def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return store
 
 
+@pytest.fixture(scope="module")
+def tiny_seg_store(tiny_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny classifier beside a tiny, untrained ``ich-unet`` segmentation model, as the service loads it."""
+    import keras
+
+    store = tmp_path_factory.mktemp("bench_seg_store")
+    shutil.copytree(tiny_store / "ich-compact", store / "ich-compact")
+    card = {
+        "kind": "segmentation",
+        "name": "ich-unet",
+        "version": "0.0.1",
+        "preprocessing": PreprocessConfig(image_size=64).to_dict(),
+        "input_shape": [64, 64, 1],
+        "blood_threshold": 0.5,
+        "min_component_px": 4,
+        "subtypes": list(SUBTYPES),
+        "limitations": ["Tiny untrained segmentation test model."],
+    }
+    keras.utils.set_random_seed(7)
+    save_bundle(build_unet((64, 64, 1), width=4), card, store / "ich-unet" / "0.0.1")
+    return store
+
+
 def assert_stats(stats: dict[str, Any]) -> None:
     assert set(stats) >= {"median", "p95", "mean", "min", "max", "n"}
     assert stats["n"] >= 1
     assert 0 < stats["min"] <= stats["median"] <= stats["p95"] <= stats["max"]
 
 
-def test_quick_run_writes_every_figure(tiny_store: Path, data_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("segmentation", [False, True], ids=["classification-only", "with-segmentation"])
+def test_quick_run_writes_every_figure(
+    segmentation: bool,
+    request: pytest.FixtureRequest,
+    data_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("ICH_SEGMENTATION_MODEL", raising=False)
+    store: Path = request.getfixturevalue("tiny_seg_store" if segmentation else "tiny_store")
     output = tmp_path / "bench" / "results.json"
-    config = BenchConfig(model_store=tiny_store, data_dir=data_dir, output=output, requests=3).as_quick()
+    config = BenchConfig(model_store=store, data_dir=data_dir, output=output, requests=3).as_quick()
 
     results = run(config, command="python -m bench --quick")
 
@@ -89,10 +125,12 @@ def test_quick_run_writes_every_figure(tiny_store: Path, data_dir: Path, tmp_pat
     assert series["agreement"]["max_heatmap_difference"] < 1e-3
 
     http = written["http"]
+    assert http["single_slice"]["request"] == "segment=false (form field)"
+    assert http["single_slice"]["segmented_responses"] == 0
     assert_stats(http["single_slice"]["end_to_end_ms"])
-    assert {"decode", "preprocess", "model_and_gradcam", "encode", "storage", "total"} <= set(
-        http["single_slice"]["server_stages_ms"]
-    )
+    stages = set(http["single_slice"]["server_stages_ms"])
+    assert {"decode", "preprocess", "model_and_gradcam", "encode", "storage", "total"} <= stages
+    assert "segmentation" not in stages
     assert_stats(http["pdf_ms"])
     assert set(http["throughput"]) == {"1", "4", "8"}
     for entry in http["throughput"].values():
@@ -107,10 +145,37 @@ def test_quick_run_writes_every_figure(tiny_store: Path, data_dir: Path, tmp_pat
     assert isinstance(http["study"]["available"], bool)
     assert http["served_models"]["classification"].startswith("ich-compact/")
 
-    assert all(value is None or value > 0 for value in written["ratios"].values())
-    assert [target["name"] for target in written["targets"]] == TARGET_NAMES
-    assert all(target["pass"] in (True, False) for target in written["targets"])
+    segmented = http["single_slice_with_segmentation"]
+    segmentation_floor = written["in_process"]["segmentation_floor"]
+    segmented_ratio = written["ratios"]["api_slice_with_segmentation_over_floors"]
     table = format_table(results)
+    if segmentation:
+        assert http["served_models"]["segmentation"] == "ich-unet/0.0.1"
+        assert http["segmentation_model"] == "ich-unet/0.0.1"
+        assert segmented["model"] == "ich-unet/0.0.1" and segmented["request"] == "default"
+        assert segmented["segmented_responses"] == config.requests
+        assert_stats(segmented["end_to_end_ms"])
+        assert {"model_and_gradcam", "segmentation", "encode", "total"} <= set(segmented["server_stages_ms"])
+        assert segmentation_floor["model"] == "ich-unet/0.0.1"
+        assert segmentation_floor["input_shape"] == [1, 64, 64, 1]
+        assert_stats(segmentation_floor["floor_ms"])
+        assert segmented_ratio is not None and segmented_ratio > 0
+        assert [target["name"] for target in written["targets"]] == TARGET_NAMES + INFO_NAMES
+        info = written["targets"][len(TARGET_NAMES) :]
+        assert all(target["info"] is True and target["pass"] is None for target in info)
+        assert info[0]["value"] == segmented["end_to_end_ms"]["median"]
+        assert info[1]["value"] == segmented_ratio
+        assert "with segmentation (ich-unet/0.0.1" in table and " info " in table
+    else:
+        assert http["served_models"].get("segmentation") is None
+        assert http["segmentation_model"] is None
+        assert segmented is None and segmentation_floor is None and segmented_ratio is None
+        assert [target["name"] for target in written["targets"]] == TARGET_NAMES
+        assert "not measured (the server serves no segmentation model)" in table
+
+    assert all(value is None or value > 0 for value in written["ratios"].values())
+    scored = written["targets"][: len(TARGET_NAMES)]
+    assert all(target["pass"] in (True, False) and target["info"] is False for target in scored)
     assert "Targets" in table and "QUICK RUN" in table
 
 
@@ -124,6 +189,9 @@ def test_in_process_only_leaves_http_targets_unmeasured(
     results = run(config)
 
     assert results["http"] is None
+    assert results["in_process"]["segmentation_floor"] is None
+    assert results["ratios"]["api_slice_with_segmentation_over_floors"] is None
+    assert [target["name"] for target in results["targets"]] == TARGET_NAMES
     verdicts = {target["name"]: target["pass"] for target in results["targets"]}
     assert verdicts["api_slice_p50"] is None and verdicts["memory_growth"] is None
     assert verdicts["optimised_vs_naive"] in (True, False)
