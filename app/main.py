@@ -92,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.predictions = PredictionService(
             database, files, registry, settings.max_image_pixels, metrics=app.state.metrics
         )
+        app.state.predictions.warm_up()
         app.state.studies = StudyService(
             database,
             files,

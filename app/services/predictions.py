@@ -9,6 +9,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
+import numpy as np
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.core.errors import InvalidUpload, NotFound, StorageUnavailable
@@ -30,7 +32,7 @@ from app.services.segmentation import (
     slice_report_section,
 )
 from app.services.storage import FileStore
-from ml.data.scope import assess_scope
+from ml.data.scope import ScopeAssessment, assess_scope
 
 logger = logging.getLogger(__name__)
 
@@ -146,23 +148,8 @@ class PredictionService:
             self.metrics.observe_inference(result.model_name, result.model_version, seconds)
         return result
 
-    def create(
-        self,
-        data: bytes,
-        fields: UploadFields,
-        model_name: str | None = None,
-        model_version: str | None = None,
-        segment: bool = True,
-    ) -> Prediction:
-        """Analyse one slice and store it: files first, then the row, all or nothing.
-
-        An image that is not a head CT slice (:func:`ml.data.scope.assess_scope`) is stored too,
-        so that whoever sent it sees what happened, but labelled ``out_of_scope``. With
-        ``segment`` and a segmentation model loaded, the outlines (``mask.png``,
-        ``contours.png``) and their numbers (``details["segmentation"]``) are stored as well.
-        """
-        total_started = time.perf_counter()
-        result = self.analyse(data, model_name, model_version, segment)
+    def _finish(self, result: SliceResult) -> tuple[ScopeAssessment, dict[str, bytes], dict[str, Any]]:
+        """Scope check, the files to store and the segmentation record of an analysed slice."""
         metadata = result.decoded.metadata
         started = time.perf_counter()
         scope = assess_scope(
@@ -184,6 +171,41 @@ class PredictionService:
             files[MASK_FILE], files[CONTOURS_FILE] = slice_files(result.segmentation)
             segmentation["segmentation"] = slice_record(result.segmentation, metadata.get("pixel_spacing_mm"))
         result.timings_ms["encode"] = (time.perf_counter() - started) * 1000.0
+        return scope, files, segmentation
+
+    def warm_up(self) -> None:
+        """Take one synthetic head slice through the whole analysis, storing nothing, so that the
+        first real request does not pay for one-time set-up (code paths, buffers, fonts)."""
+        if not self.registry.ready:
+            return
+        image = np.zeros((512, 512), np.uint8)
+        cv2.ellipse(image, (256, 256), (190, 225), 0, 0, 360, 100, -1)
+        cv2.ellipse(image, (256, 256), (190, 225), 0, 0, 360, 255, 10)
+        ok, png = cv2.imencode(".png", image)
+        if not ok:
+            return
+        decoded = decode_upload(png.tobytes(), self.max_pixels)
+        self._finish(self.registry.get().predict(decoded, self.registry.segmenter()))
+
+    def create(
+        self,
+        data: bytes,
+        fields: UploadFields,
+        model_name: str | None = None,
+        model_version: str | None = None,
+        segment: bool = True,
+    ) -> Prediction:
+        """Analyse one slice and store it: files first, then the row, all or nothing.
+
+        An image that is not a head CT slice (:func:`ml.data.scope.assess_scope`) is stored too,
+        so that whoever sent it sees what happened, but labelled ``out_of_scope``. With
+        ``segment`` and a segmentation model loaded, the outlines (``mask.png``,
+        ``contours.png``) and their numbers (``details["segmentation"]``) are stored as well.
+        """
+        total_started = time.perf_counter()
+        result = self.analyse(data, model_name, model_version, segment)
+        metadata = result.decoded.metadata
+        scope, files, segmentation = self._finish(result)
         prediction_id = str(uuid.uuid4())
         prediction = Prediction(
             id=prediction_id,
