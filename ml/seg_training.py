@@ -42,6 +42,7 @@ from ml.data.segmentation import (
 )
 from ml.evaluation.metrics import summarize
 from ml.evaluation.segmentation import (
+    POINTING_GAME_TARGET,
     bootstrap_pooled,
     dice,
     lesion_detection,
@@ -466,6 +467,19 @@ def pointing_game(classifier_dir: Path, part: Prepared, tolerance_px: int = 8) -
     }
 
 
+def pointing_game_limitations(result: dict[str, Any]) -> list[str]:
+    """The model card's warning when the classifier's heat map seldom points at the bleed."""
+    rate = result.get("hit_rate")
+    if rate is None or rate >= POINTING_GAME_TARGET:
+        return []
+    return [
+        f"The classifier's Grad-CAM heat map ({result['classifier']}) peaks inside the labelled bleed on "
+        f"only {rate:.0%} of held-out bhsd_seg slices ({result['slices']} slices; target "
+        f"{POINTING_GAME_TARGET:.0%}): it shows what drove the score, often not the bleed. Use the "
+        "outline, not the heat map, to judge where blood is."
+    ]
+
+
 def train_segmentation(
     config: SegTrainConfig, data_dir: Path, output_dir: Path, cache_dir: Path | None = None
 ) -> dict[str, Any]:
@@ -658,6 +672,7 @@ def train_segmentation(
             "Chronic (hypodense) collections are labelled in part of bhsd_seg and are segmented poorly.",
             "Areas and volumes are only as good as the outline; the bedside ABC/2 estimate is shown beside the voxel count for comparison.",
             "Expects the same input as the classifier: an axial head CT slice in a brain window.",
+            *pointing_game_limitations(pointing["test_volumes"]),
         ],
         "reproduce": (
             f"python -m ml.train_seg --name {config.name} --version {config.version} "

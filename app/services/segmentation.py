@@ -18,7 +18,7 @@ import numpy as np
 
 from app.services.inference import SliceSegmentation, encode_png, with_png_text
 from ml.data.segmentation import SUBTYPE_COLOURS, SUBTYPES
-from ml.evaluation.segmentation import abc2_volume_ml, voxel_volume_ml
+from ml.evaluation.segmentation import POINTING_GAME_TARGET, abc2_volume_ml, voxel_volume_ml
 from ml.segmenter import contour_overlay
 
 MASK_FILE = "mask.png"
@@ -32,7 +32,7 @@ SUBTYPE_TITLES = {
 }
 # Below this share of test slices where the heat map's peak lies in the bleed, users are told
 # that the heat map often does not point at the bleed.
-POINTING_GAME_POOR = 0.8
+POINTING_GAME_POOR = POINTING_GAME_TARGET
 NO_PIXEL_SPACING = (
     "No volume: the slices do not give their pixel spacing (DICOM PixelSpacing), so pixels cannot be "
     "turned into millimetres."

@@ -13,7 +13,11 @@ from typing import Any
 import cv2
 import numpy as np
 
+# Share of slices on which the classifier's heat map should peak inside the labelled bleed.
+POINTING_GAME_TARGET = 0.8
+
 __all__ = [
+    "POINTING_GAME_TARGET",
     "abc2_volume_ml",
     "bootstrap_pooled",
     "dice",
