@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -179,8 +180,15 @@ def drop_file(page: Page, path: Path) -> None:
     )
 
 
-def image_loaded(page: Page, selector: str) -> bool:
-    return bool(page.locator(selector).evaluate("image => image.complete && image.naturalWidth > 0"))
+def image_loaded(page: Page, selector: str, timeout_s: float = 15.0) -> bool:
+    """Whether the image loads (decoded, with pixels) within ``timeout_s``; polled from Python,
+    since the pages' Content Security Policy forbids the string evaluation wait_for_function uses."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        loaded = bool(page.locator(selector).evaluate("image => image.complete && image.naturalWidth > 0"))
+        if loaded or time.monotonic() > deadline:
+            return loaded
+        page.wait_for_timeout(50)
 
 
 def test_sign_in_upload_result_slider_and_downloads(context: BrowserContext, api_key: str) -> None:
@@ -521,14 +529,12 @@ def test_study_upload_and_slice_scroller(context: BrowserContext, api_key: str, 
     page.keyboard.press("End")
     expect(status).to_contain_text("Slice 8 of 8")
     expect(page.get_by_role("button", name="Next slice")).to_be_disabled()
-    page.wait_for_function("document.querySelector('[data-scroller-image]').complete")
     assert image_loaded(page, "[data-scroller-image]")
     cursor_x = float(page.locator("[data-chart-cursor]").get_attribute("x1") or "nan")
     assert cursor_x == pytest.approx(600.0)
     # The outlines follow the scroller and can be hidden.
     outlines = page.locator("[data-scroller-contours]")
     assert (outlines.get_attribute("src") or "").endswith("/contours_007.png")
-    page.wait_for_function("document.querySelector('[data-scroller-contours]').complete")
     assert image_loaded(page, "[data-scroller-contours]")
     page.get_by_label("Show outlines").uncheck()
     expect(outlines).to_be_hidden()
