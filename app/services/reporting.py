@@ -827,6 +827,20 @@ def _images_section(report: SliceReport, styles: _Styles) -> Flowable:
     return KeepTogether([Paragraph("Images", styles.heading), table])
 
 
+def _ruled_table_style(header_from_column: int = 0, extra: list[Any] | None = None) -> TableStyle:
+    """A compact table with a grey header row and a thin rule under every row."""
+    return TableStyle(
+        [
+            ("BACKGROUND", (header_from_column, 0), (-1, 0), _LABEL_GREY),
+            ("LINEBELOW", (0, 0), (-1, -1), 0.5, _RULE_GREY),
+            ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
+            ("TOPPADDING", (0, 0), (-1, -1), 0.8 * mm),
+            ("BOTTOMPADDING", (0, 0), (-1, -1), 0.8 * mm),
+            *(extra or []),
+        ]
+    )
+
+
 def _subtype_table(section: SegmentationSection, width: float, styles: _Styles) -> Table:
     """Each subtype's colour swatch, name, probability and amount."""
     rows: list[list[Any]] = [
@@ -854,18 +868,7 @@ def _subtype_table(section: SegmentationSection, width: float, styles: _Styles) 
     swatch = 4 * mm
     rest = width - swatch
     table = Table(rows, colWidths=[swatch, rest * 0.4, rest * 0.22, rest * 0.38], repeatRows=1)
-    table.setStyle(
-        TableStyle(
-            [
-                ("BACKGROUND", (1, 0), (-1, 0), _LABEL_GREY),
-                ("LINEBELOW", (0, 0), (-1, -1), 0.5, _RULE_GREY),
-                ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
-                ("TOPPADDING", (0, 0), (-1, -1), 0.8 * mm),
-                ("BOTTOMPADDING", (0, 0), (-1, -1), 0.8 * mm),
-                *swatches,
-            ]
-        )
-    )
+    table.setStyle(_ruled_table_style(header_from_column=1, extra=swatches))
     return table
 
 
@@ -950,17 +953,7 @@ def _model_section(model: ReportModelInfo, styles: _Styles) -> list[Flowable]:
         for label, value in model.metrics.items()
     ]
     table = Table(rows, colWidths=[_CONTENT_WIDTH * 0.55, _CONTENT_WIDTH * 0.45], repeatRows=1)
-    table.setStyle(
-        TableStyle(
-            [
-                ("BACKGROUND", (0, 0), (-1, 0), _LABEL_GREY),
-                ("LINEBELOW", (0, 0), (-1, -1), 0.5, _RULE_GREY),
-                ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
-                ("TOPPADDING", (0, 0), (-1, -1), 0.8 * mm),
-                ("BOTTOMPADDING", (0, 0), (-1, -1), 0.8 * mm),
-            ]
-        )
-    )
+    table.setStyle(_ruled_table_style())
     return [heading, table]
 
 
