@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, Form, HTTPException, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.core.config import Settings
@@ -48,7 +48,22 @@ def get_key_store(request: Request) -> KeyStore:
     return keys
 
 
+SEGMENT_HELP = (
+    "Outline haemorrhage by subtype with the segmentation model (when one is loaded); false skips it "
+    "and saves its time. As a query parameter or a form field."
+)
+
+
+def segment_wanted(
+    segment: Annotated[bool, Query(description=SEGMENT_HELP)] = True,
+    segment_field: Annotated[bool | None, Form(alias="segment", description=SEGMENT_HELP)] = None,
+) -> bool:
+    """Whether an upload is to be outlined: false when either the query or the form says so."""
+    return segment and segment_field is not False
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+SegmentWanted = Annotated[bool, Depends(segment_wanted)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 PredictionServiceDep = Annotated[PredictionService, Depends(get_predictions)]
 StudyServiceDep = Annotated[StudyService, Depends(get_studies)]

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 
-from app.api.deps import CurrentUser, PredictionServiceDep, SettingsDep, UploadUser
+from app.api.deps import CurrentUser, PredictionServiceDep, SegmentWanted, SettingsDep, UploadUser
 from app.core.errors import NotFound, UploadTooLarge
 from app.db import Prediction
 from app.schemas import (
@@ -93,12 +93,6 @@ def to_schema(prediction: Prediction, request: Request) -> PredictionOut:
     )
 
 
-SEGMENT_HELP = (
-    "Outline haemorrhage by subtype with the segmentation model (when one is loaded); false skips it "
-    "and saves its time. As a query parameter or a form field."
-)
-
-
 def _checked_id(prediction_id: str) -> str:
     try:
         return str(uuid.UUID(prediction_id))
@@ -129,6 +123,7 @@ async def create_prediction(
     user: UploadUser,
     service: PredictionServiceDep,
     settings: SettingsDep,
+    segment: SegmentWanted,
     file: Annotated[
         UploadFile, File(description="One CT slice: PNG, JPEG or DICOM (detected from content).")
     ],
@@ -138,14 +133,11 @@ async def create_prediction(
     requesting_clinician: Annotated[str | None, Form()] = None,
     model: Annotated[str | None, Query(description="Model name; default model when omitted.")] = None,
     model_version: Annotated[str | None, Query(description="Model version; newest when omitted.")] = None,
-    segment: Annotated[bool, Query(description=SEGMENT_HELP)] = True,
-    segment_field: Annotated[bool | None, Form(alias="segment", description=SEGMENT_HELP)] = None,
 ) -> PredictionOut:
     """Analyse one CT slice: haemorrhage probability, Grad-CAM heat map, outlines by subtype and a PDF report."""
     data = await read_limited(file, settings.max_upload_bytes)
     fields = UploadFields.from_form(patient_name, patient_id, study_description, requesting_clinician)
-    wanted = segment and segment_field is not False
-    prediction = await run_in_threadpool(service.create, data, fields, model, model_version, wanted)
+    prediction = await run_in_threadpool(service.create, data, fields, model, model_version, segment)
     return to_schema(prediction, request)
 
 

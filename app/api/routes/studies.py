@@ -8,8 +8,15 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 
-from app.api.deps import CurrentUser, PacsServiceDep, SettingsDep, StudyServiceDep, UploadUser
-from app.api.routes.predictions import SEGMENT_HELP, segmentation_schema
+from app.api.deps import (
+    CurrentUser,
+    PacsServiceDep,
+    SegmentWanted,
+    SettingsDep,
+    StudyServiceDep,
+    UploadUser,
+)
+from app.api.routes.predictions import segmentation_schema
 from app.core.errors import InvalidUpload, NotFound, UploadTooLarge
 from app.db import Study
 from app.schemas import (
@@ -175,6 +182,7 @@ async def create_study(
     user: UploadUser,
     service: StudyServiceDep,
     settings: SettingsDep,
+    segment: SegmentWanted,
     files: Annotated[
         list[UploadFile],
         File(description="The DICOM files of one CT series (repeat the field), or one ZIP of them."),
@@ -185,14 +193,11 @@ async def create_study(
     requesting_clinician: Annotated[str | None, Form()] = None,
     model: Annotated[str | None, Query(description="Model name; default model when omitted.")] = None,
     model_version: Annotated[str | None, Query(description="Model version; newest when omitted.")] = None,
-    segment: Annotated[bool, Query(description=SEGMENT_HELP)] = True,
-    segment_field: Annotated[bool | None, Form(alias="segment", description=SEGMENT_HELP)] = None,
 ) -> StudyOut:
     """Analyse a whole CT series: per-slice probabilities and outlines, a study decision, volumes and a report."""
     uploads = await read_uploads(files, settings.max_study_upload_bytes)
     fields = UploadFields.from_form(patient_name, patient_id, study_description, requesting_clinician)
-    wanted = segment and segment_field is not False
-    record = await run_in_threadpool(service.create, uploads, fields, model, model_version, wanted)
+    record = await run_in_threadpool(service.create, uploads, fields, model, model_version, segment)
     return to_schema(record, request)
 
 
