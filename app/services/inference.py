@@ -366,11 +366,6 @@ class ModelRegistry:
             return None
         return versions[max(versions, key=version_key)]
 
-    def segmentation_card(self, name: str, version: str) -> dict[str, Any]:
-        """The card of a loaded segmentation model; empty when it is not loaded."""
-        segmenter = self._segmenters.get(name, {}).get(version)
-        return segmenter.card if segmenter is not None else {}
-
     def card(self, name: str, version: str) -> dict[str, Any]:
         """The card of any loaded model, classifier or segmentation."""
         if name in self._segmenters:
@@ -379,6 +374,21 @@ class ModelRegistry:
                 raise NotFound(f"Model {name!r} has no version {version!r}; available: {sorted(versions)}.")
             return versions[version].card
         return self.get(name, version).bundle.card
+
+    def loaded_card(self, name: str, version: str) -> dict[str, Any]:
+        """The card of a loaded model of either kind; empty when no such model is loaded (a stored
+        result outlives its model, and its report still renders)."""
+        try:
+            return self.card(name, version)
+        except (NotFound, ModelUnavailable):
+            return {}
+
+    def outline_card(self, record: Any) -> dict[str, Any]:
+        """The card of the segmentation model named in a stored outline record; empty when none."""
+        model = record.get("model") if isinstance(record, dict) else None
+        if not isinstance(model, dict):
+            return {}
+        return self.loaded_card(str(model.get("name")), str(model.get("version")))
 
     def describe(self) -> list[dict[str, Any]]:
         classifiers = [

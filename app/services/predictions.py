@@ -26,7 +26,6 @@ from app.services.inference import (
 )
 from app.services.segmentation import (
     CONTOURS_FILE,
-    MASK_FILE,
     slice_files,
     slice_record,
     slice_report_section,
@@ -112,6 +111,20 @@ def _first(*values: Any) -> str | None:
     return None
 
 
+def slice_images(result: SliceResult, heatmap: bool) -> dict[str, bytes]:
+    """The PNGs stored for an analysed slice, by kind: ``original``, ``overlay`` (labelled with
+    its model), ``heatmap`` when asked, and ``mask`` and ``contours`` when it was outlined."""
+    images = {
+        "original": encode_png(result.decoded.pixels),
+        "overlay": labelled_overlay_png(result.overlay, result.model_name, result.model_version),
+    }
+    if heatmap:
+        images["heatmap"] = encode_png((result.heatmap * 255.0).round().astype("uint8"))
+    if result.segmentation is not None:
+        images["mask"], images["contours"] = slice_files(result.segmentation)
+    return images
+
+
 class PredictionService:
     """The one place that writes predictions; routes and pages call it."""
 
@@ -160,15 +173,9 @@ class PredictionService:
         )
         result.timings_ms["scope_check"] = (time.perf_counter() - started) * 1000.0
         started = time.perf_counter()
-        heat8 = (result.heatmap * 255.0).round().astype("uint8")
-        files = {
-            "original.png": encode_png(result.decoded.pixels),
-            "overlay.png": labelled_overlay_png(result.overlay, result.model_name, result.model_version),
-            "heatmap.png": encode_png(heat8),
-        }
+        files = {f"{kind}.png": data for kind, data in slice_images(result, heatmap=True).items()}
         segmentation: dict[str, Any] = {}
         if result.segmentation is not None:
-            files[MASK_FILE], files[CONTOURS_FILE] = slice_files(result.segmentation)
             segmentation["segmentation"] = slice_record(result.segmentation, metadata.get("pixel_spacing_mm"))
         result.timings_ms["encode"] = (time.perf_counter() - started) * 1000.0
         return scope, files, segmentation
@@ -302,7 +309,7 @@ class PredictionService:
     def render_report(self, prediction: Prediction) -> bytes:
         from app.services.reporting import ReportModelInfo, SliceReport, render_slice_report
 
-        card = self._card(prediction.model_name, prediction.model_version)
+        card = self.registry.loaded_card(prediction.model_name, prediction.model_version)
         _, reasons = prediction_scope(prediction)
         original_png = self.files.read(prediction.id, "original.png")
         segmentation = (prediction.details or {}).get("segmentation")
@@ -310,10 +317,9 @@ class PredictionService:
         # Outlines on an image that is not a head CT slice mean nothing, as its probability does.
         in_scope = prediction.label != OUT_OF_SCOPE_LABEL
         if in_scope and isinstance(segmentation, dict) and self.files.exists(prediction.id, CONTOURS_FILE):
-            model = segmentation.get("model", {})
             section = slice_report_section(
                 segmentation,
-                self.registry.segmentation_card(str(model.get("name")), str(model.get("version"))),
+                self.registry.outline_card(segmentation),
                 original_png,
                 self.files.read(prediction.id, CONTOURS_FILE),
             )
@@ -339,12 +345,6 @@ class PredictionService:
             segmentation=section,
         )
         return render_slice_report(report)
-
-    def _card(self, name: str, version: str) -> dict[str, Any]:
-        try:
-            return self.registry.get(name, version).bundle.card
-        except Exception:
-            return {}
 
 
 DATASET_TITLES = {"ct_ich": "CT-ICH", "head_ct": "head_ct", "all": "all test images"}

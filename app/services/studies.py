@@ -38,10 +38,15 @@ from app.services.inference import (
     ModelRegistry,
     SliceClassifier,
     SliceSegmenter,
-    encode_png,
-    labelled_overlay_png,
 )
-from app.services.predictions import LIMITATIONS_FALLBACK, UploadFields, _first, card_metrics, short_id
+from app.services.predictions import (
+    LIMITATIONS_FALLBACK,
+    UploadFields,
+    _first,
+    card_metrics,
+    short_id,
+    slice_images,
+)
 from app.services.segmentation import (
     StudySegmentation,
     area_mm2,
@@ -49,7 +54,6 @@ from app.services.segmentation import (
     composite_png,
     most_outlined_slices,
     pixel_spacing,
-    slice_files,
     study_report_section,
 )
 from app.services.storage import STUDIES, FileStore
@@ -339,15 +343,11 @@ class StudyService:
             for offset, result in enumerate(results):
                 index = start + offset
                 analysis.probabilities.append(result.probability)
-                analysis.files[slice_file("slice", index)] = encode_png(result.decoded.pixels)
-                analysis.files[slice_file("overlay", index)] = labelled_overlay_png(
-                    result.overlay, result.model_name, result.model_version
-                )
+                for kind, data in slice_images(result, heatmap=False).items():
+                    # The slice itself is stored as slice_NNN.png.
+                    analysis.files[slice_file("slice" if kind == "original" else kind, index)] = data
                 if analysis.segmentation is not None and result.segmentation is not None:
                     analysis.segmentation.add(result.segmentation)
-                    mask, contours = slice_files(result.segmentation)
-                    analysis.files[slice_file("mask", index)] = mask
-                    analysis.files[slice_file("contours", index)] = contours
             analysis.encode_ms += (time.perf_counter() - started) * 1000.0
         return analysis
 
@@ -416,7 +416,7 @@ class StudyService:
         from app.services.reporting import KeySlice, ReportModelInfo, StudyReport, render_study_report
 
         study = record.study
-        card = self._card(study.model_name, study.model_version)
+        card = self.registry.loaded_card(study.model_name, study.model_version)
         key_slices = [
             KeySlice(
                 index=index,
@@ -431,11 +431,11 @@ class StudyService:
         section = None
         if isinstance(segmentation, dict):
             images = []
+            spacing = pixel_spacing(segmentation.get("pixel_spacing_mm"))
             for index in most_outlined_slices(segmentation):
                 if not self.files.exists(study.id, slice_file("contours", index), STUDIES):
                     continue
                 area = sum(int(value) for value in segmentation["slices"][index]["area_px"])
-                spacing = pixel_spacing(segmentation.get("pixel_spacing_mm"))
                 images.append(
                     (
                         composite_png(
@@ -445,10 +445,9 @@ class StudyService:
                         f"Slice {index + 1}: {area_text(area, area_mm2(area, spacing))} outlined",
                     )
                 )
-            model = segmentation.get("model", {})
             section = study_report_section(
                 segmentation,
-                self.registry.segmentation_card(str(model.get("name")), str(model.get("version"))),
+                self.registry.outline_card(segmentation),
                 images,
             )
         report = StudyReport(
@@ -475,9 +474,3 @@ class StudyService:
             segmentation=section,
         )
         return render_study_report(report)
-
-    def _card(self, name: str, version: str) -> dict[str, Any]:
-        try:
-            return self.registry.get(name, version).bundle.card
-        except Exception:
-            return {}

@@ -348,12 +348,6 @@ def _mapping(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def segmentation_card(registry: Any, record: dict[str, Any]) -> dict[str, Any]:
-    model = _mapping(record.get("model"))
-    card: dict[str, Any] = registry.segmentation_card(str(model.get("name")), str(model.get("version")))
-    return card
-
-
 def segmentation_view(record: Any, card: dict[str, Any], contours: str) -> dict[str, Any] | None:
     """The outlines of one slice for the result page: legend rows, totals and the help text."""
     if not isinstance(record, dict) or not isinstance(record.get("subtypes"), dict):
@@ -725,9 +719,7 @@ def study_page(
     """One study: the decision, a slice scroller with the overlay on each slice, the chart and the volumes."""
     record = service.get(checked_id(study_id))
     stored = (record.study.details or {}).get("segmentation")
-    segmentation = study_segmentation_view(
-        stored, segmentation_card(registry, stored) if isinstance(stored, dict) else {}
-    )
+    segmentation = study_segmentation_view(stored, registry.outline_card(stored))
     return render(
         request,
         "study.html",
@@ -783,7 +775,7 @@ def result_page(
     if view["in_scope"]:
         segmentation = segmentation_view(
             stored,
-            segmentation_card(registry, stored) if isinstance(stored, dict) else {},
+            registry.outline_card(stored),
             f"{view['base']}/{CONTOURS_FILE}",
         )
     return render(
