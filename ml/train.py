@@ -38,6 +38,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-samples", type=int, help="use a random subset (smoke runs)")
     parser.add_argument("--bootstrap-resamples", type=int, default=defaults.bootstrap_resamples)
     parser.add_argument("--init-from", help="start from the weights of an earlier model.keras")
+    parser.add_argument(
+        "--balance-sources",
+        action="store_true",
+        help="weigh every (dataset, label) cell of the training split equally",
+    )
     return parser.parse_args(argv)
 
 
@@ -61,6 +66,7 @@ def main(argv: list[str] | None = None) -> None:
         max_samples=args.max_samples,
         bootstrap_resamples=args.bootstrap_resamples,
         init_from=args.init_from,
+        balance_sources=args.balance_sources,
     )
     output = args.output or Path("model_store") / config.name / config.version
     card = train(config, args.data_dir, output, args.cache_dir)

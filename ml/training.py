@@ -56,6 +56,9 @@ class TrainConfig:
     max_samples: int | None = None
     bootstrap_resamples: int = 1000
     init_from: str | None = None
+    # Weigh every (dataset, label) cell of the training split equally, so the small head_ct
+    # collection is not drowned out by CT-ICH; otherwise classes are weighted over all data.
+    balance_sources: bool = False
 
     def preprocess_config(self) -> PreprocessConfig:
         return PreprocessConfig(image_size=self.image_size, clahe=self.clahe)
@@ -121,16 +124,20 @@ def _dataset(
     batch_size: int,
     augmenter: Augmenter | None,
     shuffle_seed: int | None,
+    weights: np.ndarray | None = None,
 ) -> tf.data.Dataset:
-    dataset = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.float32)))
+    columns: tuple[np.ndarray, ...] = (images, labels.astype(np.float32))
+    if weights is not None:
+        columns += (weights.astype(np.float32),)
+    dataset = tf.data.Dataset.from_tensor_slices(columns)
     if shuffle_seed is not None:
         dataset = dataset.shuffle(len(labels), seed=shuffle_seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size)
     dataset = dataset.map(
-        lambda x, y: (tf.cast(x, tf.float32) / 255.0, y), num_parallel_calls=tf.data.AUTOTUNE
+        lambda x, *rest: (tf.cast(x, tf.float32) / 255.0, *rest), num_parallel_calls=tf.data.AUTOTUNE
     )
     if augmenter is not None:
-        dataset = dataset.map(lambda x, y: (augmenter(x), y))
+        dataset = dataset.map(lambda x, *rest: (augmenter(x), *rest))
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
@@ -146,6 +153,19 @@ def _class_weights(labels: np.ndarray) -> dict[int, float]:
     counts = np.bincount(labels, minlength=2).astype(np.float64)
     total = counts.sum()
     return {index: float(total / (2.0 * max(count, 1.0))) for index, count in enumerate(counts)}
+
+
+def balanced_sample_weights(samples: Sequence[Sample]) -> np.ndarray:
+    """Per-sample weights giving every (dataset, label) cell the same total weight.
+
+    The weights average 1 over the samples, so the loss keeps its scale.
+    """
+    cells = [(sample.dataset, sample.label) for sample in samples]
+    counts: dict[tuple[str, int], int] = {}
+    for cell in cells:
+        counts[cell] = counts.get(cell, 0) + 1
+    share = len(cells) / len(counts)
+    return np.array([share / counts[cell] for cell in cells], dtype=np.float64)
 
 
 def _evaluate_split(
@@ -235,8 +255,14 @@ def train(
         metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")],
     )
     augmentation = AugmentationConfig()
+    train_weights = balanced_sample_weights(split.train) if config.balance_sources else None
     train_data = _dataset(
-        arrays["train"], labels["train"], config.batch_size, Augmenter(augmentation, config.seed), config.seed
+        arrays["train"],
+        labels["train"],
+        config.batch_size,
+        Augmenter(augmentation, config.seed),
+        config.seed,
+        train_weights,
     )
     validation_data = _dataset(arrays["validation"], labels["validation"], config.batch_size, None, None)
     checkpoint_path = output_dir / "model.keras"
@@ -253,7 +279,7 @@ def train(
         train_data,
         validation_data=validation_data,
         epochs=config.epochs,
-        class_weight=_class_weights(labels["train"]),
+        class_weight=None if config.balance_sources else _class_weights(labels["train"]),
         callbacks=callbacks,
         # A progress bar on a terminal; one line per epoch in logs.
         verbose=1 if sys.stdout.isatty() else 2,
@@ -332,6 +358,7 @@ def train(
                 else ""
             )
             + (f" --init-from {config.init_from}" if config.init_from else "")
+            + (" --balance-sources" if config.balance_sources else "")
         ),
         "total_seconds": round(time.monotonic() - started, 1),
     }

@@ -1,0 +1,124 @@
+"""Classifier training and evaluation on a few real images, and the training's sample weights."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ml.data.datasets import Sample, read_head_ct
+from ml.data.splits import load_manifest
+from ml.training import TrainConfig, balanced_sample_weights, train
+
+
+def _sample(dataset: str, label: int, index: int) -> Sample:
+    return Sample(
+        path=Path(f"{dataset}-{index}.png"), label=label, group=f"{dataset}-{index}", dataset=dataset
+    )
+
+
+def test_balanced_weights_give_every_dataset_and_label_the_same_total() -> None:
+    # 3 head_ct positives, 1 head_ct negative, 2 ct_ich positives, 14 ct_ich negatives.
+    samples = (
+        [_sample("head_ct", 1, i) for i in range(3)]
+        + [_sample("head_ct", 0, 3)]
+        + [_sample("ct_ich", 1, i) for i in range(2)]
+        + [_sample("ct_ich", 0, i) for i in range(2, 16)]
+    )
+    weights = balanced_sample_weights(samples)
+    assert weights.shape == (20,)
+    assert weights.mean() == pytest.approx(1.0)
+    totals: dict[tuple[str, int], float] = {}
+    for sample, weight in zip(samples, weights, strict=True):
+        totals[(sample.dataset, sample.label)] = totals.get((sample.dataset, sample.label), 0.0) + weight
+    assert len(totals) == 4
+    assert all(total == pytest.approx(5.0) for total in totals.values())
+    # Within a cell every sample weighs the same: the lone head_ct negative carries its cell.
+    assert weights[3] == pytest.approx(5.0)
+    assert weights[6:] == pytest.approx(np.full(14, 5.0 / 14))
+
+
+def test_one_cell_gives_unit_weights() -> None:
+    samples = [_sample("ct_ich", 0, i) for i in range(5)]
+    assert balanced_sample_weights(samples) == pytest.approx(np.ones(5))
+
+
+@pytest.mark.parametrize("balance_sources", [False, True])
+def test_one_epoch_on_real_images_writes_a_bundle_that_evaluates(
+    data_dir: Path, tmp_path: Path, balance_sources: bool
+) -> None:
+    from ml.evaluate import main as evaluate_main
+
+    config = TrainConfig(
+        name="smoke",
+        version="0.0.1",
+        backbone="tiny",
+        image_size=64,
+        batch_size=16,
+        epochs=1,
+        max_samples=160,
+        bootstrap_resamples=20,
+        balance_sources=balance_sources,
+    )
+    bundle = tmp_path / "bundle"
+    card = train(config, data_dir, bundle, tmp_path / "cache")
+
+    for name in ("model.keras", "model_card.json", "split_manifest.json", "train_config.json"):
+        assert (bundle / name).is_file(), name
+    written = json.loads((bundle / "model_card.json").read_text())
+    assert written == card
+    assert written["input_shape"] == [64, 64, 1]
+    assert 0.0 <= written["threshold"] <= 1.0
+    assert ("--balance-sources" in written["reproduce"]) is balance_sources
+    assert written["training"]["epochs_run"] == 1
+    # Patient-level split: no patient in two parts, and every image of the subset in one part.
+    patients = load_manifest(bundle / "split_manifest.json")
+    assert not patients["train"] & patients["validation"]
+    assert not patients["train"] & patients["test"]
+    assert not patients["validation"] & patients["test"]
+    images_written = json.loads((bundle / "split_manifest.json").read_text())
+    assert sum(len(images_written[part]["images"]) for part in patients) == 160
+    test_auc = written["metrics"]["test"]["all"]["slice"]["metrics"]["auc"]["value"]
+    assert test_auc is None or 0.0 <= test_auc <= 1.0
+
+    # The generic labelled-CSV path on head_ct images of their original, varied sizes.
+    images = read_head_ct(data_dir)[::20]
+    labels_csv = tmp_path / "hospital" / "labels.csv"
+    labels_csv.parent.mkdir()
+    with labels_csv.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "label", "group"])
+        for index, sample in enumerate(images):
+            writer.writerow([os.path.relpath(sample.path, labels_csv.parent), sample.label, f"p{index // 2}"])
+    output = tmp_path / "evaluation"
+    evaluate_main(
+        [
+            "--model-dir",
+            str(bundle),
+            "--labels",
+            str(labels_csv),
+            "--output",
+            str(output),
+            "--bootstrap-resamples",
+            "20",
+        ]
+    )
+    report = json.loads((output / "metrics.json").read_text())
+    assert report["model"] == {"name": "smoke", "version": "0.0.1"}
+    assert report["slice"]["n"] == len(images)
+    assert report["slice"]["n_positive"] == sum(sample.label for sample in images)
+    assert set(report["slice"]["metrics"]) == {
+        "accuracy",
+        "sensitivity",
+        "specificity",
+        "precision",
+        "f1",
+        "auc",
+    }
+    assert report["patient"]["n"] == (len(images) + 1) // 2
+    for plot in ("roc_slice.png", "confusion_slice.png", "calibration_slice.png", "confusion_patient.png"):
+        assert (output / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", plot
