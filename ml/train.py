@@ -43,6 +43,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="weigh every (dataset, label) cell of the training split equally",
     )
+    parser.add_argument(
+        "--resample-min-scale",
+        type=float,
+        default=defaults.resample_min_scale,
+        help="smallest scale of the down-then-up sampling augmentation",
+    )
+    parser.add_argument(
+        "--blur-max-sigma",
+        type=float,
+        default=defaults.blur_max_sigma,
+        help="largest Gaussian blur sigma of the augmentation, in pixels",
+    )
     return parser.parse_args(argv)
 
 
@@ -67,6 +79,8 @@ def main(argv: list[str] | None = None) -> None:
         bootstrap_resamples=args.bootstrap_resamples,
         init_from=args.init_from,
         balance_sources=args.balance_sources,
+        resample_min_scale=args.resample_min_scale,
+        blur_max_sigma=args.blur_max_sigma,
     )
     output = args.output or Path("model_store") / config.name / config.version
     card = train(config, args.data_dir, output, args.cache_dir)

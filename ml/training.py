@@ -59,6 +59,9 @@ class TrainConfig:
     # Weigh every (dataset, label) cell of the training split equally, so the small head_ct
     # collection is not drowned out by CT-ICH; otherwise classes are weighted over all data.
     balance_sources: bool = False
+    # Augmentation's down-then-up sampling scale and blur (see AugmentationConfig).
+    resample_min_scale: float = 0.25
+    blur_max_sigma: float = 1.5
 
     def preprocess_config(self) -> PreprocessConfig:
         return PreprocessConfig(image_size=self.image_size, clahe=self.clahe)
@@ -254,7 +257,9 @@ def train(
         loss=keras.losses.BinaryCrossentropy(),
         metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")],
     )
-    augmentation = AugmentationConfig()
+    augmentation = AugmentationConfig(
+        resample_min_scale=config.resample_min_scale, blur_max_sigma=config.blur_max_sigma
+    )
     train_weights = balanced_sample_weights(split.train) if config.balance_sources else None
     train_data = _dataset(
         arrays["train"],
@@ -358,7 +363,18 @@ def train(
                 else ""
             )
             + (f" --init-from {config.init_from}" if config.init_from else "")
+            + (f" --patience {config.patience}" if config.patience != TrainConfig.patience else "")
             + (" --balance-sources" if config.balance_sources else "")
+            + (
+                f" --resample-min-scale {config.resample_min_scale:g}"
+                if config.resample_min_scale != TrainConfig.resample_min_scale
+                else ""
+            )
+            + (
+                f" --blur-max-sigma {config.blur_max_sigma:g}"
+                if config.blur_max_sigma != TrainConfig.blur_max_sigma
+                else ""
+            )
         ),
         "total_seconds": round(time.monotonic() - started, 1),
     }

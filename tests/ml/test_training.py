@@ -63,6 +63,7 @@ def test_one_epoch_on_real_images_writes_a_bundle_that_evaluates(
         max_samples=160,
         bootstrap_resamples=20,
         balance_sources=balance_sources,
+        resample_min_scale=0.5 if balance_sources else TrainConfig.resample_min_scale,
     )
     bundle = tmp_path / "bundle"
     card = train(config, data_dir, bundle, tmp_path / "cache")
@@ -73,7 +74,10 @@ def test_one_epoch_on_real_images_writes_a_bundle_that_evaluates(
     assert written == card
     assert written["input_shape"] == [64, 64, 1]
     assert 0.0 <= written["threshold"] <= 1.0
+    # The reproduce command names every non-default choice, and the card the augmentation used.
     assert ("--balance-sources" in written["reproduce"]) is balance_sources
+    assert ("--resample-min-scale 0.5" in written["reproduce"]) is balance_sources
+    assert written["augmentation"]["resample_min_scale"] == config.resample_min_scale
     assert written["training"]["epochs_run"] == 1
     # Patient-level split: no patient in two parts, and every image of the subset in one part.
     patients = load_manifest(bundle / "split_manifest.json")
