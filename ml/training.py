@@ -8,6 +8,7 @@ import logging
 import platform
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -65,6 +66,38 @@ class TrainConfig:
 
     def preprocess_config(self) -> PreprocessConfig:
         return PreprocessConfig(image_size=self.image_size, clahe=self.clahe)
+
+    def command(self) -> str:
+        """The ``python -m ml.train`` command line that trains with this configuration."""
+        parts = [
+            f"python -m ml.train --name {self.name} --version {self.version}",
+            f"--backbone {self.backbone} --datasets {' '.join(self.datasets)}",
+            f"--epochs {self.epochs} --batch-size {self.batch_size} --image-size {self.image_size}",
+            f"--time-budget-min {self.time_budget_minutes:g} --seed {self.seed}",
+        ]
+        defaults = TrainConfig()
+        for flag, attribute in _OPTIONAL_FLAGS:
+            value = getattr(self, attribute)
+            if value == getattr(defaults, attribute):
+                continue
+            if isinstance(value, bool):
+                parts.append(flag)
+            else:
+                parts.append(f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}")
+        return " ".join(parts)
+
+
+# Command-line options named only when they differ from TrainConfig's defaults.
+_OPTIONAL_FLAGS = (
+    ("--width", "width"),
+    ("--clahe", "clahe"),
+    ("--learning-rate", "learning_rate"),
+    ("--init-from", "init_from"),
+    ("--patience", "patience"),
+    ("--balance-sources", "balance_sources"),
+    ("--resample-min-scale", "resample_min_scale"),
+    ("--blur-max-sigma", "blur_max_sigma"),
+)
 
 
 class TimeBudget(keras.callbacks.Callback):
@@ -164,9 +197,7 @@ def balanced_sample_weights(samples: Sequence[Sample]) -> np.ndarray:
     The weights average 1 over the samples, so the loss keeps its scale.
     """
     cells = [(sample.dataset, sample.label) for sample in samples]
-    counts: dict[tuple[str, int], int] = {}
-    for cell in cells:
-        counts[cell] = counts.get(cell, 0) + 1
+    counts = Counter(cells)
     share = len(cells) / len(counts)
     return np.array([share / counts[cell] for cell in cells], dtype=np.float64)
 
@@ -351,31 +382,7 @@ def train(
             "positives are expected.",
             "Confidence intervals are wide: the test split holds few patients.",
         ],
-        "reproduce": (
-            f"python -m ml.train --name {config.name} --version {config.version} "
-            f"--backbone {config.backbone} --datasets {' '.join(config.datasets)} "
-            f"--epochs {config.epochs} --batch-size {config.batch_size} --image-size {config.image_size} "
-            f"--time-budget-min {config.time_budget_minutes:g} --seed {config.seed}"
-            + (" --clahe" if config.clahe else "")
-            + (
-                f" --learning-rate {config.learning_rate:g}"
-                if config.learning_rate != TrainConfig.learning_rate
-                else ""
-            )
-            + (f" --init-from {config.init_from}" if config.init_from else "")
-            + (f" --patience {config.patience}" if config.patience != TrainConfig.patience else "")
-            + (" --balance-sources" if config.balance_sources else "")
-            + (
-                f" --resample-min-scale {config.resample_min_scale:g}"
-                if config.resample_min_scale != TrainConfig.resample_min_scale
-                else ""
-            )
-            + (
-                f" --blur-max-sigma {config.blur_max_sigma:g}"
-                if config.blur_max_sigma != TrainConfig.blur_max_sigma
-                else ""
-            )
-        ),
+        "reproduce": config.command(),
         "total_seconds": round(time.monotonic() - started, 1),
     }
     (output_dir / "train_config.json").write_text(json.dumps(asdict(config), indent=1) + "\n")

@@ -126,3 +126,28 @@ def test_one_epoch_on_real_images_writes_a_bundle_that_evaluates(
     assert report["patient"]["n"] == (len(images) + 1) // 2
     for plot in ("roc_slice.png", "confusion_slice.png", "calibration_slice.png", "confusion_patient.png"):
         assert (output / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", plot
+
+
+def test_the_card_command_parses_back_to_the_same_configuration() -> None:
+    from ml.train import parse_args
+
+    config = TrainConfig(
+        version="2.0.0",
+        width=24,
+        clahe=True,
+        learning_rate=5e-4,
+        init_from="artifacts/stage1/model.keras",
+        patience=15,
+        balance_sources=True,
+        resample_min_scale=0.5,
+        blur_max_sigma=1.0,
+    )
+    command = config.command().split()
+    assert command[:3] == ["python", "-m", "ml.train"]
+    args = vars(parse_args(command[3:]))
+    for field_name, value in vars(config).items():
+        option = {"time_budget_minutes": "time_budget_min"}.get(field_name, field_name)
+        if option in args:
+            assert args[option] == value, field_name
+    # Defaults stay out of the command.
+    assert "--width" not in TrainConfig().command() and "--patience" not in TrainConfig().command()
