@@ -58,7 +58,7 @@ class TrainConfig:
     bootstrap_resamples: int = 1000
     init_from: str | None = None
     # Weigh every (dataset, label) cell of the training split equally, so the small head_ct
-    # collection is not drowned out by CT-ICH; otherwise classes are weighted over all data.
+    # collection is not drowned out by CT-ICH; otherwise each label over all data.
     balance_sources: bool = False
     # Augmentation's down-then-up sampling scale and blur (see AugmentationConfig).
     resample_min_scale: float = 0.25
@@ -185,18 +185,13 @@ def predict_probabilities(model: keras.Model, images: np.ndarray, batch_size: in
     return np.asarray(model.predict(data, batch_size=batch_size, verbose=0)).ravel()
 
 
-def _class_weights(labels: np.ndarray) -> dict[int, float]:
-    counts = np.bincount(labels, minlength=2).astype(np.float64)
-    total = counts.sum()
-    return {index: float(total / (2.0 * max(count, 1.0))) for index, count in enumerate(counts)}
-
-
-def balanced_sample_weights(samples: Sequence[Sample]) -> np.ndarray:
-    """Per-sample weights giving every (dataset, label) cell the same total weight.
+def balanced_sample_weights(samples: Sequence[Sample], by_dataset: bool = True) -> np.ndarray:
+    """Per-sample weights giving every (dataset, label) cell, or every label when not
+    ``by_dataset``, the same total weight (the latter is plain class weighting).
 
     The weights average 1 over the samples, so the loss keeps its scale.
     """
-    cells = [(sample.dataset, sample.label) for sample in samples]
+    cells = [(sample.dataset if by_dataset else "", sample.label) for sample in samples]
     counts = Counter(cells)
     share = len(cells) / len(counts)
     return np.array([share / counts[cell] for cell in cells], dtype=np.float64)
@@ -291,7 +286,7 @@ def train(
     augmentation = AugmentationConfig(
         resample_min_scale=config.resample_min_scale, blur_max_sigma=config.blur_max_sigma
     )
-    train_weights = balanced_sample_weights(split.train) if config.balance_sources else None
+    train_weights = balanced_sample_weights(split.train, by_dataset=config.balance_sources)
     train_data = _dataset(
         arrays["train"],
         labels["train"],
@@ -315,7 +310,6 @@ def train(
         train_data,
         validation_data=validation_data,
         epochs=config.epochs,
-        class_weight=None if config.balance_sources else _class_weights(labels["train"]),
         callbacks=callbacks,
         # A progress bar on a terminal; one line per epoch in logs.
         verbose=1 if sys.stdout.isatty() else 2,

@@ -42,6 +42,17 @@ def test_balanced_weights_give_every_dataset_and_label_the_same_total() -> None:
     assert weights[6:] == pytest.approx(np.full(14, 5.0 / 14))
 
 
+def test_weights_by_label_alone_are_class_weights() -> None:
+    # 4 positives and 16 negatives over two datasets: total / (2 x count) per label.
+    samples = [_sample("head_ct", 1, i) for i in range(3)] + [_sample("ct_ich", 1, 3)]
+    samples += [_sample("head_ct", 0, i) for i in range(4, 6)] + [
+        _sample("ct_ich", 0, i) for i in range(6, 20)
+    ]
+    weights = balanced_sample_weights(samples, by_dataset=False)
+    assert weights[:4] == pytest.approx(np.full(4, 20 / (2 * 4)))
+    assert weights[4:] == pytest.approx(np.full(16, 20 / (2 * 16)))
+
+
 def test_one_cell_gives_unit_weights() -> None:
     samples = [_sample("ct_ich", 0, i) for i in range(5)]
     assert balanced_sample_weights(samples) == pytest.approx(np.ones(5))
