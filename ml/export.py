@@ -137,8 +137,13 @@ def study_test_metrics(
     return summarize(values["labels"], values["probabilities"], threshold, None, resamples)
 
 
-def training_stages(card: dict[str, Any]) -> list[dict[str, Any]] | None:
-    """The commands and costs of every training stage, when the model continued earlier weights."""
+def training_stages(card: dict[str, Any], output: Path | None = None) -> list[dict[str, Any]] | None:
+    """The commands and costs of every training stage, when the model continued earlier weights.
+
+    The chain is followed back through each earlier bundle's card (its recorded stages when it has
+    them), so the first command starts from random weights and each later one from the one before;
+    an earlier stage's command names the folder it wrote (``output``), where the next one reads it.
+    """
     init_from = card["training"]["config"].get("init_from")
     if not init_from:
         return None
@@ -147,18 +152,19 @@ def training_stages(card: dict[str, Any]) -> list[dict[str, Any]] | None:
     if not earlier_card_path.is_file():
         return None
     earlier = json.loads(earlier_card_path.read_text(encoding="utf-8"))
-    return [
-        {
-            "command": f"{earlier['reproduce']} --output {earlier_dir}",
-            "epochs_run": earlier["training"]["epochs_run"],
-            "seconds": earlier["training"]["seconds"],
-        },
-        {
-            "command": card["reproduce"],
-            "epochs_run": card["training"]["epochs_run"],
-            "seconds": card["training"]["seconds"],
-        },
-    ]
+    earlier_stages = earlier["training"].get("stages") or training_stages(earlier, earlier_dir)
+    if earlier_stages is None:
+        earlier_stages = [_stage(earlier, earlier_dir)]
+    return [*earlier_stages, _stage(card, output)]
+
+
+def _stage(card: dict[str, Any], output: Path | None) -> dict[str, Any]:
+    command = card["reproduce"] if output is None else f"{card['reproduce']} --output {output}"
+    return {
+        "command": command,
+        "epochs_run": card["training"]["epochs_run"],
+        "seconds": card["training"]["seconds"],
+    }
 
 
 def bundle_size_mib(bundle_dir: Path) -> float:
