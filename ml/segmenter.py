@@ -126,22 +126,23 @@ class Segmenter:
     ) -> list[SegmentationResult]:
         """Segment preprocessed inputs; with geometries the maps are on the original grids."""
         masks, subtypes = self.probabilities(batch)
-        results = []
-        for index in range(len(batch)):
-            class_map = class_map_from_probabilities(
-                masks[index], self.blood_threshold, self.min_component_px
-            )
-            if geometries is not None:
-                class_map = class_map_to_original(class_map, geometries[index])
-            results.append(
-                SegmentationResult(
-                    class_map=class_map,
-                    subtype_probabilities={
-                        name: round(float(subtypes[index, k]), 4) for k, name in enumerate(SUBTYPES)
-                    },
-                )
-            )
-        return results
+        return [
+            self.result(masks[index], subtypes[index], None if geometries is None else geometries[index])
+            for index in range(len(batch))
+        ]
+
+    def result(
+        self, mask: np.ndarray, subtypes: np.ndarray, geometry: Geometry | None = None
+    ) -> SegmentationResult:
+        """One slice's result from its per-class probabilities (as :meth:`probabilities` gives
+        them); with its geometry the class map is on the original image's grid."""
+        class_map = class_map_from_probabilities(mask, self.blood_threshold, self.min_component_px)
+        if geometry is not None:
+            class_map = class_map_to_original(class_map, geometry)
+        return SegmentationResult(
+            class_map=class_map,
+            subtype_probabilities={name: round(float(subtypes[k]), 4) for k, name in enumerate(SUBTYPES)},
+        )
 
 
 def contour_overlay(class_map: np.ndarray, thickness: int | None = None) -> np.ndarray:

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 import zlib
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
@@ -33,6 +36,34 @@ NEGATIVE_LABEL = "no_hemorrhage"
 # Stored instead of either when the image is not a head CT slice (ml.data.scope).
 OUT_OF_SCOPE_LABEL = "out_of_scope"
 CLASSIFICATION_KIND = "classification"
+
+_Item = TypeVar("_Item")
+_Result = TypeVar("_Result")
+# One pool for the whole process, one thread per core: image work (OpenCV, NumPy, zlib) releases
+# the GIL, so the slices of a request use every core without oversubscribing them.
+_WORKERS = max(1, os.cpu_count() or 1)
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def parallel_map(function: Callable[[_Item], _Result], items: Iterable[_Item]) -> list[_Result]:
+    """``function`` over ``items`` on the CPU's cores, results in order; in the caller's thread
+    when there is one item or one core. Never call it from inside ``function``: the pool's
+    threads would wait on each other."""
+    work = list(items)
+    if len(work) < 2 or _WORKERS < 2:
+        return [function(item) for item in work]
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="ich-image")
+        pool = _pool
+    return list(pool.map(function, work))
+
+
+def run_all(jobs: Iterable[Callable[[], _Result]]) -> list[_Result]:
+    """Run independent jobs on the CPU's cores (:func:`parallel_map`); their results in order."""
+    return parallel_map(lambda job: job(), jobs)
 
 
 @dataclass
@@ -191,7 +222,12 @@ class SliceSegmenter:
     def segment(self, batch: np.ndarray, geometries: list[Any]) -> list[SliceSegmentation]:
         """Class maps on the original image grids, and subtype probabilities, for a batch."""
         with self._lock:
-            results = self.segmenter.segment(batch, geometries)
+            masks, subtypes = self.segmenter.probabilities(batch)
+        # Class maps back onto each image's grid: per-slice image work, side by side.
+        results = parallel_map(
+            lambda index: self.segmenter.result(masks[index], subtypes[index], geometries[index]),
+            range(len(batch)),
+        )
         return [SliceSegmentation(self.name, self.version, result) for result in results]
 
 
@@ -280,7 +316,7 @@ class SliceClassifier:
         if not images:
             return []
         started = time.perf_counter()
-        prepared = [self._preprocess(decoded) for decoded in images]
+        prepared = parallel_map(self._preprocess, images)
         preprocess_ms = (time.perf_counter() - started) * 1000.0
         batch = np.stack([image for image, _, _ in prepared])
         started = time.perf_counter()
@@ -293,23 +329,24 @@ class SliceClassifier:
             if segmenter.config == self.config:
                 segment_batch, geometries = batch, [geometry for _, geometry, _ in prepared]
             else:
-                again = [preprocess(decoded.pixels, segmenter.config) for decoded in images]
+                again = parallel_map(lambda decoded: preprocess(decoded.pixels, segmenter.config), images)
                 segment_batch = np.stack([item.image for item in again])
                 geometries = [item.geometry for item in again]
             segmentations = list(segmenter.segment(segment_batch, geometries))
             segmentation_ms = (time.perf_counter() - started) * 1000.0
-        results = []
-        for index, decoded in enumerate(images):
+
+        def finish(index: int) -> SliceResult:
             timings = {"preprocess": preprocess_ms / len(images), "model_and_gradcam": model_ms / len(images)}
             if segmenter is not None:
                 timings["segmentation"] = segmentation_ms / len(images)
             result = self._postprocess(
-                decoded, float(probabilities[index]), heatmaps[index], prepared[index][1], timings
+                images[index], float(probabilities[index]), heatmaps[index], prepared[index][1], timings
             )
             result.segmentation = segmentations[index]
             result.head_mask = prepared[index][2]
-            results.append(result)
-        return results
+            return result
+
+        return parallel_map(finish, range(len(images)))
 
 
 class ModelRegistry:

@@ -65,25 +65,33 @@ def area_mm2(pixels: int, spacing: tuple[float, float] | None) -> float | None:
     return round(pixels * spacing[0] * spacing[1], 2) if spacing else None
 
 
-def slice_files(segmentation: SliceSegmentation) -> tuple[bytes, bytes]:
-    """``(mask PNG, contours PNG)`` of one slice, both at the uploaded image's size.
-
-    Both name the model that drew them and say that they are not for clinical use (PNG text).
-    """
-    class_map = segmentation.result.class_map
-    provenance = {
+def _provenance(segmentation: SliceSegmentation) -> dict[str, str]:
+    return {
         "Software": f"ICH Detect, segmentation model {segmentation.model_name} {segmentation.model_version}",
         "Disclaimer": "AI generated. Not for clinical use.",
     }
+
+
+def mask_png(segmentation: SliceSegmentation) -> bytes:
+    """The class of each pixel as a PNG at the uploaded image's size, naming the model that drew it
+    and saying that it is not for clinical use (PNG text)."""
     classes = ", ".join(f"{index} {name}" for index, name in enumerate(SUBTYPES, start=1))
-    mask = with_png_text(
-        encode_png(class_map), {"Description": f"Class of each pixel: 0 none, {classes}.", **provenance}
+    return with_png_text(
+        encode_png(segmentation.result.class_map),
+        {"Description": f"Class of each pixel: 0 none, {classes}.", **_provenance(segmentation)},
     )
-    contours = with_png_text(
-        encode_png(contour_overlay(class_map)),
-        {"Description": "Outlines of possible haemorrhage, one colour per subtype.", **provenance},
+
+
+def contours_png(segmentation: SliceSegmentation) -> bytes:
+    """The outlines, one colour per subtype, as a transparent PNG at the uploaded image's size, with
+    the same provenance text as :func:`mask_png`."""
+    return with_png_text(
+        encode_png(contour_overlay(segmentation.result.class_map)),
+        {
+            "Description": "Outlines of possible haemorrhage, one colour per subtype.",
+            **_provenance(segmentation),
+        },
     )
-    return mask, contours
 
 
 def _model(segmentation: SliceSegmentation) -> dict[str, str]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,7 @@ from app.services.inference import (
     ModelRegistry,
     SliceClassifier,
     SliceSegmenter,
+    run_all,
 )
 from app.services.predictions import (
     LIMITATIONS_FALLBACK,
@@ -45,7 +46,7 @@ from app.services.predictions import (
     _first,
     card_metrics,
     short_id,
-    slice_images,
+    slice_image_jobs,
 )
 from app.services.segmentation import (
     StudySegmentation,
@@ -340,14 +341,17 @@ class StudyService:
             analysis.model_ms += elapsed - segmentation_ms
             analysis.segmentation_ms += segmentation_ms
             started = time.perf_counter()
+            names: list[str] = []
+            jobs: list[Callable[[], bytes]] = []
             for offset, result in enumerate(results):
-                index = start + offset
                 analysis.probabilities.append(result.probability)
-                for kind, data in slice_images(result, heatmap=False).items():
+                for kind, job in slice_image_jobs(result, heatmap=False).items():
                     # The slice itself is stored as slice_NNN.png.
-                    analysis.files[slice_file("slice" if kind == "original" else kind, index)] = data
+                    names.append(slice_file("slice" if kind == "original" else kind, start + offset))
+                    jobs.append(job)
                 if analysis.segmentation is not None and result.segmentation is not None:
                     analysis.segmentation.add(result.segmentation)
+            analysis.files.update(zip(names, run_all(jobs), strict=True))
             analysis.encode_ms += (time.perf_counter() - started) * 1000.0
         return analysis
 

@@ -95,7 +95,9 @@ TIMING_TITLES = {
     "model_and_gradcam": "Model and Grad-CAM",
     "segmentation": "Outlines (segmentation)",
     "postprocess": "Heat map overlay",
+    "scope_check": "Scope check",
     "encode": "Encoding images",
+    "scope_check_and_encode": "Scope check and images, side by side",
     "storage": "Saving",
     "total": "Total",
 }
