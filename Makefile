@@ -34,18 +34,25 @@ unit: $(STAMP)
 	$(PY) -m pytest -m "not slow"
 
 # The served model: 40 min from scratch, then 40 min more at a lower learning rate from those
-# weights (same seed, split and threshold rule), then the bundle check and plots.
+# weights (1.0.0), then up to 45 min at a 288 px input from the 1.0.0 weights (1.1.0, served);
+# same seed, split and threshold rule throughout; each bundle checked and plotted by ml.export.
 train: $(STAMP)
 	$(PY) -m ml.train --name ich-compact --version 1.0.0 --output artifacts/experiments/compact-stage1 --time-budget-min 40
 	$(PY) -m ml.train --name ich-compact --version 1.0.0 --time-budget-min 40 --learning-rate 0.001 \
 		--init-from artifacts/experiments/compact-stage1/model.keras
 	$(PY) -m ml.export --model-dir model_store/ich-compact/1.0.0
+	$(PY) -m ml.train --name ich-compact --version 1.1.0 --image-size 288 --time-budget-min 45 \
+		--learning-rate 0.0005 --patience 15 --init-from model_store/ich-compact/1.0.0/model.keras
+	$(PY) -m ml.export --model-dir model_store/ich-compact/1.1.0
 	$(MAKE) train-seg
 
-# The segmentation-and-subtype model: reuses the classifier's preprocessing and CT-ICH split.
+# The segmentation-and-subtype models: each reuses its classifier's preprocessing and CT-ICH
+# split; 1.1.0 (served, 288 px) continues the 1.0.0 weights.
 train-seg: $(STAMP)
 	$(PY) -m ml.train_seg --name ich-unet --version 1.0.0 --classifier-dir model_store/ich-compact/1.0.0 \
 		--epochs 80 --time-budget-min 35
+	$(PY) -m ml.train_seg --name ich-unet --version 1.1.0 --classifier-dir model_store/ich-compact/1.1.0 \
+		--epochs 80 --time-budget-min 35 --init-from model_store/ich-unet/1.0.0/model.keras
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache

@@ -15,6 +15,7 @@ from app.core.config import Settings
 from app.main import create_app
 from ml.data.segmentation import load_seg_image, read_bhsd
 from ml.evaluation.segmentation import overlap_counts
+from ml.model_io import discover_models
 from tests.app.conftest import API_KEY
 
 pytestmark = pytest.mark.slow
@@ -40,7 +41,8 @@ def test_both_shipped_models_serve(shipped_client: TestClient) -> None:
 
 def test_a_bhsd_slice_gets_a_mask_over_its_labelled_bleed(shipped_client: TestClient, data_dir: Path) -> None:
     # The held-out slice with the largest labelled bleed, shown in the brain window.
-    manifest = json.loads((STORE / "ich-unet" / "1.0.0" / "split_manifest.json").read_text())
+    served = discover_models(STORE)["ich-unet"][-1]
+    manifest = json.loads((served / "split_manifest.json").read_text())
     test_volumes = set(manifest["bhsd_seg_volumes"]["test"])
     samples = [s for s in read_bhsd(data_dir) if s.group in test_volumes]
     masks = {s.path: cv2.imread(str(s.mask_path), cv2.IMREAD_GRAYSCALE) for s in samples}

@@ -27,10 +27,10 @@ SERVED_MODEL = "ich-compact"
 # Targets that the model does not reach yet, with the measured figures; strict, so a model that
 # reaches them turns these into failures until the entry is removed.
 KNOWN_SHORTFALLS: dict[str, str] = {
-    "head_ct_accuracy": "ich-compact 1.0.0: accuracy 0.54 at the shared threshold (target 0.95)",
-    "head_ct_auc": "ich-compact 1.0.0: AUC 0.76, 95% CI 0.53-0.93 on 24 images (target 0.98)",
-    "ct_ich_slice_auc": "ich-compact 1.0.0: AUC 0.91, 95% CI 0.83-0.99 (target 0.95)",
-    "ct_ich_sensitivity_at_specificity_0.90": "ich-compact 1.0.0: 0.67 (target 0.90)",
+    "head_ct_accuracy": "ich-compact 1.1.0: accuracy 0.54 at the shared threshold (target 0.95)",
+    "head_ct_auc": "ich-compact 1.1.0: AUC 0.91, 95% CI 0.77-1.00 on 24 images (target 0.98)",
+    "ct_ich_slice_auc": "ich-compact 1.1.0: AUC 0.90, 95% CI 0.81-1.00 (target 0.95)",
+    "ct_ich_sensitivity_at_specificity_0.90": "ich-compact 1.1.0: 0.60 (target 0.90)",
 }
 
 
