@@ -15,7 +15,7 @@ import pytest
 from ml.data.datasets import Sample
 from ml.data.splits import load_manifest
 from ml.evaluation.metrics import binary_metrics, patient_level, sensitivity_at_specificity
-from ml.evaluation.robustness import robustness_report
+from ml.evaluation.robustness import PERTURBATIONS, robustness_report
 from ml.export import bundle_size_mib, split_probabilities, split_samples
 from ml.model_io import ModelBundle, discover_models, load_bundle
 
@@ -139,6 +139,7 @@ def test_resolution_and_border_do_not_change_the_answer(
 ) -> None:
     samples, _ = test_split
     report = robustness_report(bundle.model, samples, bundle.preprocess_config, bundle.threshold)
-    for perturbation in ("half_resolution", "black_border_10pct"):
+    assert set(report) == {"n", *PERTURBATIONS}
+    for perturbation in PERTURBATIONS:
         assert report[perturbation]["mean_abs_change"] < 0.05, (perturbation, report[perturbation])
         assert report[perturbation]["flip_rate"] <= 0.05, (perturbation, report[perturbation])
