@@ -40,7 +40,7 @@ from ml.data.segmentation import (
     split_ct_ich_by_manifest,
     volume_split,
 )
-from ml.evaluation.metrics import summarize
+from ml.evaluation.metrics import summarize, wilson_interval
 from ml.evaluation.segmentation import (
     POINTING_GAME_TARGET,
     bootstrap_pooled,
@@ -322,16 +322,6 @@ def choose_postprocessing(
     }
 
 
-def _wilson(successes: int, total: int) -> list[float | None]:
-    if total == 0:
-        return [None, None]
-    z = 1.959964
-    p = successes / total
-    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
-    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
-
-
 def evaluate_segmentation(
     mask_probabilities: np.ndarray,
     masked: Prepared,
@@ -367,7 +357,7 @@ def evaluate_segmentation(
         for key, value in lesion_detection(prediction > 0, truth > 0).items():
             lesions[key] += value
     lesions["sensitivity"] = round(lesions["found"] / lesions["lesions"], 4) if lesions["lesions"] else None
-    lesions["sensitivity_ci95"] = _wilson(lesions["found"], lesions["lesions"])
+    lesions["sensitivity_ci95"] = wilson_interval(lesions["found"], lesions["lesions"])
     report["lesion_detection"] = lesions
     return report
 
@@ -384,7 +374,7 @@ def normal_slices_report(
         "slices": total,
         "clear": int(clear),
         "clear_fraction": round(clear / total, 4) if total else None,
-        "ci95": _wilson(int(clear), total),
+        "ci95": wilson_interval(int(clear), total),
     }
 
 
@@ -418,7 +408,7 @@ def ct_ich_detection_report(
     }
     positives = int(labels.sum())
     report["sensitivity"] = round(float(flagged[labels == 1].mean()), 4) if positives else None
-    report["sensitivity_ci95"] = _wilson(int(flagged[labels == 1].sum()), positives)
+    report["sensitivity_ci95"] = wilson_interval(int(flagged[labels == 1].sum()), positives)
     if 0 < positives < len(labels):
         report["auc_peak_blood_probability"] = summarize(labels, peak, 0.5, part.groups, resamples, seed)[
             "metrics"
@@ -461,7 +451,7 @@ def pointing_game(classifier_dir: Path, part: Prepared, tolerance_px: int = 8) -
         "classifier": f"{bundle.name} {bundle.version}",
         "slices": len(strict),
         "hit_rate": round(float(np.mean(strict)), 4) if strict else None,
-        "hit_rate_ci95": _wilson(int(np.sum(strict)), len(strict)),
+        "hit_rate_ci95": wilson_interval(int(np.sum(strict)), len(strict)),
         f"hit_rate_within_{tolerance_px}px": round(float(np.mean(tolerant)), 4) if tolerant else None,
         "tolerance_px_on_model_grid": tolerance_px,
     }

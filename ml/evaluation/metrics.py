@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -194,3 +195,14 @@ def summarize(
 def _clean(value: float) -> float | None:
     """JSON has no NaN: write ``null`` where a metric is undefined."""
     return None if not np.isfinite(value) else round(float(value), 4)
+
+
+def wilson_interval(successes: int, total: int) -> list[float | None]:
+    """95% Wilson score interval of a proportion, rounded to 4 places; ``[None, None]`` for none."""
+    if total == 0:
+        return [None, None]
+    z = 1.959964
+    p = successes / total
+    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
+    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]

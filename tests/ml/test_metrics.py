@@ -17,6 +17,7 @@ from ml.evaluation.metrics import (
     patient_level,
     sensitivity_at_specificity,
     summarize,
+    wilson_interval,
 )
 
 # Three positives and five negatives. At threshold 0.5 the predictions are
@@ -245,3 +246,12 @@ class TestSummarize:
         json.dumps(summary, allow_nan=False)
         assert isinstance(summary["n"], int) and isinstance(summary["n_positive"], int)
         assert all(isinstance(value, int) for value in summary["confusion"].values())
+
+
+def test_wilson_interval_matches_the_formula_and_stays_in_range() -> None:
+    # 45 of 52: p = 0.865, Wilson 95% interval 0.747 to 0.933 (by hand from the score formula).
+    assert wilson_interval(45, 52) == pytest.approx([0.7473, 0.9332], abs=1e-4)
+    low, high = wilson_interval(0, 10)
+    assert low == 0.0 and 0.25 < high < 0.35  # unlike the normal approximation, not [0, 0]
+    assert wilson_interval(10, 10)[1] == 1.0
+    assert wilson_interval(0, 0) == [None, None]

@@ -16,7 +16,7 @@ from ml.data.datasets import Sample
 from ml.data.splits import load_manifest
 from ml.evaluation.metrics import binary_metrics, patient_level, sensitivity_at_specificity
 from ml.evaluation.robustness import PERTURBATIONS, robustness_report
-from ml.export import bundle_size_mib, split_probabilities, split_samples
+from ml.export import bundle_size_mib, external_sensitivity, split_probabilities, split_samples
 from ml.model_io import ModelBundle, discover_models, load_bundle
 
 pytestmark = pytest.mark.slow
@@ -143,3 +143,16 @@ def test_resolution_and_border_do_not_change_the_answer(
     for perturbation in PERTURBATIONS:
         assert report[perturbation]["mean_abs_change"] < 0.05, (perturbation, report[perturbation])
         assert report[perturbation]["flip_rate"] <= 0.05, (perturbation, report[perturbation])
+
+
+def test_card_sensitivity_on_an_unseen_collection_is_reproduced(bundle: ModelBundle, data_dir: Path) -> None:
+    # bhsd_seg comes from other hospitals and was never used by the classifier; every slice shows
+    # haemorrhage, so it measures sensitivity only.
+    stored = bundle.card["metrics"]["external_bhsd_seg"]
+    recomputed = external_sensitivity(bundle, data_dir)
+    assert recomputed["slices"] == stored["slices"] == 52
+    assert recomputed["scans"] == stored["scans"]
+    assert recomputed["sensitivity"] == pytest.approx(stored["sensitivity"], abs=0.02)
+    assert recomputed["scan_sensitivity"] == pytest.approx(stored["scan_sensitivity"], abs=0.03)
+    low, high = recomputed["sensitivity_ci95"]
+    assert low <= recomputed["sensitivity"] <= high
