@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 import shutil
 import stat
@@ -489,3 +490,40 @@ def test_study_upload_errors_show_on_the_form(browser: TestClient) -> None:
         "/studies/upload", data={"csrf_token": "wrong" + token}, files=[("files", ("a", b"x"))]
     )
     assert refused.status_code == 403
+
+
+def test_model_page_shows_the_sensitivity_on_an_unseen_collection(
+    browser: TestClient, settings: Settings, model_store: Path, tmp_path: Path
+) -> None:
+    sign_in(browser)
+    assert "On a collection it never saw" not in browser.get("/model").text  # the tiny card has none
+
+    store = tmp_path / "store"
+    bundle = store / "ich-compact" / "0.0.2"
+    shutil.copytree(model_store / "ich-compact" / "0.0.2", bundle)
+    card = json.loads((bundle / "model_card.json").read_text())
+    card["metrics"]["external_bhsd_seg"] = {
+        "slices": 52,
+        "slices_flagged": 45,
+        "sensitivity": 0.8654,
+        "sensitivity_ci95": [0.7473, 0.9332],
+        "scans": 38,
+        "scans_flagged": 32,
+        "scan_sensitivity": 0.8421,
+        "scan_sensitivity_ci95": [0.6958, 0.9256],
+    }
+    card["robustness"] = {
+        "n": 9,
+        "corner_text": {"mean_abs_change": 0.0007, "max_abs_change": 0.085, "flip_rate": 0.0},
+    }
+    (bundle / "model_card.json").write_text(json.dumps(card))
+    with TestClient(
+        create_app(settings.model_copy(update={"model_store": store})), follow_redirects=False
+    ) as client:
+        sign_in(client)
+        page = client.get("/model")
+        assert page.status_code == 200
+        section = page.text[page.text.index("On a collection it never saw") :]
+        assert "45 of 52" in section and "0.87" in section and "0.75 to 0.93" in section
+        assert "32 of 38" in section and "0.84" in section and "0.70 to 0.93" in section
+        assert "Annotation text in the corners" in section and "0.001" in section

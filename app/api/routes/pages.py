@@ -101,6 +101,14 @@ TIMING_TITLES = {
     "storage": "Saving",
     "total": "Total",
 }
+# The perturbations of ml.evaluation.robustness, in words.
+PERTURBATION_TITLES = {
+    "half_resolution": "Half the resolution (down and up again)",
+    "black_border_10pct": "A 10% black border",
+    "corner_text": "Annotation text in the corners",
+    "double_size": "Twice the pixel size",
+    "jpeg_quality_75": "JPEG compression (quality 75)",
+}
 PLOTS = {
     "roc_test": ("ROC curve, test split", "ROC curve of the model on the held-out test split."),
     "calibration_test": (
@@ -468,7 +476,7 @@ def card_view(card: dict[str, Any]) -> dict[str, Any]:
     robustness = _mapping(card.get("robustness"))
     perturbations = [
         {
-            "name": name.replace("_", " ").capitalize(),
+            "name": PERTURBATION_TITLES.get(name, name.replace("_", " ").capitalize()),
             "mean": _number(_mapping(values).get("mean_abs_change"), 3),
             "max": _number(_mapping(values).get("max_abs_change"), 3),
             "flips": format_percent(_mapping(values).get("flip_rate")),
@@ -476,6 +484,21 @@ def card_view(card: dict[str, Any]) -> dict[str, Any]:
         for name, values in robustness.items()
         if isinstance(values, dict)
     ]
+    external = _mapping(metrics.get("external_bhsd_seg"))
+    unseen = None
+    if external.get("slices"):
+        unseen = {
+            "slices": external.get("slices"),
+            "slices_flagged": external.get("slices_flagged"),
+            "sensitivity": _metric_cell(
+                {"value": external.get("sensitivity"), "ci95": external.get("sensitivity_ci95")}
+            ),
+            "scans": external.get("scans"),
+            "scans_flagged": external.get("scans_flagged"),
+            "scan_sensitivity": _metric_cell(
+                {"value": external.get("scan_sensitivity"), "ci95": external.get("scan_sensitivity_ci95")}
+            ),
+        }
     limitations = card.get("limitations")
     return {
         "name": card.get("name", "unnamed model"),
@@ -487,6 +510,7 @@ def card_view(card: dict[str, Any]) -> dict[str, Any]:
         "counts": counts,
         "splits": [split for split in splits if split["rows"]],
         "metric_titles": METRIC_TITLES,
+        "unseen": unseen,
         "robustness_n": robustness.get("n"),
         "perturbations": perturbations,
         "preprocessing": [
