@@ -427,7 +427,7 @@ def measure_single_slice(classifier: Any, png: bytes, config: BenchConfig) -> di
 
     prepared = preprocess(decode_upload(png, DEFAULT_MAX_PIXELS).pixels, classifier.config).image[np.newaxis]
     tensor = tf.constant(prepared, tf.float32)
-    forward = compiled_forward(classifier.bundle.model, size)
+    forward = compiled_forward(classifier.model, size)
     floor = _repeat(lambda: forward(tensor).numpy(), config.warmup + 1, config.single_repeats)
     gradcam_pass = _repeat(
         lambda: classifier.gradcam(tensor, classifier.threshold), config.warmup + 1, config.single_repeats
@@ -461,7 +461,7 @@ def measure_segmentation_floor(
     model_dir = Path(model_store) / name / version
     if not name or not version or not model_dir.is_dir():
         raise FileNotFoundError(f"The server serves segmentation model {served!r}, not found as {model_dir}.")
-    segmenter = load_segmenter(model_dir)
+    segmenter = load_segmenter(model_dir, fold=True)
     size = segmenter.config.image_size
     prepared = preprocess(decode_upload(png, DEFAULT_MAX_PIXELS).pixels, segmenter.config).image[np.newaxis]
     tensor = tf.constant(prepared, tf.float32)
@@ -502,7 +502,7 @@ def measure_series(classifier: Any, series: list[bytes], config: BenchConfig) ->
     batch = tf.constant(
         np.stack([preprocess(item.pixels, classifier.config).image for item in decoded]), tf.float32
     )
-    forward = compiled_forward(classifier.bundle.model, classifier.config.image_size)
+    forward = compiled_forward(classifier.model, classifier.config.image_size)
 
     decode_ms = _repeat(decode_all, 1, config.series_repeats)
     optimised_ms = _repeat(optimised, config.warmup, config.series_repeats)
