@@ -141,10 +141,14 @@ def study_test_metrics(
     return summarize(values["labels"], values["probabilities"], threshold, None, resamples)
 
 
-def external_sensitivity(bundle: ModelBundle, data_dir: Path) -> dict[str, Any]:
+def external_sensitivity(bundle: ModelBundle, data_dir: Path) -> dict[str, Any] | None:
     """Sensitivity at the bundle's threshold on every ``bhsd_seg`` slice: another collection (other
     hospitals and scanners), never used to train or choose anything for the classifier, in which
-    every slice shows haemorrhage. Per slice and per scan (a scan counts if any slice is flagged)."""
+    every slice shows haemorrhage. Per slice and per scan (a scan counts if any slice is flagged).
+    None when the data folder has no ``bhsd_seg``."""
+    if not (Path(data_dir) / "bhsd_seg" / "labels.csv").is_file():
+        logger.warning("No bhsd_seg in %s: the card gets no sensitivity on an unseen collection.", data_dir)
+        return None
     samples = read_bhsd(data_dir)
     images = np.stack(
         [preprocess(load_seg_image(sample), bundle.preprocess_config).image for sample in samples]
@@ -240,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         card["study_threshold"] = study["threshold"]
         card["study_selection"] = study
         card["metrics"]["test_study_ct_ich"] = study_test
-        card["metrics"]["external_bhsd_seg"] = external
+        if external is not None:
+            card["metrics"]["external_bhsd_seg"] = external
         card["robustness"] = robustness
         card["export"] = {"command": f"python -m ml.export --model-dir {args.model_dir}", "plots": plots}
         stages = training_stages(card)

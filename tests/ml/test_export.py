@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ml.export import training_stages
+from ml.export import external_sensitivity, training_stages
 
 
 def _card(reproduce: str, epochs: int, seconds: float, init_from: str | None, **extra: Any) -> dict[str, Any]:
@@ -70,3 +70,8 @@ def test_an_earlier_bundles_recorded_stages_are_taken_as_they_are(tmp_path: Path
 
 def test_a_missing_earlier_card_gives_no_stages(tmp_path: Path) -> None:
     assert training_stages(_card("x", 1, 1.0, str(tmp_path / "gone" / "model.keras"))) is None
+
+
+def test_without_bhsd_seg_there_is_no_unseen_collection_figure(tmp_path: Path) -> None:
+    # The bundle is not read when the collection is missing.
+    assert external_sensitivity(None, tmp_path) is None  # type: ignore[arg-type]
