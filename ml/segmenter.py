@@ -122,16 +122,6 @@ class Segmenter:
         outputs = self._forward(tf.convert_to_tensor(batch, tf.float32))
         return outputs["mask"].numpy(), outputs["subtypes"].numpy()
 
-    def segment(
-        self, batch: np.ndarray, geometries: list[Geometry] | None = None
-    ) -> list[SegmentationResult]:
-        """Segment preprocessed inputs; with geometries the maps are on the original grids."""
-        masks, subtypes = self.probabilities(batch)
-        return [
-            self.result(masks[index], subtypes[index], None if geometries is None else geometries[index])
-            for index in range(len(batch))
-        ]
-
     def result(
         self, mask: np.ndarray, subtypes: np.ndarray, geometry: Geometry | None = None
     ) -> SegmentationResult:
