@@ -21,14 +21,14 @@ from typing import Any
 import numpy as np
 
 from ml.data.datasets import Sample, default_data_dir, read_datasets
-from ml.data.preprocessing import preprocess
-from ml.data.segmentation import load_seg_image, read_bhsd
+from ml.data.segmentation import read_bhsd
 from ml.data.splits import load_manifest, select
 from ml.evaluation.metrics import binary_metrics, choose_threshold, summarize, wilson_interval
 from ml.evaluation.plots import save_calibration, save_confusion_matrix, save_roc
 from ml.evaluation.robustness import robustness_report
 from ml.evaluation.study import compare_aggregations
 from ml.model_io import ModelBundle, load_bundle
+from ml.seg_training import prepare
 from ml.training import predict_probabilities, preprocess_samples
 
 logger = logging.getLogger(__name__)
@@ -141,7 +141,9 @@ def study_test_metrics(
     return summarize(values["labels"], values["probabilities"], threshold, None, resamples)
 
 
-def external_sensitivity(bundle: ModelBundle, data_dir: Path) -> dict[str, Any] | None:
+def external_sensitivity(
+    bundle: ModelBundle, data_dir: Path, cache_dir: Path | None = None
+) -> dict[str, Any] | None:
     """Sensitivity at the bundle's threshold on every ``bhsd_seg`` slice: another collection (other
     hospitals and scanners), never used to train or choose anything for the classifier, in which
     every slice shows haemorrhage. Per slice and per scan (a scan counts if any slice is flagged).
@@ -149,10 +151,9 @@ def external_sensitivity(bundle: ModelBundle, data_dir: Path) -> dict[str, Any] 
     if not (Path(data_dir) / "bhsd_seg" / "labels.csv").is_file():
         logger.warning("No bhsd_seg in %s: the card gets no sensitivity on an unseen collection.", data_dir)
         return None
+    # The same preprocessed slices the segmentation model's training and pointing game use.
     samples = read_bhsd(data_dir)
-    images = np.stack(
-        [preprocess(load_seg_image(sample), bundle.preprocess_config).image for sample in samples]
-    )
+    images = prepare(samples, bundle.preprocess_config, cache_dir).images[..., np.newaxis]
     flagged = predict_probabilities(bundle.model, images) >= bundle.threshold
     scans: dict[str, bool] = {}
     for sample, hit in zip(samples, flagged, strict=True):
@@ -224,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     study = choose_study_aggregation(validation, split_probabilities(bundle, validation, args.cache_dir))
     study_test = study_test_metrics(samples, probabilities, study["method"], study["threshold"])
     robustness = robustness_report(bundle.model, samples, bundle.preprocess_config, bundle.threshold)
-    external = external_sensitivity(bundle, args.data_dir)
+    external = external_sensitivity(bundle, args.data_dir, args.cache_dir)
     size = bundle_size_mib(bundle.path)
     if args.saved_model is not None:
         bundle.model.export(str(args.saved_model))
