@@ -20,6 +20,7 @@ from ml.data.preprocessing import PreprocessConfig, preprocess
 
 __all__ = [
     "PERTURBATIONS",
+    "PERTURBATION_TITLES",
     "add_black_border",
     "add_corner_text",
     "double_size",
@@ -96,6 +97,14 @@ PERTURBATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "corner_text": add_corner_text,
     "double_size": double_size,
     "jpeg_quality_75": jpeg_compress,
+}
+# Each perturbation in words, for readers of the model card.
+PERTURBATION_TITLES: dict[str, str] = {
+    "half_resolution": "Half the resolution (down and up again)",
+    "black_border_10pct": "A 10% black border",
+    "corner_text": "Annotation text in the corners",
+    "double_size": "Twice the pixel size",
+    "jpeg_quality_75": "JPEG compression (quality 75)",
 }
 
 

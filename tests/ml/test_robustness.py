@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from ml.evaluation.robustness import (
+    PERTURBATION_TITLES,
     PERTURBATIONS,
     add_black_border,
     add_corner_text,
@@ -82,7 +83,8 @@ def test_jpeg_leaves_deeper_images_alone() -> None:
     assert jpeg_compress(image) is image
 
 
-def test_the_check_applies_every_perturbation() -> None:
+def test_the_check_applies_every_perturbation_and_names_each_in_words() -> None:
+    assert set(PERTURBATION_TITLES) == set(PERTURBATIONS)
     assert set(PERTURBATIONS) == {
         "half_resolution",
         "black_border_10pct",

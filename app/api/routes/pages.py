@@ -61,6 +61,7 @@ from app.services.segmentation import (
 )
 from app.services.storage import STUDIES
 from app.services.studies import StudyRecord, slice_file
+from ml.evaluation.robustness import PERTURBATION_TITLES
 
 logger = logging.getLogger(__name__)
 templates = Jinja2Templates(directory=PROJECT_ROOT / "templates")
@@ -100,14 +101,6 @@ TIMING_TITLES = {
     "scope_check_and_encode": "Scope check and images, side by side",
     "storage": "Saving",
     "total": "Total",
-}
-# The perturbations of ml.evaluation.robustness, in words.
-PERTURBATION_TITLES = {
-    "half_resolution": "Half the resolution (down and up again)",
-    "black_border_10pct": "A 10% black border",
-    "corner_text": "Annotation text in the corners",
-    "double_size": "Twice the pixel size",
-    "jpeg_quality_75": "JPEG compression (quality 75)",
 }
 PLOTS = {
     "roc_test": ("ROC curve, test split", "ROC curve of the model on the held-out test split."),
