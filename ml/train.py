@@ -44,6 +44,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="weigh every (dataset, label) cell of the training split equally",
     )
     parser.add_argument(
+        "--balance-labels-per-source",
+        action="store_true",
+        help="balance the labels inside each dataset, keeping each dataset's share",
+    )
+    parser.add_argument(
+        "--monitor",
+        choices=["auc", "source_auc"],
+        default=defaults.monitor,
+        help="validation figure for checkpoints and early stopping: pooled AUC, or the mean of "
+        "each dataset's AUC",
+    )
+    parser.add_argument(
         "--resample-min-scale",
         type=float,
         default=defaults.resample_min_scale,
@@ -79,6 +91,8 @@ def main(argv: list[str] | None = None) -> None:
         bootstrap_resamples=args.bootstrap_resamples,
         init_from=args.init_from,
         balance_sources=args.balance_sources,
+        balance_labels_per_source=args.balance_labels_per_source,
+        monitor=args.monitor,
         resample_min_scale=args.resample_min_scale,
         blur_max_sigma=args.blur_max_sigma,
     )

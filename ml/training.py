@@ -23,7 +23,7 @@ from ml.data.augmentation import AugmentationConfig, Augmenter
 from ml.data.datasets import Sample, load_image, read_datasets
 from ml.data.preprocessing import PreprocessConfig, preprocess
 from ml.data.splits import Split, patient_split, write_manifest
-from ml.evaluation.metrics import choose_threshold, patient_level, summarize
+from ml.evaluation.metrics import choose_threshold, mean_source_auc, patient_level, summarize
 from ml.evaluation.robustness import robustness_report
 from ml.models.classifier import GRADCAM_LAYERS, build_classifier
 
@@ -60,6 +60,13 @@ class TrainConfig:
     # Weigh every (dataset, label) cell of the training split equally, so the small head_ct
     # collection is not drowned out by CT-ICH; otherwise each label over all data.
     balance_sources: bool = False
+    # Balance the labels inside each dataset, keeping each dataset's share of the total, so
+    # that which collection an image comes from says nothing about its label.
+    balance_labels_per_source: bool = False
+    # What the checkpoint and early stopping follow on the validation split: "auc" (pooled over
+    # datasets) or "source_auc" (the mean of each dataset's own AUC, blind to which dataset
+    # has more positives).
+    monitor: str = "auc"
     # Augmentation's down-then-up sampling scale and blur (see AugmentationConfig).
     resample_min_scale: float = 0.25
     blur_max_sigma: float = 1.5
@@ -95,9 +102,29 @@ _OPTIONAL_FLAGS = (
     ("--init-from", "init_from"),
     ("--patience", "patience"),
     ("--balance-sources", "balance_sources"),
+    ("--balance-labels-per-source", "balance_labels_per_source"),
+    ("--monitor", "monitor"),
     ("--resample-min-scale", "resample_min_scale"),
     ("--blur-max-sigma", "blur_max_sigma"),
 )
+
+
+MONITORS = ("auc", "source_auc")
+
+
+class SourceAuc(keras.callbacks.Callback):
+    """Adds ``val_source_auc`` to each epoch's logs (see :func:`mean_source_auc`), for the
+    checkpoint and early stopping that come after it in the callback list."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, sources: Sequence[str]) -> None:
+        super().__init__()
+        self.images, self.labels, self.sources = images, labels, list(sources)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        value = mean_source_auc(self.labels, predict_probabilities(self.model, self.images), self.sources)
+        if logs is not None:
+            logs["val_source_auc"] = value
+        logger.info("epoch %d: mean validation AUC over datasets %.4f", epoch + 1, value)
 
 
 class TimeBudget(keras.callbacks.Callback):
@@ -197,6 +224,25 @@ def balanced_sample_weights(samples: Sequence[Sample], by_dataset: bool = True) 
     return np.array([share / counts[cell] for cell in cells], dtype=np.float64)
 
 
+def labels_balanced_per_source(samples: Sequence[Sample]) -> np.ndarray:
+    """Per-sample weights under which every dataset keeps its share of the total weight and,
+    inside it, every label present carries the same weight.
+
+    Plain class weighting over pooled data gives each collection the pooled label balance
+    instead of its own: with 50% positives in a small collection and 12% in a large one, the
+    small one's positives outweigh its negatives several times over, and "looks like that
+    collection" becomes evidence of haemorrhage. Here no collection's look changes the odds.
+    The weights average 1 over the samples.
+    """
+    datasets = Counter(sample.dataset for sample in samples)
+    cells = Counter((sample.dataset, sample.label) for sample in samples)
+    labels_in = Counter(dataset for dataset, _ in cells)
+    return np.array(
+        [datasets[s.dataset] / (labels_in[s.dataset] * cells[(s.dataset, s.label)]) for s in samples],
+        dtype=np.float64,
+    )
+
+
 def _evaluate_split(
     samples: Sequence[Sample], probabilities: np.ndarray, threshold: float, resamples: int, seed: int
 ) -> dict[str, Any]:
@@ -241,6 +287,10 @@ def train(
 
     Returns the model card that was written to ``output_dir/model_card.json``.
     """
+    if config.balance_sources and config.balance_labels_per_source:
+        raise ValueError("Choose one weighting: balance_sources or balance_labels_per_source.")
+    if config.monitor not in MONITORS:
+        raise ValueError(f"Unknown monitor {config.monitor!r}; choose one of {MONITORS}.")
     started = time.monotonic()
     keras.utils.set_random_seed(config.seed)
     output_dir = Path(output_dir)
@@ -286,7 +336,10 @@ def train(
     augmentation = AugmentationConfig(
         resample_min_scale=config.resample_min_scale, blur_max_sigma=config.blur_max_sigma
     )
-    train_weights = balanced_sample_weights(split.train, by_dataset=config.balance_sources)
+    if config.balance_labels_per_source:
+        train_weights = labels_balanced_per_source(split.train)
+    else:
+        train_weights = balanced_sample_weights(split.train, by_dataset=config.balance_sources)
     train_data = _dataset(
         arrays["train"],
         labels["train"],
@@ -298,9 +351,14 @@ def train(
     validation_data = _dataset(arrays["validation"], labels["validation"], config.batch_size, None, None)
     checkpoint_path = output_dir / "model.keras"
     budget = TimeBudget(config.time_budget_minutes)
-    callbacks: list[keras.callbacks.Callback] = [
-        keras.callbacks.ModelCheckpoint(checkpoint_path, monitor="val_auc", mode="max", save_best_only=True),
-        keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=config.patience),
+    monitor = f"val_{config.monitor}"
+    callbacks: list[keras.callbacks.Callback] = []
+    if config.monitor == "source_auc":
+        sources = [sample.dataset for sample in split.validation]
+        callbacks.append(SourceAuc(arrays["validation"], labels["validation"], sources))
+    callbacks += [
+        keras.callbacks.ModelCheckpoint(checkpoint_path, monitor=monitor, mode="max", save_best_only=True),
+        keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=config.patience),
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=4, min_lr=1e-5),
         keras.callbacks.CSVLogger(str(output_dir / "training_log.csv")),
         budget,

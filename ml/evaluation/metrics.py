@@ -14,6 +14,7 @@ __all__ = [
     "binary_metrics",
     "bootstrap_intervals",
     "choose_threshold",
+    "mean_source_auc",
     "patient_level",
     "sensitivity_at_specificity",
     "summarize",
@@ -63,6 +64,27 @@ def binary_metrics(
         "f1": ratio(2 * tp, 2 * tp + fp + fn),
         "auc": float(roc_auc_score(labels, probabilities)) if both_classes else float("nan"),
     }
+
+
+def mean_source_auc(
+    y_true: Sequence[int] | np.ndarray, y_prob: Sequence[float] | np.ndarray, sources: Sequence[str]
+) -> float:
+    """Mean over sources (datasets) of each source's AUC-ROC; sources with one label are skipped.
+
+    Pooled AUC over sources with different shares of positives rewards ranking a whole source
+    above another, which is the shortcut to avoid; within each source only the images count.
+    NaN when no source has both labels.
+    """
+    labels, probabilities = _as_arrays(y_true, y_prob)
+    names = np.asarray(sources)
+    if names.shape != labels.shape:
+        raise ValueError("Every sample needs a source.")
+    aucs = [
+        float(roc_auc_score(labels[names == name], probabilities[names == name]))
+        for name in sorted(set(names.tolist()))
+        if len(set(labels[names == name].tolist())) == 2
+    ]
+    return float(np.mean(aucs)) if aucs else float("nan")
 
 
 def confusion_counts(

@@ -14,6 +14,7 @@ from ml.evaluation.metrics import (
     bootstrap_intervals,
     choose_threshold,
     confusion_counts,
+    mean_source_auc,
     patient_level,
     sensitivity_at_specificity,
     summarize,
@@ -255,3 +256,25 @@ def test_wilson_interval_matches_the_formula_and_stays_in_range() -> None:
     assert low == 0.0 and 0.25 < high < 0.35  # unlike the normal approximation, not [0, 0]
     assert wilson_interval(10, 10)[1] == 1.0
     assert wilson_interval(0, 0) == [None, None]
+
+
+def test_mean_source_auc_ignores_which_source_has_more_positives() -> None:
+    # Inside each source the ranking is perfect, but source "a" (mostly positive) sits above
+    # source "b" (mostly negative): the pooled AUC rewards that, the mean of sources does not.
+    labels = np.array([1, 1, 1, 0, 1, 0, 0, 0])
+    sources = ["a", "a", "a", "a", "b", "b", "b", "b"]
+    perfect = np.array([0.9, 0.9, 0.9, 0.8, 0.3, 0.2, 0.2, 0.2])
+    assert mean_source_auc(labels, perfect, sources) == pytest.approx(1.0)
+    # Source "b" ranked backwards: its AUC is 0, the mean 0.5, while pooled AUC stays high.
+    backwards = np.array([0.9, 0.9, 0.9, 0.8, 0.1, 0.2, 0.2, 0.2])
+    assert mean_source_auc(labels, backwards, sources) == pytest.approx(0.5)
+    assert binary_metrics(labels, backwards, 0.5)["auc"] > 0.7
+
+
+def test_mean_source_auc_skips_one_label_sources_and_checks_lengths() -> None:
+    labels = np.array([1, 0, 1, 1])
+    probabilities = np.array([0.9, 0.1, 0.2, 0.3])
+    assert mean_source_auc(labels, probabilities, ["a", "a", "b", "b"]) == pytest.approx(1.0)
+    assert math.isnan(mean_source_auc(labels[2:], probabilities[2:], ["b", "b"]))
+    with pytest.raises(ValueError, match="source"):
+        mean_source_auc(labels, probabilities, ["a", "b"])

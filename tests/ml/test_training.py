@@ -12,7 +12,7 @@ import pytest
 
 from ml.data.datasets import Sample, read_head_ct
 from ml.data.splits import load_manifest
-from ml.training import TrainConfig, balanced_sample_weights, train
+from ml.training import TrainConfig, balanced_sample_weights, labels_balanced_per_source, train
 
 
 def _sample(dataset: str, label: int, index: int) -> Sample:
@@ -58,10 +58,47 @@ def test_one_cell_gives_unit_weights() -> None:
     assert balanced_sample_weights(samples) == pytest.approx(np.ones(5))
 
 
-@pytest.mark.parametrize("balance_sources", [False, True])
+def test_labels_balanced_per_source_keep_each_dataset_share() -> None:
+    # head_ct: 3 positives, 1 negative; ct_ich: 2 positives, 14 negatives; other: 2 negatives.
+    samples = (
+        [_sample("head_ct", 1, i) for i in range(3)]
+        + [_sample("head_ct", 0, 3)]
+        + [_sample("ct_ich", 1, i) for i in range(2)]
+        + [_sample("ct_ich", 0, i) for i in range(2, 16)]
+        + [_sample("other", 0, i) for i in range(2)]
+    )
+    weights = labels_balanced_per_source(samples)
+    assert weights.mean() == pytest.approx(1.0)
+    totals: dict[tuple[str, int], float] = {}
+    for sample, weight in zip(samples, weights, strict=True):
+        totals[(sample.dataset, sample.label)] = totals.get((sample.dataset, sample.label), 0.0) + weight
+    # Each dataset keeps the weight of its images, split evenly between its labels ...
+    assert totals == pytest.approx(
+        {("head_ct", 1): 2.0, ("head_ct", 0): 2.0, ("ct_ich", 1): 8.0, ("ct_ich", 0): 8.0, ("other", 0): 2.0}
+    )
+    # ... so the weighted share of positives is the same in every dataset with both labels,
+    # where pooled class weights give the small, positive-rich collection far more.
+    pooled = balanced_sample_weights(samples, by_dataset=False)
+    head = np.array([s.dataset == "head_ct" for s in samples])
+    positive = np.array([s.label == 1 for s in samples])
+    assert pooled[head & positive].sum() / pooled[head].sum() > 0.85
+    assert weights[head & positive].sum() / weights[head].sum() == pytest.approx(0.5)
+
+
+def test_two_weightings_at_once_or_an_unknown_monitor_are_refused(data_dir: Path, tmp_path: Path) -> None:
+    config = TrainConfig(balance_sources=True, balance_labels_per_source=True, max_samples=10)
+    with pytest.raises(ValueError, match="one weighting"):
+        train(config, data_dir, tmp_path / "bundle")
+    with pytest.raises(ValueError, match="Unknown monitor"):
+        train(TrainConfig(monitor="val_loss", max_samples=10), data_dir, tmp_path / "bundle")
+    assert not (tmp_path / "bundle").exists()
+
+
+@pytest.mark.parametrize("weighting", ["labels", "sources", "labels-per-source"])
 def test_one_epoch_on_real_images_writes_a_bundle_that_evaluates(
-    data_dir: Path, tmp_path: Path, balance_sources: bool
+    data_dir: Path, tmp_path: Path, weighting: str
 ) -> None:
+    balance_sources = weighting == "sources"
     from ml.evaluate import main as evaluate_main
 
     config = TrainConfig(
@@ -74,6 +111,8 @@ def test_one_epoch_on_real_images_writes_a_bundle_that_evaluates(
         max_samples=160,
         bootstrap_resamples=20,
         balance_sources=balance_sources,
+        balance_labels_per_source=weighting == "labels-per-source",
+        monitor="source_auc" if weighting == "labels-per-source" else "auc",
         resample_min_scale=0.5 if balance_sources else TrainConfig.resample_min_scale,
     )
     bundle = tmp_path / "bundle"
@@ -87,6 +126,10 @@ def test_one_epoch_on_real_images_writes_a_bundle_that_evaluates(
     assert 0.0 <= written["threshold"] <= 1.0
     # The reproduce command names every non-default choice, and the card the augmentation used.
     assert ("--balance-sources" in written["reproduce"]) is balance_sources
+    assert ("--balance-labels-per-source" in written["reproduce"]) is (weighting == "labels-per-source")
+    assert ("--monitor source_auc" in written["reproduce"]) is (weighting == "labels-per-source")
+    log_header = (bundle / "training_log.csv").read_text().splitlines()[0].split(",")
+    assert ("val_source_auc" in log_header) is (weighting == "labels-per-source")
     assert ("--resample-min-scale 0.5" in written["reproduce"]) is balance_sources
     assert written["augmentation"]["resample_min_scale"] == config.resample_min_scale
     assert written["training"]["epochs_run"] == 1
@@ -153,12 +196,14 @@ def test_the_card_command_parses_back_to_the_same_configuration() -> None:
         resample_min_scale=0.5,
         blur_max_sigma=1.0,
     )
-    command = config.command().split()
-    assert command[:3] == ["python", "-m", "ml.train"]
-    args = vars(parse_args(command[3:]))
-    for field_name, value in vars(config).items():
-        option = {"time_budget_minutes": "time_budget_min"}.get(field_name, field_name)
-        if option in args:
-            assert args[option] == value, field_name
+    other = TrainConfig(version="2.1.0", balance_labels_per_source=True, monitor="source_auc")
+    for chosen in (config, other):
+        command = chosen.command().split()
+        assert command[:3] == ["python", "-m", "ml.train"]
+        args = vars(parse_args(command[3:]))
+        for field_name, value in vars(chosen).items():
+            option = {"time_budget_minutes": "time_budget_min"}.get(field_name, field_name)
+            if option in args:
+                assert args[option] == value, field_name
     # Defaults stay out of the command.
     assert "--width" not in TrainConfig().command() and "--patience" not in TrainConfig().command()
