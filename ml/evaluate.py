@@ -7,7 +7,10 @@ Example::
 
 Prints and writes JSON with accuracy, sensitivity, specificity, precision, F1 and AUC-ROC with
 95% bootstrap intervals, per slice and (when a group column exists) per patient, and saves ROC,
-confusion-matrix and calibration plots.
+confusion-matrix and calibration plots. With ``--choose-threshold 0.95`` it also reports the
+highest threshold that keeps sensitivity at 0.95 on these images, with the metrics there: the
+card's threshold was chosen on the training collections, and images from another site may need
+another operating point.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import numpy as np
 from ml.data.datasets import Sample, read_labelled_csv
 from ml.data.imaging import decode_image
 from ml.data.preprocessing import preprocess
-from ml.evaluation.metrics import patient_level, summarize
+from ml.evaluation.metrics import binary_metrics, choose_threshold, confusion_counts, patient_level, summarize
 from ml.evaluation.plots import save_calibration, save_confusion_matrix, save_roc
 from ml.model_io import ModelBundle, load_bundle
 
@@ -44,18 +47,55 @@ def predict_samples(bundle: ModelBundle, samples: Sequence[Sample], batch_size: 
     return np.array(probabilities, dtype=np.float64)
 
 
+def site_threshold(
+    labels: np.ndarray, probabilities: np.ndarray, target_sensitivity: float, card_threshold: float
+) -> dict[str, Any]:
+    """The highest threshold with at least ``target_sensitivity`` on these images, and what it
+    gives here next to the card's threshold.
+
+    Raises:
+        ValueError: no positive image, or a target outside (0, 1].
+    """
+    threshold = choose_threshold(labels, probabilities, target_sensitivity)
+
+    def at(value: float) -> dict[str, Any]:
+        metrics = binary_metrics(labels, probabilities, value)
+        return {
+            "threshold": round(value, 6),
+            **{
+                name: None if not np.isfinite(metrics[name]) else round(metrics[name], 4)
+                for name in ("sensitivity", "specificity", "accuracy")
+            },
+            "confusion": confusion_counts(labels, probabilities, value),
+        }
+
+    return {
+        "target_sensitivity": target_sensitivity,
+        "chosen": at(threshold),
+        "card": at(card_threshold),
+        "note": (
+            "Chosen on these images, so its figures here are optimistic: confirm it on other "
+            "images from the same site before relying on it."
+        ),
+    }
+
+
 def evaluate(
     bundle: ModelBundle,
     samples: Sequence[Sample],
     output_dir: Path,
     threshold: float | None = None,
     resamples: int = 1000,
+    target_sensitivity: float | None = None,
 ) -> dict[str, Any]:
-    """Metrics (and plots in ``output_dir``) of ``bundle`` on ``samples``."""
+    """Metrics (and plots in ``output_dir``) of ``bundle`` on ``samples``; with
+    ``target_sensitivity`` also the threshold these images call for (:func:`site_threshold`)."""
     output_dir.mkdir(parents=True, exist_ok=True)
     threshold = bundle.threshold if threshold is None else threshold
     labels = np.array([sample.label for sample in samples], dtype=np.int32)
     groups = [sample.group for sample in samples]
+    if target_sensitivity is not None and not labels.any():
+        raise ValueError("Choosing a threshold needs images labelled 1 (haemorrhage) in the CSV.")
     probabilities = predict_samples(bundle, samples)
     has_groups = len(set(groups)) < len(groups)
     report: dict[str, Any] = {
@@ -71,6 +111,8 @@ def evaluate(
         save_confusion_matrix(
             patient_labels, patient_probs, threshold, output_dir / "confusion_patient.png", "Per patient"
         )
+    if target_sensitivity is not None:
+        report["site_threshold"] = site_threshold(labels, probabilities, target_sensitivity, bundle.threshold)
     (output_dir / "metrics.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     return report
 
@@ -86,11 +128,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", type=Path, help="folder for metrics.json and plots")
     parser.add_argument("--threshold", type=float, help="override the model card's threshold")
     parser.add_argument("--bootstrap-resamples", type=int, default=1000)
+    parser.add_argument(
+        "--choose-threshold",
+        type=float,
+        metavar="SENSITIVITY",
+        help="also report the highest threshold keeping this sensitivity (0-1] on these images",
+    )
     args = parser.parse_args(argv)
+    if args.choose_threshold is not None and not 0 < args.choose_threshold <= 1:
+        parser.error("--choose-threshold takes a sensitivity in (0, 1], for example 0.95.")
     bundle = load_bundle(args.model_dir)
     samples = read_labelled_csv(args.labels, args.image_col, args.label_col, args.group_col)
     output = args.output or Path("artifacts") / "evaluation" / args.labels.parent.name
-    report = evaluate(bundle, samples, output, args.threshold, args.bootstrap_resamples)
+    try:
+        report = evaluate(
+            bundle, samples, output, args.threshold, args.bootstrap_resamples, args.choose_threshold
+        )
+    except ValueError as error:
+        parser.error(str(error))
     print(json.dumps(report, indent=1))
     logger.info("Metrics and plots written to %s", output)
 

@@ -163,9 +163,25 @@ def test_one_epoch_on_real_images_writes_a_bundle_that_evaluates(
             str(output),
             "--bootstrap-resamples",
             "20",
+            "--choose-threshold",
+            "0.9",
         ]
     )
     report = json.loads((output / "metrics.json").read_text())
+    chosen = report["site_threshold"]["chosen"]
+    assert chosen["sensitivity"] >= 0.9 and 0.0 <= chosen["threshold"] <= 1.0
+    assert report["site_threshold"]["card"]["threshold"] == pytest.approx(written["threshold"], abs=1e-6)
+    # Without a positive image there is no threshold to choose: a clear error, no traceback.
+    negatives_csv = labels_csv.parent / "negatives.csv"
+    negatives_csv.write_text(
+        "image,label\n"
+        + "".join(f"{os.path.relpath(s.path, labels_csv.parent)},0\n" for s in images if s.label == 0)
+    )
+    with pytest.raises(SystemExit) as stopped:
+        evaluate_main(
+            ["--model-dir", str(bundle), "--labels", str(negatives_csv), "--choose-threshold", "0.95"]
+        )
+    assert stopped.value.code == 2
     assert report["model"] == {"name": "smoke", "version": "0.0.1"}
     assert report["slice"]["n"] == len(images)
     assert report["slice"]["n_positive"] == sum(sample.label for sample in images)

@@ -1,0 +1,36 @@
+"""ml.evaluate's threshold for a site's own images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ml.evaluate import site_threshold
+
+
+def test_site_threshold_keeps_the_sensitivity_and_sets_the_card_beside_it() -> None:
+    # Ten positives and ten negatives; the card's threshold (0.2) flags every negative above it.
+    labels = np.array([1] * 10 + [0] * 10)
+    probabilities = np.array(
+        [0.95, 0.9, 0.9, 0.85, 0.8, 0.8, 0.75, 0.7, 0.65, 0.3]
+        + [0.6, 0.5, 0.45, 0.4, 0.35, 0.3, 0.25, 0.25, 0.1, 0.05]
+    )
+    report = site_threshold(labels, probabilities, 0.9, card_threshold=0.2)
+    chosen, card = report["chosen"], report["card"]
+    # The highest threshold missing at most one positive: the second-lowest positive score.
+    assert chosen["threshold"] == pytest.approx(0.65)
+    assert chosen["sensitivity"] == pytest.approx(0.9)
+    assert chosen["confusion"] == {"tp": 9, "fn": 1, "fp": 0, "tn": 10}
+    assert chosen["specificity"] == pytest.approx(1.0)
+    assert card["threshold"] == pytest.approx(0.2)
+    assert card["sensitivity"] == pytest.approx(1.0)
+    assert card["specificity"] == pytest.approx(0.2)
+    assert report["target_sensitivity"] == 0.9
+    assert "optimistic" in report["note"]
+
+
+def test_site_threshold_needs_positives_and_a_sensible_target() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        site_threshold(np.zeros(4, int), np.linspace(0, 1, 4), 0.95, 0.5)
+    with pytest.raises(ValueError, match="target_sensitivity"):
+        site_threshold(np.array([0, 1]), np.array([0.1, 0.9]), 1.5, 0.5)
