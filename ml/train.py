@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 from ml.data.datasets import default_data_dir
-from ml.training import TrainConfig, train
+from ml.training import MONITORS, TrainConfig, train
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--monitor",
-        choices=["auc", "source_auc"],
+        choices=MONITORS,
         default=defaults.monitor,
         help="validation figure for checkpoints and early stopping: pooled AUC, or the mean of "
         "each dataset's AUC",
