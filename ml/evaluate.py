@@ -2,15 +2,18 @@
 
 Example::
 
-    python -m ml.evaluate --model-dir model_store/ich-compact/1.0.0 --labels my_site/labels.csv \
+    python -m ml.evaluate --model-dir model_store/ich-compact/1.1.0 --labels my_site/labels.csv \
         --image-col image --label-col label --group-col patient_id
 
 Prints and writes JSON with accuracy, sensitivity, specificity, precision, F1 and AUC-ROC with
 95% bootstrap intervals, per slice and (when a group column exists) per patient, and saves ROC,
-confusion-matrix and calibration plots. With ``--choose-threshold 0.95`` it also reports the
-highest threshold that keeps sensitivity at 0.95 on these images, with the metrics there: the
-card's threshold was chosen on the training collections, and images from another site may need
-another operating point.
+confusion-matrix and calibration plots. Per patient twice: ``patient`` counts a patient positive
+when any slice reaches the slice threshold; ``study`` decides each patient as the service
+decides a study (the card's ``study_aggregation`` against its ``study_threshold``).
+
+With ``--choose-threshold 0.95`` it also reports the highest threshold that keeps sensitivity at
+0.95 on these images, with the metrics there: the card's threshold was chosen on the training
+collections, and images from another site may need another operating point.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from ml.data.imaging import decode_image
 from ml.data.preprocessing import preprocess
 from ml.evaluation.metrics import binary_metrics, choose_threshold, confusion_counts, patient_level, summarize
 from ml.evaluation.plots import save_calibration, save_confusion_matrix, save_roc
+from ml.evaluation.study import aggregate, study_rule
 from ml.model_io import ModelBundle, load_bundle
 
 logger = logging.getLogger(__name__)
@@ -80,6 +84,31 @@ def site_threshold(
     }
 
 
+def study_report(
+    bundle: ModelBundle,
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    groups: Sequence[str],
+    resamples: int,
+) -> dict[str, Any]:
+    """Each group (patient) decided as the service decides a study: the card's aggregation of
+    slice probabilities against its study threshold."""
+    aggregation, threshold, problems = study_rule(bundle.card, bundle.threshold)
+    for problem in problems:
+        logger.warning("Model card %s/%s: %s.", bundle.name, bundle.version, problem)
+    members: dict[str, list[int]] = {}
+    for index, group in enumerate(groups):
+        members.setdefault(group, []).append(index)
+    names = sorted(members)
+    study_labels = np.array([int(labels[members[name]].max()) for name in names], dtype=np.int32)
+    study_probs = np.array([aggregate(probabilities[members[name]], aggregation) for name in names])
+    return {
+        "aggregation": aggregation,
+        "threshold": round(threshold, 6),
+        **summarize(study_labels, study_probs, threshold, None, resamples),
+    }
+
+
 def evaluate(
     bundle: ModelBundle,
     samples: Sequence[Sample],
@@ -111,6 +140,7 @@ def evaluate(
         save_confusion_matrix(
             patient_labels, patient_probs, threshold, output_dir / "confusion_patient.png", "Per patient"
         )
+        report["study"] = study_report(bundle, labels, probabilities, groups, resamples)
     if target_sensitivity is not None:
         report["site_threshold"] = site_threshold(labels, probabilities, target_sensitivity, bundle.threshold)
     (output_dir / "metrics.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")

@@ -69,11 +69,10 @@ from ml.data.series import (
     extract_zip,
     is_zip,
 )
-from ml.evaluation.study import AGGREGATIONS, aggregate
+from ml.evaluation.study import aggregate, study_rule
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_AGGREGATION = "max"
 NUM_KEY_SLICES = 3
 # Slices per forward pass: large enough to use the batched graph, small enough that a
 # 300-slice study never holds more than one batch of heat maps and overlays in memory.
@@ -121,21 +120,10 @@ class StudyDecision:
     @classmethod
     def from_card(cls, classifier: SliceClassifier) -> StudyDecision:
         """The model card's ``study_aggregation`` and ``study_threshold``, with safe defaults."""
-        card = classifier.bundle.card or {}
-        aggregation = str(card.get("study_aggregation") or DEFAULT_AGGREGATION)
-        if aggregation not in AGGREGATIONS:
-            logger.warning(
-                "Model card %s/%s names an unknown study_aggregation %r; using %r.",
-                classifier.name,
-                classifier.version,
-                aggregation,
-                DEFAULT_AGGREGATION,
-            )
-            aggregation = DEFAULT_AGGREGATION
-        threshold = card.get("study_threshold")
-        if not isinstance(threshold, int | float) or not 0.0 <= float(threshold) <= 1.0:
-            threshold = classifier.threshold
-        return cls(aggregation=aggregation, threshold=float(threshold))
+        aggregation, threshold, problems = study_rule(classifier.bundle.card or {}, classifier.threshold)
+        for problem in problems:
+            logger.warning("Model card %s/%s: %s.", classifier.name, classifier.version, problem)
+        return cls(aggregation=aggregation, threshold=threshold)
 
 
 @dataclass

@@ -7,11 +7,14 @@ model card (``study_aggregation``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-__all__ = ["AGGREGATIONS", "aggregate", "compare_aggregations"]
+__all__ = ["AGGREGATIONS", "DEFAULT_AGGREGATION", "aggregate", "compare_aggregations", "study_rule"]
+
+DEFAULT_AGGREGATION = "max"
 
 
 def _max(probabilities: np.ndarray) -> float:
@@ -34,6 +37,27 @@ AGGREGATIONS: dict[str, Callable[[np.ndarray], float]] = {
     "top3_mean": _top3_mean,
     "noisy_or": _noisy_or,
 }
+
+
+def study_rule(card: Mapping[str, Any], slice_threshold: float) -> tuple[str, float, list[str]]:
+    """How a model card decides a study: ``(aggregation, threshold, problems)``.
+
+    The card's ``study_aggregation`` and ``study_threshold``; a missing one falls back to the
+    maximum over slices against the slice threshold, and an unusable one too, with a line in
+    ``problems`` saying what was wrong (for a log).
+    """
+    problems: list[str] = []
+    aggregation = str(card.get("study_aggregation") or DEFAULT_AGGREGATION)
+    if aggregation not in AGGREGATIONS:
+        problems.append(f"unknown study_aggregation {aggregation!r}; using {DEFAULT_AGGREGATION!r}")
+        aggregation = DEFAULT_AGGREGATION
+    threshold = card.get("study_threshold")
+    if threshold is not None and (
+        isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0.0 <= threshold <= 1.0
+    ):
+        problems.append(f"study_threshold {threshold!r} is not a number in [0, 1]; using the slice threshold")
+        threshold = None
+    return aggregation, float(slice_threshold if threshold is None else threshold), problems
 
 
 def aggregate(probabilities: Sequence[float] | np.ndarray, method: str = "max") -> float:

@@ -1,11 +1,14 @@
-"""ml.evaluate's threshold for a site's own images."""
+"""ml.evaluate: a threshold for a site's own images, and patients decided as studies."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from ml.evaluate import site_threshold
+from ml.evaluate import site_threshold, study_report
+from ml.model_io import ModelBundle
 
 
 def test_site_threshold_keeps_the_sensitivity_and_sets_the_card_beside_it() -> None:
@@ -34,3 +37,25 @@ def test_site_threshold_needs_positives_and_a_sensible_target() -> None:
         site_threshold(np.zeros(4, int), np.linspace(0, 1, 4), 0.95, 0.5)
     with pytest.raises(ValueError, match="target_sensitivity"):
         site_threshold(np.array([0, 1]), np.array([0.1, 0.9]), 1.5, 0.5)
+
+
+def test_study_report_decides_each_patient_as_the_service_decides_a_study() -> None:
+    card = {
+        "name": "m",
+        "version": "1",
+        "threshold": 0.3,
+        "study_aggregation": "top3_mean",
+        "study_threshold": 0.5,
+    }
+    bundle = ModelBundle(model=None, card=card, path=Path("."))
+    # Patient a: one noisy slice at 0.9 among quiet ones (top-3 mean 0.37, negative study);
+    # patient b: three suspicious slices (0.6); patient c: quiet. Only b has haemorrhage.
+    groups = ["a"] * 4 + ["b"] * 4 + ["c"] * 3
+    labels = np.array([0, 0, 0, 0, 0, 1, 1, 1, 0, 0, 0])
+    probabilities = np.array([0.9, 0.1, 0.1, 0.05, 0.1, 0.6, 0.6, 0.6, 0.1, 0.2, 0.1])
+    report = study_report(bundle, labels, probabilities, groups, resamples=20)
+    assert report["aggregation"] == "top3_mean" and report["threshold"] == pytest.approx(0.5)
+    assert report["n"] == 3 and report["n_positive"] == 1
+    assert report["confusion"] == {"tp": 1, "fn": 0, "fp": 0, "tn": 2}
+    # "Any slice above the slice threshold" would have called patient a positive.
+    assert probabilities[:4].max() >= card["threshold"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ml.evaluation.study import aggregate, compare_aggregations
+from ml.evaluation.study import aggregate, compare_aggregations, study_rule
 
 
 def test_max_is_the_most_suspicious_slice() -> None:
@@ -38,3 +38,22 @@ def test_compare_aggregations_groups_by_patient() -> None:
     assert set(results) == {"max", "top3_mean", "noisy_or"}
     np.testing.assert_array_equal(results["max"]["labels"], [0, 1, 0])
     np.testing.assert_allclose(results["max"]["probabilities"], [0.2, 0.9, 0.05])
+
+
+def test_study_rule_reads_the_card() -> None:
+    card = {"study_aggregation": "top3_mean", "study_threshold": 0.66}
+    assert study_rule(card, 0.2) == ("top3_mean", 0.66, [])
+
+
+def test_study_rule_falls_back_to_the_most_suspicious_slice_and_the_slice_threshold() -> None:
+    # A card written before the study rule existed: nothing to complain about.
+    assert study_rule({}, 0.2) == ("max", 0.2, [])
+    aggregation, threshold, problems = study_rule({"study_aggregation": "median"}, 0.2)
+    assert (aggregation, threshold) == ("max", 0.2)
+    assert len(problems) == 1 and "median" in problems[0]
+    for bad in ("0.5", 1.5, -0.1, True):
+        aggregation, threshold, problems = study_rule(
+            {"study_aggregation": "top3_mean", "study_threshold": bad}, 0.2
+        )
+        assert (aggregation, threshold) == ("top3_mean", 0.2), bad
+        assert len(problems) == 1 and "study_threshold" in problems[0], bad

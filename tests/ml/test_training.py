@@ -194,6 +194,10 @@ def test_one_epoch_on_real_images_writes_a_bundle_that_evaluates(
         "auc",
     }
     assert report["patient"]["n"] == (len(images) + 1) // 2
+    # A card from ml.train has no study rule yet: the most suspicious slice against its threshold.
+    assert report["study"]["aggregation"] == "max"
+    assert report["study"]["threshold"] == pytest.approx(written["threshold"], abs=1e-6)
+    assert report["study"]["n"] == report["patient"]["n"]
     for plot in ("roc_slice.png", "confusion_slice.png", "calibration_slice.png", "confusion_patient.png"):
         assert (output / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", plot
 
