@@ -56,6 +56,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "each dataset's AUC",
     )
     parser.add_argument(
+        "--average-from-epoch",
+        type=int,
+        help="average the weights of every epoch from this one on (constant learning rate, no "
+        "early stopping) instead of keeping the best checkpoint",
+    )
+    parser.add_argument(
         "--resample-min-scale",
         type=float,
         default=defaults.resample_min_scale,
@@ -93,6 +99,7 @@ def main(argv: list[str] | None = None) -> None:
         balance_sources=args.balance_sources,
         balance_labels_per_source=args.balance_labels_per_source,
         monitor=args.monitor,
+        average_from_epoch=args.average_from_epoch,
         resample_min_scale=args.resample_min_scale,
         blur_max_sigma=args.blur_max_sigma,
     )

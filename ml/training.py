@@ -67,6 +67,11 @@ class TrainConfig:
     # datasets) or "source_auc" (the mean of each dataset's own AUC, blind to which dataset
     # has more positives).
     monitor: str = "auc"
+    # Stochastic weight averaging: from this epoch on (counting from 1) the weights at the end
+    # of every epoch are averaged, at a constant learning rate and without early stopping, and
+    # the average (with batch-normalisation statistics measured again) is the model, instead
+    # of the best checkpoint.
+    average_from_epoch: int | None = None
     # Augmentation's down-then-up sampling scale and blur (see AugmentationConfig).
     resample_min_scale: float = 0.25
     blur_max_sigma: float = 1.5
@@ -104,6 +109,7 @@ _OPTIONAL_FLAGS = (
     ("--balance-sources", "balance_sources"),
     ("--balance-labels-per-source", "balance_labels_per_source"),
     ("--monitor", "monitor"),
+    ("--average-from-epoch", "average_from_epoch"),
     ("--resample-min-scale", "resample_min_scale"),
     ("--blur-max-sigma", "blur_max_sigma"),
 )
@@ -125,6 +131,49 @@ class SourceAuc(keras.callbacks.Callback):
         if logs is not None:
             logs["val_source_auc"] = value
         logger.info("epoch %d: mean validation AUC over datasets %.4f", epoch + 1, value)
+
+
+class WeightAverage(keras.callbacks.Callback):
+    """Running mean of the trainable weights at the end of each epoch from ``start_epoch``
+    (counting from 1) on; :meth:`apply` puts the mean into the model."""
+
+    def __init__(self, start_epoch: int) -> None:
+        super().__init__()
+        self.start_epoch = start_epoch
+        self.count = 0
+        self.sums: list[np.ndarray] = []
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if epoch + 1 < self.start_epoch:
+            return
+        weights = [np.asarray(variable.numpy(), np.float64) for variable in self.model.trainable_variables]
+        self.sums = (
+            weights if not self.sums else [total + w for total, w in zip(self.sums, weights, strict=True)]
+        )
+        self.count += 1
+
+    def apply(self) -> int:
+        """Set the averaged weights; returns how many epochs went into the average (0: none,
+        the model keeps its last weights)."""
+        for variable, total in zip(self.model.trainable_variables, self.sums, strict=True):
+            variable.assign((total / self.count).astype(variable.dtype))
+        return self.count
+
+
+def refresh_batch_norm(model: keras.Model, data: tf.data.Dataset, passes: int = 2) -> None:
+    """Measure every batch-normalisation layer's moving statistics again on ``data``.
+
+    Averaged weights need their own statistics: those left by the last epoch belong to other
+    weights. The statistics are reset and the data run through in training mode (which updates
+    them and nothing else); with momentum 0.9 the reset values fade below 1e-4 within 90 batches.
+    """
+    norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in norms:
+        layer.moving_mean.assign(np.zeros(layer.moving_mean.shape, np.float32))
+        layer.moving_variance.assign(np.ones(layer.moving_variance.shape, np.float32))
+    for _ in range(passes):
+        for images, *_ in data:
+            model(images, training=True)
 
 
 class TimeBudget(keras.callbacks.Callback):
@@ -291,6 +340,10 @@ def train(
         raise ValueError("Choose one weighting: balance_sources or balance_labels_per_source.")
     if config.monitor not in MONITORS:
         raise ValueError(f"Unknown monitor {config.monitor!r}; choose one of {MONITORS}.")
+    if config.average_from_epoch is not None and not 1 <= config.average_from_epoch <= config.epochs:
+        raise ValueError(
+            f"average_from_epoch must lie in 1..{config.epochs}, got {config.average_from_epoch}."
+        )
     started = time.monotonic()
     keras.utils.set_random_seed(config.seed)
     output_dir = Path(output_dir)
@@ -356,13 +409,19 @@ def train(
     if config.monitor == "source_auc":
         sources = [sample.dataset for sample in split.validation]
         callbacks.append(SourceAuc(arrays["validation"], labels["validation"], sources))
-    callbacks += [
-        keras.callbacks.ModelCheckpoint(checkpoint_path, monitor=monitor, mode="max", save_best_only=True),
-        keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=config.patience),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=4, min_lr=1e-5),
-        keras.callbacks.CSVLogger(str(output_dir / "training_log.csv")),
-        budget,
-    ]
+    average = None
+    if config.average_from_epoch is None:
+        callbacks += [
+            keras.callbacks.ModelCheckpoint(
+                checkpoint_path, monitor=monitor, mode="max", save_best_only=True
+            ),
+            keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=config.patience),
+            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=4, min_lr=1e-5),
+        ]
+    else:
+        average = WeightAverage(config.average_from_epoch)
+        callbacks.append(average)
+    callbacks += [keras.callbacks.CSVLogger(str(output_dir / "training_log.csv")), budget]
     fit_started = time.monotonic()
     history = model.fit(
         train_data,
@@ -372,6 +431,14 @@ def train(
         # A progress bar on a terminal; one line per epoch in logs.
         verbose=1 if sys.stdout.isatty() else 2,
     )
+    averaged_epochs = None
+    if average is not None:
+        averaged_epochs = average.apply() if average.count else 0
+        if averaged_epochs:
+            refresh_batch_norm(model, train_data)
+        else:
+            logger.warning("No epoch reached epoch %d: keeping the last weights.", config.average_from_epoch)
+        model.save(checkpoint_path)
     training_seconds = time.monotonic() - fit_started
     model = keras.saving.load_model(checkpoint_path, compile=False)
 
@@ -412,6 +479,7 @@ def train(
             },
             "epochs_run": epochs_run,
             "stopped_by_time_budget": budget.stopped_early,
+            "averaged_epochs": averaged_epochs,
             "seconds": round(training_seconds, 1),
             "hardware": f"{platform.processor() or platform.machine()}, GPUs: {len(tf.config.list_physical_devices('GPU'))}",
             "config": asdict(config),

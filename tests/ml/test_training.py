@@ -12,7 +12,14 @@ import pytest
 
 from ml.data.datasets import Sample, read_head_ct
 from ml.data.splits import load_manifest
-from ml.training import TrainConfig, balanced_sample_weights, labels_balanced_per_source, train
+from ml.training import (
+    TrainConfig,
+    WeightAverage,
+    balanced_sample_weights,
+    labels_balanced_per_source,
+    refresh_batch_norm,
+    train,
+)
 
 
 def _sample(dataset: str, label: int, index: int) -> Sample:
@@ -113,6 +120,8 @@ def test_one_epoch_on_real_images_writes_a_bundle_that_evaluates(
         balance_sources=balance_sources,
         balance_labels_per_source=weighting == "labels-per-source",
         monitor="source_auc" if weighting == "labels-per-source" else "auc",
+        # One variant keeps the weight average of its only epoch instead of the best checkpoint.
+        average_from_epoch=1 if balance_sources else None,
         resample_min_scale=0.5 if balance_sources else TrainConfig.resample_min_scale,
     )
     bundle = tmp_path / "bundle"
@@ -128,6 +137,8 @@ def test_one_epoch_on_real_images_writes_a_bundle_that_evaluates(
     assert ("--balance-sources" in written["reproduce"]) is balance_sources
     assert ("--balance-labels-per-source" in written["reproduce"]) is (weighting == "labels-per-source")
     assert ("--monitor source_auc" in written["reproduce"]) is (weighting == "labels-per-source")
+    assert ("--average-from-epoch 1" in written["reproduce"]) is balance_sources
+    assert written["training"]["averaged_epochs"] == (1 if balance_sources else None)
     log_header = (bundle / "training_log.csv").read_text().splitlines()[0].split(",")
     assert ("val_source_auc" in log_header) is (weighting == "labels-per-source")
     assert ("--resample-min-scale 0.5" in written["reproduce"]) is balance_sources
@@ -216,7 +227,9 @@ def test_the_card_command_parses_back_to_the_same_configuration() -> None:
         resample_min_scale=0.5,
         blur_max_sigma=1.0,
     )
-    other = TrainConfig(version="2.1.0", balance_labels_per_source=True, monitor="source_auc")
+    other = TrainConfig(
+        version="2.1.0", balance_labels_per_source=True, monitor="source_auc", average_from_epoch=3
+    )
     for chosen in (config, other):
         command = chosen.command().split()
         assert command[:3] == ["python", "-m", "ml.train"]
@@ -227,3 +240,46 @@ def test_the_card_command_parses_back_to_the_same_configuration() -> None:
                 assert args[option] == value, field_name
     # Defaults stay out of the command.
     assert "--width" not in TrainConfig().command() and "--patience" not in TrainConfig().command()
+
+
+def test_weight_average_takes_the_mean_of_the_epochs_from_its_start() -> None:
+    import keras
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    average = WeightAverage(start_epoch=2)
+    average.set_model(model)
+    kernel, bias = model.trainable_variables
+    for epoch, value in enumerate([10.0, 1.0, 3.0]):
+        kernel.assign(np.full((2, 1), value, np.float32))
+        bias.assign(np.full((1,), -value, np.float32))
+        average.on_epoch_end(epoch)
+    # The first epoch (10) comes before the start; the mean of epochs 2 and 3 is 2.
+    assert average.apply() == 2
+    assert kernel.numpy() == pytest.approx(np.full((2, 1), 2.0))
+    assert bias.numpy() == pytest.approx(np.full((1,), -2.0))
+
+
+def test_refresh_batch_norm_measures_the_statistics_of_the_data() -> None:
+    import keras
+    import tensorflow as tf
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.BatchNormalization(momentum=0.9)])
+    norm = model.layers[0]
+    norm.moving_mean.assign(np.full(3, 50.0, np.float32))
+    norm.moving_variance.assign(np.full(3, 0.01, np.float32))
+    rng = np.random.default_rng(0)
+    values = rng.normal([1.0, -2.0, 0.5], [2.0, 0.5, 1.0], size=(3200, 3)).astype(np.float32)
+    data = tf.data.Dataset.from_tensor_slices((values, np.zeros(len(values), np.float32))).batch(64)
+    refresh_batch_norm(model, data)
+    assert norm.moving_mean.numpy() == pytest.approx([1.0, -2.0, 0.5], abs=0.15)
+    assert norm.moving_variance.numpy() == pytest.approx([4.0, 0.25, 1.0], rel=0.2)
+    # Only the statistics move: scale and offset stay as they were.
+    assert norm.gamma.numpy() == pytest.approx(np.ones(3))
+    assert norm.beta.numpy() == pytest.approx(np.zeros(3))
+
+
+def test_an_average_start_outside_the_epochs_is_refused(data_dir: Path, tmp_path: Path) -> None:
+    for start in (0, 61):
+        with pytest.raises(ValueError, match="average_from_epoch"):
+            train(TrainConfig(epochs=60, average_from_epoch=start, max_samples=10), data_dir, tmp_path / "b")
+    assert not (tmp_path / "b").exists()
