@@ -30,9 +30,16 @@ import numpy as np
 from ml.data.datasets import Sample, read_labelled_csv
 from ml.data.imaging import decode_image
 from ml.data.preprocessing import preprocess
-from ml.evaluation.metrics import binary_metrics, choose_threshold, confusion_counts, patient_level, summarize
+from ml.evaluation.metrics import (
+    binary_metrics,
+    choose_threshold,
+    confusion_counts,
+    json_number,
+    patient_level,
+    summarize,
+)
 from ml.evaluation.plots import save_calibration, save_confusion_matrix, save_roc
-from ml.evaluation.study import aggregate, study_rule
+from ml.evaluation.study import compare_aggregations, study_rule
 from ml.model_io import ModelBundle, load_bundle
 
 logger = logging.getLogger(__name__)
@@ -66,10 +73,7 @@ def site_threshold(
         metrics = binary_metrics(labels, probabilities, value)
         return {
             "threshold": round(value, 6),
-            **{
-                name: None if not np.isfinite(metrics[name]) else round(metrics[name], 4)
-                for name in ("sensitivity", "specificity", "accuracy")
-            },
+            **{name: json_number(metrics[name]) for name in ("sensitivity", "specificity", "accuracy")},
             "confusion": confusion_counts(labels, probabilities, value),
         }
 
@@ -96,16 +100,11 @@ def study_report(
     aggregation, threshold, problems = study_rule(bundle.card, bundle.threshold)
     for problem in problems:
         logger.warning("Model card %s/%s: %s.", bundle.name, bundle.version, problem)
-    members: dict[str, list[int]] = {}
-    for index, group in enumerate(groups):
-        members.setdefault(group, []).append(index)
-    names = sorted(members)
-    study_labels = np.array([int(labels[members[name]].max()) for name in names], dtype=np.int32)
-    study_probs = np.array([aggregate(probabilities[members[name]], aggregation) for name in names])
+    studies = compare_aggregations(labels, probabilities, groups)[aggregation]
     return {
         "aggregation": aggregation,
         "threshold": round(threshold, 6),
-        **summarize(study_labels, study_probs, threshold, None, resamples),
+        **summarize(studies["labels"], studies["probabilities"], threshold, None, resamples),
     }
 
 

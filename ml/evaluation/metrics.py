@@ -14,6 +14,7 @@ __all__ = [
     "binary_metrics",
     "bootstrap_intervals",
     "choose_threshold",
+    "json_number",
     "mean_source_auc",
     "patient_level",
     "sensitivity_at_specificity",
@@ -206,15 +207,20 @@ def summarize(
         "n_positive": int(labels.sum()),
         "threshold": float(threshold),
         "metrics": {
-            name: {"value": _clean(point[name]), "ci95": [_clean(value) for value in intervals[name]]}
+            name: {
+                "value": json_number(point[name]),
+                "ci95": [json_number(value) for value in intervals[name]],
+            }
             for name in METRIC_NAMES
         },
-        "sensitivity_at_specificity_0.90": _clean(sensitivity_at_specificity(labels, probabilities, 0.9)),
+        "sensitivity_at_specificity_0.90": json_number(
+            sensitivity_at_specificity(labels, probabilities, 0.9)
+        ),
         "confusion": confusion_counts(labels, probabilities, threshold),
     }
 
 
-def _clean(value: float) -> float | None:
+def json_number(value: float) -> float | None:
     """JSON has no NaN: write ``null`` where a metric is undefined."""
     return None if not np.isfinite(value) else round(float(value), 4)
 

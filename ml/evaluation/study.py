@@ -71,7 +71,7 @@ def aggregate(probabilities: Sequence[float] | np.ndarray, method: str = "max") 
 
 
 def compare_aggregations(
-    labels: Sequence[int], probabilities: Sequence[float] | np.ndarray, groups: Sequence[str]
+    labels: Sequence[int] | np.ndarray, probabilities: Sequence[float] | np.ndarray, groups: Sequence[str]
 ) -> dict[str, dict[str, np.ndarray]]:
     """Patient labels and study probabilities under every aggregation, for model selection."""
     by_group: dict[str, list[int]] = {}
