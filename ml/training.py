@@ -155,6 +155,8 @@ class WeightAverage(keras.callbacks.Callback):
     def apply(self) -> int:
         """Set the averaged weights; returns how many epochs went into the average (0: none,
         the model keeps its last weights)."""
+        if not self.count:
+            return 0
         for variable, total in zip(self.model.trainable_variables, self.sums, strict=True):
             variable.assign((total / self.count).astype(variable.dtype))
         return self.count
@@ -433,7 +435,7 @@ def train(
     )
     averaged_epochs = None
     if average is not None:
-        averaged_epochs = average.apply() if average.count else 0
+        averaged_epochs = average.apply()
         if averaged_epochs:
             refresh_batch_norm(model, train_data)
         else:
