@@ -46,9 +46,17 @@ def tiny_card(name: str = "ich-compact", version: str = "0.0.1", threshold: floa
 
 @pytest.fixture(scope="session")
 def model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model store with one tiny, untrained model in two versions."""
+    """A model store with one tiny, untrained model in two versions.
+
+    Each version's weights come from its own seed, never from whatever random state the tests
+    that ran before left behind: Grad-CAM of an untrained model (and so the colour of every
+    overlay the service tests look at) depends on them.
+    """
+    import keras
+
     store = tmp_path_factory.mktemp("model_store")
-    for version in ("0.0.1", "0.0.2"):
+    for seed, version in enumerate(("0.0.1", "0.0.2"), start=1):
+        keras.utils.set_random_seed(seed)
         model = build_classifier((64, 64, 1), backbone="tiny")
         save_bundle(model, tiny_card(version=version), store / "ich-compact" / version)
     return store

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
+import keras
 import numpy as np
 import pydicom
 import pytest
@@ -227,6 +228,7 @@ def test_report_pdf_has_the_decision(client: TestClient, series: list[tuple[str,
     assert client.get(body["links"]["report"]).content == report.content
 
 
+@pytest.mark.data
 def test_real_rsna_files(client: TestClient) -> None:
     paths = sorted(RSNA_DIR.glob("*.dcm"))[:3]
     files = [(path.name, path.read_bytes()) for path in paths]
@@ -333,6 +335,7 @@ def card_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model whose card names its study aggregation and study threshold."""
     store = tmp_path_factory.mktemp("card_store")
     card = {**tiny_card(version="0.1.0"), "study_aggregation": "top3_mean", "study_threshold": 0.25}
+    keras.utils.set_random_seed(4)
     save_bundle(build_classifier((64, 64, 1), backbone="tiny"), card, store / "ich-compact" / "0.1.0")
     return store
 

@@ -55,6 +55,9 @@ def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "preprocessing": PreprocessConfig(image_size=64).to_dict(),
         "input_shape": [64, 64, 1],
     }
+    import keras
+
+    keras.utils.set_random_seed(6)
     save_bundle(build_classifier((64, 64, 1), backbone="tiny"), card, store / "ich-compact" / "0.0.1")
     return store
 
