@@ -6,19 +6,18 @@
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-# ---- builder: a virtual environment with the pinned dependencies of pyproject.toml ----
+# ---- builder: a virtual environment with the locked, hash-checked service dependencies ----
 FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /build
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-COPY pyproject.toml ./
-# Only the dependency list, so that a code change does not reinstall TensorFlow.
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > requirements.txt \
-    && pip install --upgrade pip \
-    && pip install -r requirements.txt
+# Only the lock file, so that a code change does not reinstall TensorFlow. It holds the service's
+# packages (pyproject.toml's dependencies, not its train or dev extras) at the versions the tests
+# passed with.
+COPY requirements/service.txt ./requirements.txt
+RUN pip install --require-hashes -r requirements.txt
 
 # ---- runtime: the venv, the code and the model; nothing to build with ----
 FROM ${PYTHON_IMAGE} AS runtime

@@ -4,13 +4,27 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit slow train train-seg evaluate system-deps clean
+.PHONY: run test lint typecheck unit train train-seg evaluate system-deps lock clean
 
-$(STAMP): pyproject.toml
+# The locked versions (hash-checked), then the project itself without resolving again.
+$(STAMP): pyproject.toml requirements/dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --require-hashes -r requirements/dev.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
+
+# Re-resolve the lock files after a change to the pins in pyproject.toml: requirements/service.txt
+# (the service, installed by the Docker image) and requirements/dev.txt (with the train and dev
+# extras, installed by every make target).
+LOCK_VENV := .cache/lock-venv
+PIP_COMPILE := $(LOCK_VENV)/bin/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe \
+	--no-emit-index-url --no-emit-find-links
+lock:
+	test -x $(LOCK_VENV)/bin/pip-compile || ($(PYTHON) -m venv $(LOCK_VENV) && \
+		$(LOCK_VENV)/bin/pip install --quiet pip-tools==7.6.2)
+	$(PIP_COMPILE) --output-file requirements/service.txt pyproject.toml
+	$(PIP_COMPILE) --extra train --extra dev --output-file requirements/dev.txt pyproject.toml
 
 # Two glibc malloc arenas instead of one per thread (up to 16 on two cores): the worker threads of
 # concurrent requests then reuse freed memory instead of each keeping its own (docs/performance.md).
@@ -27,11 +41,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy
 
+# Every test, in a random order whose seed pytest prints first (replay an order with
+# `.venv/bin/python -m pytest -p randomly --randomly-seed=<seed>`), with a time limit per test.
 test: $(STAMP) system-deps lint typecheck
 	$(PY) -m pytest
 
+# The quick loop: no datasets, no server, no browser (about a minute on two cores).
 unit: $(STAMP)
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow and not data and not integration and not e2e"
 
 # The served model: 40 min from scratch, then 40 min more at a lower learning rate from those
 # weights (1.0.0), then up to 45 min at a 288 px input from the 1.0.0 weights (1.1.0, served);

@@ -16,6 +16,36 @@ from ml.models.classifier import build_classifier  # noqa: E402
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "datasets"
 
+# Tiers (`make unit` runs none of these; `make test` runs every test):
+# fixtures that read the real datasets,
+DATA_FIXTURES = frozenset({"data_dir", "png_bytes", "jpeg_bytes", "dicom_bytes", "series"})
+# fixtures that start a real server,
+INTEGRATION_FIXTURES = frozenset({"postgres_server", "orthanc"})
+# and modules whose every test starts a real server, program or browser.
+MODULE_TIERS = {
+    "test_browser.py": ("e2e", "integration", "data"),
+    "test_deployment.py": ("integration", "data"),
+    "test_fuzz.py": ("integration", "data"),
+    "test_load_faults.py": ("integration", "data"),
+    "test_pacs.py": ("integration", "data"),
+    "test_server.py": ("integration", "data"),
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with the tiers it belongs to, from its fixtures and its module."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        tiers = set(MODULE_TIERS.get(item.path.name, ()))
+        if fixtures & DATA_FIXTURES:
+            tiers.add("data")
+        callspec = getattr(item, "callspec", None)
+        on_postgres = callspec is not None and callspec.params.get("database_url") == "postgresql"
+        if fixtures & INTEGRATION_FIXTURES or on_postgres:
+            tiers.add("integration")
+        for tier in sorted(tiers):
+            item.add_marker(tier)
+
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:

@@ -210,7 +210,7 @@ def test_every_path_the_dockerfile_copies_exists() -> None:
             assert top not in ignored, f"COPY {source}, but .dockerignore leaves it out of the context"
     # The app finds these beside its code (PROJECT_ROOT), so the image must have them all.
     copied = {shlex.split(arguments)[0].strip("/") for arguments in copies if not arguments.startswith("--")}
-    assert {"app", "ml", "templates", "static", "model_store", "pyproject.toml"} <= copied
+    assert {"app", "ml", "templates", "static", "model_store", "requirements/service.txt"} <= copied
     assert (PROJECT_ROOT / "model_store" / Settings().default_model).is_dir()
 
 

@@ -443,6 +443,7 @@ def upload_study(client: TestClient, files: list[tuple[str, bytes]], **fields: s
     )
 
 
+@pytest.mark.data
 def test_study_upload_shows_the_study_page(browser: TestClient) -> None:
     from tests.app.conftest import DATA_DIR
     from tests.support.dicom_series import patient_jpegs, series_from_jpegs

@@ -235,6 +235,7 @@ def test_missing_details_show_not_given(report: SliceReport) -> None:
     assert "Jane Roe" not in text
 
 
+@pytest.mark.integration
 def test_page_renders_as_a4_with_both_images(report: SliceReport, tmp_path: Path) -> None:
     pdf = render_slice_report(report)
 

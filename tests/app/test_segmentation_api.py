@@ -148,6 +148,7 @@ def test_prediction_carries_outlines_by_subtype(seg_client: TestClient, wide_png
     assert again["segmentation"] == segmentation
 
 
+@pytest.mark.data
 def test_dicom_pixel_spacing_gives_square_millimetres(seg_client: TestClient) -> None:
     grey = cv2.imread(str(patient_jpegs(DATA_DIR, "050")[12]), cv2.IMREAD_GRAYSCALE)
     data = ct_slice(

@@ -77,6 +77,7 @@ def test_colour_measured_before_grey_conversion_is_used() -> None:
 
 
 @needs_data
+@pytest.mark.data
 def test_a_head_ct_slice_is_in_scope_unless_its_dicom_says_another_modality() -> None:
     path = sorted((DATA_DIR / "rsna_dicom" / "dicom").glob("*.dcm"))[0]
     with warnings.catch_warnings():
@@ -102,6 +103,7 @@ def test_thresholds_can_be_tightened() -> None:
 
 @pytest.mark.slow
 @needs_data
+@pytest.mark.data
 def test_every_real_slice_is_in_scope() -> None:
     """All 160 head_ct images, all 1,895 CT-ICH brain-window slices and all 23 RSNA DICOM files."""
     failures = []
@@ -189,6 +191,7 @@ def measurements(assessment: object) -> dict[str, float]:
 
 
 @needs_data
+@pytest.mark.data
 def test_measurements_equal_the_reference_on_real_slices() -> None:
     """Every 8th head_ct image, every 60th CT-ICH slice and every RSNA file; with and without the mask."""
     from ml.data.preprocessing import PreprocessConfig, preprocess
