@@ -80,7 +80,8 @@ class Augmenter:
     def _uniform(self, batch: tf.Tensor, low: float, high: float) -> tf.Tensor:
         return self._generator.uniform([batch, 1, 1, 1], low, high)
 
-    def _chance(self, batch: tf.Tensor, probability: float) -> tf.Tensor:
+    def chance(self, batch: tf.Tensor, probability: float) -> tf.Tensor:
+        """Per image (``batch x 1 x 1 x 1``): 1 with ``probability``, else 0."""
         return tf.cast(self._generator.uniform([batch, 1, 1, 1]) < probability, tf.float32)
 
     def _blur(self, images: tf.Tensor) -> tf.Tensor:
@@ -117,10 +118,10 @@ class Augmenter:
         batch = tf.shape(images)[0]
         # Whole-batch blur and resampling, applied per image through a random mask.
         if cfg.blur_probability > 0:
-            mask = self._chance(batch, cfg.blur_probability)
+            mask = self.chance(batch, cfg.blur_probability)
             images = mask * self._blur(images) + (1.0 - mask) * images
         if cfg.resample_probability > 0:
-            mask = self._chance(batch, cfg.resample_probability)
+            mask = self.chance(batch, cfg.resample_probability)
             images = mask * self._resample(images) + (1.0 - mask) * images
         if cfg.gamma > 0:
             gamma = tf.exp(self._uniform(batch, -cfg.gamma, cfg.gamma))

@@ -1,0 +1,98 @@
+"""One network for every label: slice probability, subtypes and a per-pixel subtype mask.
+
+A U-Net encoder is shared by three heads:
+
+* ``probability``: sigmoid of a linear ``logit`` over the pooled bottleneck (Grad-CAM explains
+  this head on ``gradcam_features``, the bottleneck at 1/16 of the input grid);
+* ``subtypes``: per-slice sigmoid probability of each of the five subtypes;
+* ``mask``: per-pixel softmax over background and the five subtypes, from the decoder.
+
+One forward pass answers all three, so serving the outlines costs no second model. The input is
+the preprocessed ``(size, size, 1)`` image in [0, 1] (``ml.data.preprocessing``).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from ml.models.classifier import BN_MOMENTUM
+from ml.models.unet import SEGMENTATION_CLASSES
+
+__all__ = ["GRADCAM_LAYER", "build_multitask"]
+
+GRADCAM_LAYER = "gradcam_features"
+
+
+def _conv(x: keras.KerasTensor, filters: int, name: str, separable: bool = False) -> keras.KerasTensor:
+    conv = layers.SeparableConv2D if separable else layers.Conv2D
+    x = conv(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
+    return layers.Activation("relu", name=f"{name}_relu")(x)
+
+
+def _block(x: keras.KerasTensor, filters: int, name: str, separable: bool) -> keras.KerasTensor:
+    x = _conv(x, filters, f"{name}a", separable)
+    return _conv(x, filters, f"{name}b", separable)
+
+
+def build_multitask(
+    input_shape: tuple[int, int, int] = (256, 256, 1),
+    width: int = 16,
+    num_subtypes: int = SEGMENTATION_CLASSES - 1,
+    dropout: float = 0.3,
+) -> keras.Model:
+    """Build the untrained three-headed network.
+
+    Args:
+        input_shape: ``(height, width, 1)``; height and width divisible by 16.
+        width: filters at full resolution; deeper stages use multiples of it.
+        num_subtypes: subtype classes (the mask has one more, background).
+        dropout: dropout before the slice and subtype heads.
+
+    Returns:
+        A model with outputs ``{"probability": (N, 1), "subtypes": (N, 5), "mask": (N, H, W, 6)}``
+        and the layers ``logit`` and ``gradcam_features`` that Grad-CAM uses.
+    """
+    if len(input_shape) != 3 or input_shape[0] % 16 or input_shape[1] % 16:
+        raise ValueError(f"input_shape must be (height, width, channels) divisible by 16, got {input_shape}.")
+    multipliers = (1, 1.5, 3, 6, 10)
+    filters = [max(4, int(width * m)) for m in multipliers]
+    inputs = keras.Input(shape=input_shape, name="image")
+    # Full resolution: one cheap strided-free convolution for the finest skip connection.
+    skips = [_conv(inputs, filters[0], "enc0")]
+    x = skips[0]
+    for level in range(1, 4):
+        x = layers.MaxPooling2D(2, name=f"pool{level}")(x)
+        x = _block(x, filters[level], f"enc{level}", separable=level >= 2)
+        skips.append(x)
+    x = layers.MaxPooling2D(2, name="pool4")(x)
+    x = _block(x, filters[4], "bottleneck", separable=True)
+    bottleneck = layers.Activation("linear", name=GRADCAM_LAYER)(x)
+
+    # Average and maximum: a small bleed lights few cells of the map, which an average dilutes.
+    pooled = layers.Concatenate(name="pool")(
+        [
+            layers.GlobalAveragePooling2D(name="pool_avg")(bottleneck),
+            layers.GlobalMaxPooling2D(name="pool_max")(bottleneck),
+        ]
+    )
+    pooled = layers.Dropout(dropout, name="dropout")(pooled)
+    logit = layers.Dense(1, name="logit")(pooled)
+    probability = layers.Activation("sigmoid", name="probability", dtype="float32")(logit)
+    subtype_logits = layers.Dense(num_subtypes, name="subtype_logits")(pooled)
+    subtypes = layers.Activation("sigmoid", name="subtypes", dtype="float32")(subtype_logits)
+
+    x = bottleneck
+    for level in range(3, -1, -1):
+        x = layers.UpSampling2D(2, interpolation="bilinear", name=f"up{level}")(x)
+        x = layers.Concatenate(name=f"skip{level}")([x, skips[level]])
+        if level == 0:
+            x = _conv(x, filters[0], "dec0")
+        else:
+            x = _block(x, filters[level], f"dec{level}", separable=level >= 2)
+    mask_logits = layers.Conv2D(num_subtypes + 1, 1, name="mask_logits")(x)
+    mask = layers.Activation("softmax", name="mask", dtype="float32")(mask_logits)
+    return keras.Model(
+        inputs, {"probability": probability, "subtypes": subtypes, "mask": mask}, name="ich_multitask"
+    )

@@ -1,0 +1,648 @@
+"""Training of the three-headed network (``ml.models.multitask``) on every label at once.
+
+Each collection brings what it has, and each loss counts only where its label exists:
+
+| collection | slice label | subtypes | pixels |
+| --- | --- | --- | --- |
+| ``ct_ich`` | every slice | every slice | normal slices: no blood anywhere; haemorrhage slices: some blood in the head |
+| ``head_ct`` | every image | normal images (none) | normal images: no blood; haemorrhage images: some blood in the head |
+| ``phe_sich`` | reliable slices (``near_hemorrhage`` ones are left out) | intraparenchymal on boxed slices; none on reliable negatives | no blood outside the box, some blood inside it (the derived blood mask where one is given); reliable negatives: no blood |
+| ``bhsd_seg`` | none (every slice is positive: the collection must not become evidence) | from its masks | its masks |
+
+Batches are drawn per collection and label with fixed shares, so that inside each collection
+both labels are equally likely and no collection's look changes the odds of haemorrhage.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import math
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ml.data.augmentation import AugmentationConfig, Augmenter
+from ml.data.datasets import load_image, read_head_ct
+from ml.data.preprocessing import PreprocessConfig, preprocess
+from ml.data.segmentation import (
+    SUBTYPES,
+    load_mask,
+    load_seg_image,
+    mask_to_input,
+    read_bhsd,
+    read_ct_ich_subtypes,
+    volume_split,
+)
+from ml.data.splits import patient_split
+from ml.models.multitask import build_multitask
+from ml.models.unet import SEGMENTATION_CLASSES
+from ml.training import TimeBudget, measure_latency
+
+__all__ = [
+    "FLAG_BOX",
+    "FLAG_VALID",
+    "MultitaskConfig",
+    "Part",
+    "mask_loss",
+    "prepare_parts",
+    "probability_loss",
+    "subtype_loss",
+    "train_multitask",
+]
+
+logger = logging.getLogger(__name__)
+
+NUM_SUBTYPES = len(SUBTYPES)
+INTRAPARENCHYMAL = SUBTYPES.index("intraparenchymal")
+# Per-pixel flags stored beside each mask: the pixel's class may be learnt from (valid), and the
+# pixel lies in a region that holds some blood somewhere (box).
+FLAG_VALID = 1
+FLAG_BOX = 2
+COLLECTIONS = ("ct_ich", "head_ct", "phe_sich", "bhsd_seg")
+
+
+@dataclass
+class MultitaskConfig:
+    """Hyperparameters; written next to the model as ``train_config.json``."""
+
+    name: str = "ich-multitask"
+    version: str = "0.1.0"
+    image_size: int = 256
+    width: int = 16
+    dropout: float = 0.3
+    batch_size: int = 16
+    steps_per_epoch: int = 40
+    epochs: int = 200
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    patience: int = 20
+    time_budget_minutes: float = 60.0
+    seed: int = 42
+    # ct_ich and head_ct keep the patient split of this classifier's manifest, so that every
+    # model is compared on the same validation and test patients.
+    split_manifest: str = "model_store/ich-compact/1.1.0/split_manifest.json"
+    validation_fraction: float = 0.15
+    test_fraction: float = 0.15
+    bhsd_validation_volumes: int = 5
+    bhsd_test_volumes: int = 10
+    # Share of each batch drawn from each collection; inside a collection, half from each label.
+    shares: dict[str, float] = field(
+        default_factory=lambda: {"ct_ich": 0.35, "head_ct": 0.1, "phe_sich": 0.35, "bhsd_seg": 0.2}
+    )
+    collections: tuple[str, ...] = COLLECTIONS
+    subtype_loss_weight: float = 0.5
+    mask_loss_weight: float = 1.0
+    rotate_90: bool = True
+    init_from: str | None = None
+
+    @property
+    def preprocess_config(self) -> PreprocessConfig:
+        return PreprocessConfig(image_size=self.image_size)
+
+
+@dataclass
+class Part:
+    """Preprocessed slices of one collection and split, on the model grid.
+
+    ``images``, ``masks`` (class index) and ``flags`` (``FLAG_VALID | FLAG_BOX`` per pixel) are
+    uint8 ``N x S x S``; ``labels``/``label_weights`` are per slice, ``subtypes`` and
+    ``subtype_weights`` ``N x 5``.
+    """
+
+    dataset: str
+    ids: list[str]
+    groups: list[str]
+    images: np.ndarray
+    masks: np.ndarray
+    flags: np.ndarray
+    labels: np.ndarray
+    label_weights: np.ndarray
+    subtypes: np.ndarray
+    subtype_weights: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, keep: np.ndarray | Sequence[bool]) -> Part:
+        chosen = np.flatnonzero(np.asarray(keep, bool))
+        return Part(
+            self.dataset,
+            [self.ids[i] for i in chosen],
+            [self.groups[i] for i in chosen],
+            *(getattr(self, name)[chosen] for name in _ARRAYS),
+        )
+
+
+_ARRAYS = ("images", "masks", "flags", "labels", "label_weights", "subtypes", "subtype_weights")
+
+
+@dataclass(frozen=True)
+class _Slice:
+    """What preparation needs of one slice, whatever its collection."""
+
+    sample_id: str
+    group: str
+    load: Callable[[], np.ndarray]
+    label: int
+    label_weight: float
+    subtypes: tuple[int, ...]
+    subtype_weights: tuple[float, ...]
+    # Pixels: "none" (no pixel label), "empty" (no blood anywhere), "mask" (load_mask gives the
+    # class map), "somewhere" (some blood in the head), "box" (blood inside, none outside).
+    pixels: str
+    load_mask: Callable[[tuple[int, int]], np.ndarray] | None = None
+    box: tuple[int, int, int, int] | None = None
+
+
+def _prepare(dataset: str, slices: Sequence[_Slice], config: PreprocessConfig) -> Part:
+    size = config.image_size
+    count = len(slices)
+    images = np.zeros((count, size, size), np.uint8)
+    masks = np.zeros((count, size, size), np.uint8)
+    flags = np.zeros((count, size, size), np.uint8)
+    for index, item in enumerate(slices):
+        result = preprocess(item.load(), config)
+        images[index] = np.round(result.image[:, :, 0] * 255.0).astype(np.uint8)
+        geometry = result.geometry
+        if item.pixels == "empty":
+            flags[index] = FLAG_VALID
+        elif item.pixels == "mask" and item.load_mask is not None:
+            masks[index] = mask_to_input(item.load_mask(geometry.original_shape), geometry, size)
+            flags[index] = FLAG_VALID
+        elif item.pixels == "somewhere":
+            flags[index] = FLAG_BOX
+        elif item.pixels == "box" and item.box is not None:
+            xmin, ymin, xmax, ymax = item.box
+            region = np.zeros(geometry.original_shape, np.uint8)
+            region[max(0, ymin) : ymax + 1, max(0, xmin) : xmax + 1] = 1
+            inside = mask_to_input(region, geometry, size).astype(bool)
+            known = np.where(inside, 0, FLAG_VALID).astype(np.uint8)
+            if item.load_mask is not None:
+                blood = mask_to_input(item.load_mask(geometry.original_shape), geometry, size)
+                masks[index] = np.where(inside, blood, 0)
+                known = np.full_like(known, FLAG_VALID)
+            flags[index] = known | np.where(inside, FLAG_BOX, 0).astype(np.uint8)
+    return Part(
+        dataset=dataset,
+        ids=[item.sample_id for item in slices],
+        groups=[item.group for item in slices],
+        images=images,
+        masks=masks,
+        flags=flags,
+        labels=np.array([item.label for item in slices], np.float32),
+        label_weights=np.array([item.label_weight for item in slices], np.float32),
+        subtypes=np.array([item.subtypes for item in slices], np.float32).reshape(count, NUM_SUBTYPES),
+        subtype_weights=np.array([item.subtype_weights for item in slices], np.float32).reshape(
+            count, NUM_SUBTYPES
+        ),
+    )
+
+
+def _ct_ich_slices(data_dir: Path) -> list[_Slice]:
+    slices = []
+    for sample in read_ct_ich_subtypes(data_dir):
+        positive = int(any(sample.subtypes))
+        slices.append(
+            _Slice(
+                sample_id=sample.sample_id,
+                group=sample.group,
+                load=lambda s=sample: load_seg_image(s),  # type: ignore[misc]
+                label=positive,
+                label_weight=1.0,
+                subtypes=sample.subtypes,
+                subtype_weights=(1.0,) * NUM_SUBTYPES,
+                pixels="somewhere" if positive else "empty",
+            )
+        )
+    return slices
+
+
+def _head_ct_slices(data_dir: Path) -> list[_Slice]:
+    return [
+        _Slice(
+            sample_id=sample.sample_id,
+            group=sample.group,
+            load=lambda s=sample: load_image(s.path),  # type: ignore[misc]
+            label=sample.label,
+            label_weight=1.0,
+            subtypes=(0,) * NUM_SUBTYPES,
+            # The subtypes of a haemorrhage figure are not given.
+            subtype_weights=(0.0 if sample.label else 1.0,) * NUM_SUBTYPES,
+            pixels="somewhere" if sample.label else "empty",
+        )
+        for sample in read_head_ct(data_dir)
+    ]
+
+
+def _bhsd_slices(data_dir: Path) -> list[_Slice]:
+    return [
+        _Slice(
+            sample_id=sample.sample_id,
+            group=f"bhsd_seg-{sample.group}",
+            load=lambda s=sample: load_seg_image(s),  # type: ignore[misc]
+            label=1,
+            label_weight=0.0,
+            subtypes=sample.subtypes,
+            subtype_weights=(1.0,) * NUM_SUBTYPES,
+            pixels="mask",
+            load_mask=lambda shape, s=sample: load_mask(s, shape),  # type: ignore[misc]
+        )
+        for sample in read_bhsd(data_dir)
+    ]
+
+
+def _phe_sich_slices(data_dir: Path) -> list[_Slice]:
+    root = Path(data_dir) / "phe_sich"
+    slices = []
+    with (root / "labels.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        path = root / row["image"]
+        group = f"phe_sich-{row['patient_id'].strip()}"
+        sample_id = f"phe_sich:{row['image'].strip()}"
+        load = lambda p=path: load_image(p)  # noqa: E731
+        if row["near_hemorrhage"].strip() == "1":
+            slices.append(
+                _Slice(sample_id, group, load, 0, 0.0, (0,) * NUM_SUBTYPES, (0.0,) * NUM_SUBTYPES, "none")
+            )
+        elif row["hemorrhage"].strip() != "1":
+            slices.append(
+                _Slice(sample_id, group, load, 0, 1.0, (0,) * NUM_SUBTYPES, (1.0,) * NUM_SUBTYPES, "empty")
+            )
+        else:
+            subtypes = tuple(int(k == INTRAPARENCHYMAL) for k in range(NUM_SUBTYPES))
+            weights = tuple(float(k == INTRAPARENCHYMAL) for k in range(NUM_SUBTYPES))
+            corners = [row[f"box_{key}"].strip() for key in ("xmin", "ymin", "xmax", "ymax")]
+            box = tuple(int(float(value)) for value in corners) if all(corners) else None
+            slices.append(
+                _Slice(
+                    sample_id,
+                    group,
+                    load,
+                    1,
+                    1.0,
+                    subtypes,
+                    weights,
+                    "box" if box else "somewhere",
+                    box=box,  # type: ignore[arg-type]
+                )
+            )
+    return slices
+
+
+def _cache_path(
+    cache_dir: Path | None, name: str, ids: Sequence[str], config: PreprocessConfig
+) -> Path | None:
+    if cache_dir is None:
+        return None
+    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
+    digest.update("\n".join(ids).encode())
+    return Path(cache_dir) / f"multitask-{name}-{digest.hexdigest()[:16]}.npz"
+
+
+def prepare_parts(
+    data_dir: Path, config: MultitaskConfig, cache_dir: Path | None = None
+) -> dict[str, dict[str, Part]]:
+    """Every collection, split by patient (bhsd_seg by volume), preprocessed: ``{split: {dataset: Part}}``."""
+    manifest = json.loads(Path(config.split_manifest).read_text(encoding="utf-8"))
+    readers = {
+        "ct_ich": _ct_ich_slices,
+        "head_ct": _head_ct_slices,
+        "phe_sich": _phe_sich_slices,
+        "bhsd_seg": _bhsd_slices,
+    }
+    parts: dict[str, dict[str, Part]] = {"train": {}, "validation": {}, "test": {}}
+    for name in config.collections:
+        slices = readers[name](Path(data_dir))
+        if name in ("ct_ich", "head_ct"):
+            assignment = {patient: split for split in parts for patient in manifest[split]["patients"]}
+        elif name == "phe_sich":
+            from ml.data.datasets import Sample
+
+            stand_ins = [Sample(Path(s.sample_id), 1, s.group, name) for s in slices]
+            split = patient_split(stand_ins, config.validation_fraction, config.test_fraction, config.seed)
+            assignment = {s.group: part for part, members in split.parts().items() for s in members}
+        else:
+            from ml.data.segmentation import SegSample
+
+            stand_ins_seg = [
+                SegSample(Path(s.sample_id), None, s.subtypes, s.group, name, True) for s in slices
+            ]
+            volumes = volume_split(
+                stand_ins_seg, config.bhsd_validation_volumes, config.bhsd_test_volumes, config.seed
+            )
+            assignment = {s.group: part for part, members in volumes.items() for s in members}
+        for split_name in parts:
+            chosen = [s for s in slices if assignment.get(s.group) == split_name]
+            cache_path = _cache_path(cache_dir, name, [s.sample_id for s in chosen], config.preprocess_config)
+            if cache_path is not None and cache_path.is_file():
+                cached = np.load(cache_path)
+                part = Part(
+                    name,
+                    [s.sample_id for s in chosen],
+                    [s.group for s in chosen],
+                    *(cached[a] for a in _ARRAYS),
+                )
+            else:
+                part = _prepare(name, chosen, config.preprocess_config)
+                if cache_path is not None:
+                    cache_path.parent.mkdir(parents=True, exist_ok=True)
+                    np.savez(cache_path, **{a: getattr(part, a) for a in _ARRAYS})
+            parts[split_name][name] = part
+            logger.info("%s %s: %d slices", name, split_name, len(part))
+    return parts
+
+
+# --- Losses ------------------------------------------------------------------------------------
+
+
+def probability_loss(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+    """Binary cross-entropy weighted per slice; ``y_true`` is ``N x 2``: label, weight."""
+    label, weight = y_true[:, :1], y_true[:, 1:2]
+    p = tf.clip_by_value(y_pred, 1e-6, 1.0 - 1e-6)
+    return tf.reduce_sum(weight * -(label * tf.math.log(p) + (1.0 - label) * tf.math.log(1.0 - p)), axis=-1)
+
+
+def subtype_loss(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+    """Binary cross-entropy over the subtypes whose label is known; ``y_true`` is ``N x 10``."""
+    labels, weights = y_true[:, :NUM_SUBTYPES], y_true[:, NUM_SUBTYPES:]
+    p = tf.clip_by_value(y_pred, 1e-6, 1.0 - 1e-6)
+    loss = -(labels * tf.math.log(p) + (1.0 - labels) * tf.math.log(1.0 - p))
+    return tf.reduce_sum(weights * loss, axis=-1) / float(NUM_SUBTYPES)
+
+
+def mask_loss(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+    """Pixel loss: cross-entropy and soft Dice where the class is known, and for each region that
+    holds some blood (a box, or the head of a haemorrhage slice without a mask) a multiple-
+    instance term, ``-log`` of the region's highest blood probability.
+
+    ``y_true`` is ``N x H x W x 8``: one-hot over the six classes, the valid flag, the box flag.
+    """
+    target = y_true[..., :SEGMENTATION_CLASSES]
+    valid = y_true[..., SEGMENTATION_CLASSES]
+    box = y_true[..., SEGMENTATION_CLASSES + 1]
+    probabilities = tf.clip_by_value(y_pred, 1e-6, 1.0)
+    cross_entropy = -tf.reduce_sum(target * tf.math.log(probabilities), axis=-1)
+    cross_entropy = tf.reduce_sum(cross_entropy * valid) / tf.maximum(tf.reduce_sum(valid), 1.0)
+
+    smooth = 1.0
+    true_blood = tf.reduce_sum(target[..., 1:], axis=-1) * valid
+    predicted_blood = tf.reduce_sum(y_pred[..., 1:], axis=-1) * valid
+    has_blood = tf.cast(tf.reduce_sum(true_blood) > 0, tf.float32)
+    blood_dice = (2.0 * tf.reduce_sum(true_blood * predicted_blood) + smooth) / (
+        tf.reduce_sum(true_blood) + tf.reduce_sum(predicted_blood) + smooth
+    )
+
+    blood = 1.0 - y_pred[..., 0]
+    in_box = tf.reduce_max(blood * box, axis=[1, 2])
+    boxed = tf.cast(tf.reduce_max(box, axis=[1, 2]) > 0, tf.float32)
+    instance = -tf.math.log(tf.clip_by_value(in_box, 1e-4, 1.0))
+    instance = tf.reduce_sum(instance * boxed) / tf.maximum(tf.reduce_sum(boxed), 1.0)
+    return cross_entropy + has_blood * (1.0 - blood_dice) + 0.2 * instance
+
+
+# --- Data --------------------------------------------------------------------------------------
+
+
+def _stream(part: Part, keep: np.ndarray, seed: int) -> tf.data.Dataset:
+    chosen = part.subset(keep)
+    columns = tuple(getattr(chosen, name) for name in _ARRAYS)
+    dataset = tf.data.Dataset.from_tensor_slices(columns)
+    return dataset.shuffle(len(chosen), seed=seed, reshuffle_each_iteration=True).repeat()
+
+
+def training_data(parts: dict[str, Part], config: MultitaskConfig, augmenter: Augmenter) -> tf.data.Dataset:
+    """Endless batches drawn per collection and label with the configured shares."""
+    streams, weights = [], []
+    for index, (name, part) in enumerate(sorted(parts.items())):
+        share = config.shares.get(name, 0.0)
+        if share <= 0 or not len(part):
+            continue
+        if name == "bhsd_seg":
+            cells = [np.ones(len(part), bool)]
+        else:
+            learnable = part.label_weights > 0
+            cells = [learnable & (part.labels == label) for label in (0, 1)]
+            cells = [cell for cell in cells if cell.any()]
+        for offset, cell in enumerate(cells):
+            streams.append(_stream(part, cell, config.seed + 10 * index + offset))
+            weights.append(share / len(cells))
+    total = sum(weights)
+    dataset = tf.data.Dataset.sample_from_datasets(
+        streams, weights=[w / total for w in weights], seed=config.seed
+    )
+    dataset = dataset.batch(config.batch_size, drop_remainder=True)
+    rotate = config.rotate_90
+
+    def augment(images, masks, flags, labels, label_weights, subtypes, subtype_weights):
+        images = tf.cast(images, tf.float32)[..., tf.newaxis] / 255.0
+        one_hot = tf.one_hot(tf.cast(masks, tf.int32), SEGMENTATION_CLASSES)
+        flags = tf.cast(flags, tf.int32)
+        valid = tf.cast(tf.bitwise.bitwise_and(flags, FLAG_VALID) > 0, tf.float32)[..., tf.newaxis]
+        box = tf.cast(tf.bitwise.bitwise_and(flags, FLAG_BOX) > 0, tf.float32)[..., tf.newaxis]
+        stacked = tf.concat([images, one_hot, valid, box], axis=-1)
+        if rotate:
+            # With the flips, a random transpose gives every one of the eight orientations.
+            turn = augmenter.chance(tf.shape(stacked)[0], 0.5)
+            stacked = turn * tf.transpose(stacked, [0, 2, 1, 3]) + (1.0 - turn) * stacked
+        stacked = augmenter.geometric(stacked)
+        images = augmenter.intensity(stacked[..., :1])
+        # Interpolated flags: only pixels still fully inside count.
+        valid = tf.cast(stacked[..., -2:-1] > 0.99, tf.float32)
+        box = tf.cast(stacked[..., -1:] > 0.5, tf.float32)
+        targets = {
+            "probability": tf.stack([labels, label_weights], axis=-1),
+            "subtypes": tf.concat([subtypes, subtype_weights], axis=-1),
+            "mask": tf.concat([stacked[..., 1:-2], valid, box], axis=-1),
+        }
+        return images, targets
+
+    return dataset.map(augment, num_parallel_calls=2).prefetch(2)
+
+
+_FORWARDS: dict[int, Callable[[tf.Tensor], dict[str, tf.Tensor]]] = {}
+
+
+def predict_parts(
+    model: keras.Model, part: Part, batch_size: int = 16
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Slice probabilities (N,), subtype probabilities (N x 5) and blood probability maps
+    (N x S x S, float16) for every slice of ``part``."""
+    forward = _FORWARDS.get(id(model))
+    if forward is None:
+        forward = _FORWARDS[id(model)] = tf.function(
+            lambda x: model(x, training=False), reduce_retracing=True
+        )
+    probabilities, subtypes, blood = [], [], []
+    for start in range(0, len(part), batch_size):
+        batch = part.images[start : start + batch_size, :, :, np.newaxis].astype(np.float32) / 255.0
+        outputs = forward(tf.convert_to_tensor(batch))
+        probabilities.append(outputs["probability"].numpy().ravel())
+        subtypes.append(outputs["subtypes"].numpy())
+        blood.append((1.0 - outputs["mask"].numpy()[..., 0]).astype(np.float16))
+    if not probabilities:
+        size = part.images.shape[1]
+        return np.zeros(0), np.zeros((0, NUM_SUBTYPES)), np.zeros((0, size, size), np.float16)
+    return np.concatenate(probabilities), np.concatenate(subtypes), np.concatenate(blood)
+
+
+def validation_figures(model: keras.Model, parts: dict[str, Part]) -> dict[str, float]:
+    """Per-collection slice AUC (learnable labels only), their mean, the pooled any-blood Dice
+    on bhsd_seg at 0.5, and the share of normal CT-ICH slices with no pixel above 0.5."""
+    figures: dict[str, float] = {}
+    aucs = []
+    for name in ("ct_ich", "head_ct", "phe_sich"):
+        part = parts.get(name)
+        if part is None or not len(part):
+            continue
+        keep = part.label_weights > 0
+        probabilities, _, blood = predict_parts(model, part.subset(keep))
+        auc = _auc(part.labels[keep], probabilities)
+        figures[f"auc_{name}"] = auc
+        aucs.append(auc)
+        if name == "ct_ich":
+            normal = part.labels[keep] == 0
+            figures["clear_ct_ich"] = float(np.mean((blood[normal] > 0.5).sum(axis=(1, 2)) < 10))
+    figures["mean_source_auc"] = float(np.mean(aucs)) if aucs else math.nan
+    bhsd = parts.get("bhsd_seg")
+    if bhsd is not None and len(bhsd):
+        _, _, blood = predict_parts(model, bhsd)
+        predicted = blood > 0.5
+        truth = bhsd.masks > 0
+        overlap = float(np.sum(predicted & truth))
+        total = float(predicted.sum() + truth.sum())
+        figures["dice_bhsd"] = 2 * overlap / total if total else math.nan
+    return figures
+
+
+def _auc(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    if len(np.unique(labels)) < 2:
+        return math.nan
+    return float(roc_auc_score(labels, probabilities))
+
+
+class ValidationScore(keras.callbacks.Callback):
+    """Adds the validation figures to the logs and ``val_score``: the mean of the per-collection
+    slice AUCs plus a tenth of the bhsd_seg Dice (the checkpoint and early-stopping measure)."""
+
+    def __init__(self, parts: dict[str, Part]) -> None:
+        super().__init__()
+        self.parts = parts
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = logs if logs is not None else {}
+        figures = validation_figures(self.model, self.parts)
+        score = np.nan_to_num(figures["mean_source_auc"]) + 0.1 * np.nan_to_num(figures.get("dice_bhsd", 0.0))
+        logs.update({f"val_{key}": value for key, value in figures.items()}, val_score=float(score))
+        logger.info(
+            "epoch %d: %s, score %.4f",
+            epoch + 1,
+            ", ".join(f"{key} {value:.3f}" for key, value in figures.items()),
+            score,
+        )
+
+
+def train_multitask(
+    config: MultitaskConfig, data_dir: Path, output_dir: Path, cache_dir: Path | None = None
+) -> dict[str, Any]:
+    """Train, keep the best epoch by ``val_score``, and write the model, its log, its split and
+    its validation predictions into ``output_dir``. The test split is not looked at."""
+    started = time.monotonic()
+    keras.utils.set_random_seed(config.seed)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    parts = prepare_parts(data_dir, config, cache_dir)
+    (output_dir / "split_manifest.json").write_text(
+        json.dumps(
+            {
+                "seed": config.seed,
+                **{
+                    split: {"patients": sorted({g for part in members.values() for g in part.groups})}
+                    for split, members in parts.items()
+                },
+            },
+            indent=1,
+        ),
+        encoding="utf-8",
+    )
+    size = config.image_size
+    if config.init_from:
+        model = keras.models.load_model(config.init_from, compile=False)
+    else:
+        model = build_multitask((size, size, 1), width=config.width, dropout=config.dropout)
+    augmenter = Augmenter(AugmentationConfig(), seed=config.seed)
+    data = training_data(parts["train"], config, augmenter)
+    model.compile(
+        optimizer=keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay),
+        loss={"probability": probability_loss, "subtypes": subtype_loss, "mask": mask_loss},
+        loss_weights={
+            "probability": 1.0,
+            "subtypes": config.subtype_loss_weight,
+            "mask": config.mask_loss_weight,
+        },
+        jit_compile=False,
+    )
+    budget = TimeBudget(config.time_budget_minutes)
+    callbacks: list[keras.callbacks.Callback] = [
+        ValidationScore(parts["validation"]),
+        keras.callbacks.ModelCheckpoint(
+            str(output_dir / "model.keras"), monitor="val_score", mode="max", save_best_only=True
+        ),
+        keras.callbacks.ModelCheckpoint(str(output_dir / "last.keras")),
+        keras.callbacks.ReduceLROnPlateau(
+            monitor="val_score", mode="max", factor=0.5, patience=6, min_lr=5e-5
+        ),
+        keras.callbacks.EarlyStopping(monitor="val_score", mode="max", patience=config.patience),
+        keras.callbacks.CSVLogger(str(output_dir / "training_log.csv")),
+        budget,
+    ]
+    history = model.fit(
+        data, epochs=config.epochs, steps_per_epoch=config.steps_per_epoch, callbacks=callbacks, verbose=2
+    )
+    best = keras.models.load_model(output_dir / "model.keras", compile=False)
+    figures = validation_figures(best, parts["validation"])
+    predictions: dict[str, Any] = {}
+    for name, part in parts["validation"].items():
+        probabilities, subtypes, _ = predict_parts(best, part)
+        predictions[f"{name}_probability"] = probabilities
+        predictions[f"{name}_subtypes"] = subtypes
+        predictions[f"{name}_labels"] = part.labels
+        predictions[f"{name}_weights"] = part.label_weights
+        predictions[f"{name}_groups"] = np.array(part.groups)
+        predictions[f"{name}_ids"] = np.array(part.ids)
+    np.savez(output_dir / "validation_predictions.npz", **predictions)
+    scores = history.history.get("val_score", [])
+    summary = {
+        "config": asdict(config),
+        "epochs_run": len(scores),
+        "best_epoch": int(np.argmax(scores)) + 1 if scores else None,
+        "stopped_by_time_budget": budget.stopped_early,
+        "minutes": round((time.monotonic() - started) / 60, 1),
+        "validation": figures,
+        "parameters": int(best.count_params()),
+        "latency_ms": round(measure_latency(best, size), 1),
+        "counts": {split: {n: len(p) for n, p in members.items()} for split, members in parts.items()},
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "environment": {
+            "python": sys.version.split()[0],
+            "tensorflow": tf.__version__,
+            "platform": platform.platform(),
+        },
+    }
+    (output_dir / "train_config.json").write_text(json.dumps(asdict(config), indent=1), encoding="utf-8")
+    (output_dir / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    return summary

@@ -1,0 +1,74 @@
+"""Command line: train the three-headed network on every collection's labels.
+
+Example::
+
+    python -m ml.train_multitask --output artifacts/experiments/multitask-stage1 --time-budget-min 60
+
+The best epoch by the validation score is kept as ``model.keras`` and the last as
+``last.keras`` (continue a run with ``--init-from .../last.keras``); the test split is not used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from ml.data.datasets import default_data_dir
+from ml.multitask import COLLECTIONS, MultitaskConfig, train_multitask
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    defaults = MultitaskConfig()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir())
+    parser.add_argument("--output", type=Path, required=True, help="folder for the model and its log")
+    parser.add_argument("--cache-dir", type=Path, default=Path(".cache"))
+    parser.add_argument("--image-size", type=int, default=defaults.image_size)
+    parser.add_argument("--width", type=int, default=defaults.width)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--steps-per-epoch", type=int, default=defaults.steps_per_epoch)
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    parser.add_argument("--patience", type=int, default=defaults.patience)
+    parser.add_argument("--time-budget-min", type=float, default=defaults.time_budget_minutes)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--split-manifest", default=defaults.split_manifest)
+    parser.add_argument(
+        "--collections",
+        nargs="+",
+        choices=COLLECTIONS,
+        default=list(COLLECTIONS),
+        help="collections to learn from",
+    )
+    parser.add_argument("--no-rotate-90", action="store_true", help="no random quarter turns in augmentation")
+    parser.add_argument("--init-from", help="start from the weights of an earlier model.keras")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    args = parse_args(argv)
+    config = MultitaskConfig(
+        image_size=args.image_size,
+        width=args.width,
+        batch_size=args.batch_size,
+        steps_per_epoch=args.steps_per_epoch,
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        patience=args.patience,
+        time_budget_minutes=args.time_budget_min,
+        seed=args.seed,
+        split_manifest=args.split_manifest,
+        collections=tuple(args.collections),
+        rotate_90=not args.no_rotate_90,
+        init_from=args.init_from,
+    )
+    summary = train_multitask(config, args.data_dir, args.output, args.cache_dir)
+    logging.info("Validation: %s", json.dumps(summary["validation"]))
+    logging.info("Written to %s", args.output)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""The three-headed network, its losses (each only where its label exists) and its batches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ml.data.augmentation import AugmentationConfig, Augmenter
+from ml.explain.gradcam import GradCam
+from ml.models.multitask import GRADCAM_LAYER, build_multitask
+from ml.models.unet import SEGMENTATION_CLASSES
+from ml.multitask import (
+    FLAG_BOX,
+    FLAG_VALID,
+    MultitaskConfig,
+    Part,
+    _prepare,
+    _Slice,
+    mask_loss,
+    probability_loss,
+    subtype_loss,
+    training_data,
+)
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def model():  # type: ignore[no-untyped-def]
+    import keras
+
+    keras.utils.set_random_seed(11)
+    return build_multitask((SIZE, SIZE, 1), width=4)
+
+
+def test_one_pass_gives_probability_subtypes_and_mask(model) -> None:  # type: ignore[no-untyped-def]
+    outputs = model(np.zeros((2, SIZE, SIZE, 1), np.float32))
+    assert outputs["probability"].shape == (2, 1)
+    assert outputs["subtypes"].shape == (2, 5)
+    assert outputs["mask"].shape == (2, SIZE, SIZE, SEGMENTATION_CLASSES)
+    assert np.allclose(outputs["mask"].numpy().sum(axis=-1), 1.0, atol=1e-4)
+    with pytest.raises(ValueError, match="divisible by 16"):
+        build_multitask((40, 40, 1))
+
+
+def test_the_served_size_stays_small() -> None:
+    network = build_multitask((256, 256, 1), width=16)
+    assert network.count_params() * 4 / 2**20 < 3.0
+
+
+def test_grad_cam_explains_the_probability_head(model) -> None:  # type: ignore[no-untyped-def]
+    images = np.random.default_rng(0).random((3, SIZE, SIZE, 1)).astype(np.float32)
+    probabilities, heatmaps = GradCam(model, GRADCAM_LAYER)(images)
+    direct = model(images, training=False)["probability"].numpy().ravel()
+    assert np.allclose(probabilities, direct, atol=1e-5)
+    assert heatmaps.shape == (3, SIZE // 16, SIZE // 16)
+    assert heatmaps.min() >= 0 and heatmaps.max() <= 1
+
+
+def test_probability_loss_counts_only_weighted_slices() -> None:
+    predictions = tf.constant([[0.9], [0.9]])
+    weighted = probability_loss(tf.constant([[0.0, 1.0], [0.0, 0.0]]), predictions).numpy()
+    assert weighted[0] == pytest.approx(-np.log(0.1), rel=1e-4)
+    assert weighted[1] == 0.0
+
+
+def test_subtype_loss_ignores_unknown_subtypes() -> None:
+    labels = np.zeros((1, 10), np.float32)
+    labels[0, 1] = 1.0  # intraparenchymal present
+    labels[0, 5 + 1] = 1.0  # and only it is known
+    good = np.full((1, 5), 0.01, np.float32)
+    good[0, 1] = 0.99
+    unknown_wrong = good.copy()
+    unknown_wrong[0, 3] = 0.99
+    assert subtype_loss(tf.constant(labels), tf.constant(good)).numpy()[0] == pytest.approx(
+        subtype_loss(tf.constant(labels), tf.constant(unknown_wrong)).numpy()[0]
+    )
+    wrong = good.copy()
+    wrong[0, 1] = 0.01
+    assert subtype_loss(tf.constant(labels), tf.constant(wrong)).numpy()[0] > 0.5
+
+
+def _mask_target(classes: np.ndarray, valid: np.ndarray, box: np.ndarray) -> tf.Tensor:
+    one_hot = np.eye(SEGMENTATION_CLASSES, dtype=np.float32)[classes]
+    return tf.constant(np.concatenate([one_hot, valid[..., None], box[..., None]], axis=-1)[None])
+
+
+def _prediction(blood: np.ndarray) -> tf.Tensor:
+    probabilities = np.zeros((*blood.shape, SEGMENTATION_CLASSES), np.float32)
+    probabilities[..., 0] = 1.0 - blood
+    probabilities[..., 2] = blood
+    return tf.constant(probabilities[None])
+
+
+def test_mask_loss_learns_blood_inside_the_box_and_none_outside() -> None:
+    classes = np.zeros((8, 8), np.int64)
+    box = np.zeros((8, 8), np.float32)
+    box[2:5, 2:5] = 1.0
+    valid = 1.0 - box  # outside the box: known background; inside: only "some blood"
+    target = _mask_target(classes, valid, box)
+    nothing = np.full((8, 8), 0.01, np.float32)
+    inside = nothing.copy()
+    inside[3, 3] = 0.95
+    outside = nothing.copy()
+    outside[6, 6] = 0.95
+    loss_nothing = float(mask_loss(target, _prediction(nothing)))
+    loss_inside = float(mask_loss(target, _prediction(inside)))
+    loss_outside = float(mask_loss(target, _prediction(outside)))
+    assert loss_inside < loss_nothing
+    assert loss_inside < loss_outside
+
+
+def test_mask_loss_ignores_pixels_that_are_not_known() -> None:
+    classes = np.zeros((8, 8), np.int64)
+    target = _mask_target(classes, np.zeros((8, 8), np.float32), np.zeros((8, 8), np.float32))
+    blood = np.random.default_rng(1).random((8, 8)).astype(np.float32)
+    assert float(mask_loss(target, _prediction(blood))) == pytest.approx(0.0, abs=1e-5)
+
+
+def _synthetic_slices(count: int, label: int, pixels: str) -> list[_Slice]:
+    rng = np.random.default_rng(label)
+
+    def load() -> np.ndarray:
+        image = np.zeros((100, 120), np.uint8)
+        yy, xx = np.mgrid[:100, :120]
+        image[((yy - 50) / 40) ** 2 + ((xx - 60) / 50) ** 2 < 1] = 120 + rng.integers(0, 20)
+        return image
+
+    return [
+        _Slice(
+            sample_id=f"s:{label}-{index}",
+            group=f"p{label}-{index % 3}",
+            load=load,
+            label=label,
+            label_weight=1.0,
+            subtypes=(0, label, 0, 0, 0),
+            subtype_weights=(1.0,) * 5,
+            pixels=pixels,
+            box=(40, 30, 79, 59) if pixels == "box" else None,
+        )
+        for index in range(count)
+    ]
+
+
+def test_a_box_lands_on_the_model_grid_where_the_head_crop_puts_it() -> None:
+    from ml.data.preprocessing import PreprocessConfig
+
+    part = _prepare("phe_sich", _synthetic_slices(2, 1, "box"), PreprocessConfig(image_size=SIZE))
+    flags = part.flags[0]
+    inside = (flags & FLAG_BOX) > 0
+    assert 0.05 < inside.mean() < 0.5
+    # Outside the box the slice is known to be blood-free; inside only "some blood" is known.
+    assert np.all((flags[~inside] & FLAG_VALID) > 0)
+    assert not np.any((flags[inside] & FLAG_VALID) > 0)
+    rows, cols = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
+    assert abs((rows[0] + rows[-1]) / 2 - SIZE / 2) < SIZE * 0.15
+    assert abs((cols[0] + cols[-1]) / 2 - SIZE / 2) < SIZE * 0.15
+
+
+def test_batches_hold_both_labels_of_each_collection_in_equal_shares() -> None:
+    from ml.data.preprocessing import PreprocessConfig
+
+    config = PreprocessConfig(image_size=SIZE)
+    parts: dict[str, Part] = {
+        "ct_ich": _prepare(
+            "ct_ich", _synthetic_slices(30, 0, "empty") + _synthetic_slices(3, 1, "somewhere"), config
+        ),
+        "phe_sich": _prepare(
+            "phe_sich", _synthetic_slices(5, 0, "empty") + _synthetic_slices(20, 1, "box"), config
+        ),
+    }
+    settings = MultitaskConfig(image_size=SIZE, batch_size=64, shares={"ct_ich": 0.5, "phe_sich": 0.5})
+    batches = training_data(parts, settings, Augmenter(AugmentationConfig(), seed=3))
+    images, targets = next(iter(batches))
+    assert images.shape == (64, SIZE, SIZE, 1)
+    assert targets["mask"].shape == (64, SIZE, SIZE, SEGMENTATION_CLASSES + 2)
+    labels = targets["probability"].numpy()[:, 0]
+    # Each (collection, label) cell is a quarter of the draws, whatever its size.
+    assert 0.3 < labels.mean() < 0.7
+    boxes = targets["mask"].numpy()[..., -1].reshape(64, -1).max(axis=1)
+    assert np.all(boxes[labels == 1] == 1.0)
+    assert np.all(boxes[labels == 0] == 0.0)
