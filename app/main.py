@@ -48,11 +48,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         from app.services.inference import ModelRegistry
         from app.services.pacs import PacsClient, PacsService, StudyWatcher
         from app.services.predictions import PredictionService
+        from app.services.reporting import ReportFontsMissing, register_fonts
         from app.services.storage import STUDIES
         from app.services.studies import StudyService
         from ml.data.series import ArchiveLimits
 
         configure_logging(settings.log_level, settings.log_format)
+        try:
+            register_fonts()
+        except ReportFontsMissing as error:
+            logger.critical("%s", error)
+            raise
         configure_tensorflow(settings.inference_threads)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         database = Database(settings.resolved_database_url)

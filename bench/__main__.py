@@ -10,10 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.run import BenchConfig, command_line, default_data_dir, format_table, run
+from ml.cli import ArgumentParser, data_errors
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
         prog="python -m bench",
         description="Latency, throughput, start-up and memory of the ICH service, with the naive "
         "path and the bare model for comparison. Run from the repository root.",
@@ -43,28 +44,36 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="Small counts for a smoke run.")
     parser.add_argument("--skip-http", action="store_true", help="Measure in-process only; no server.")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None, parser: ArgumentParser | None = None) -> argparse.Namespace:
+    return (parser or build_parser()).parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    arguments = parse_args(argv)
+    parser = build_parser()
+    arguments = parse_args(argv, parser)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     # One line per request would bury the progress messages.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     requests = arguments.requests if arguments.requests is not None else (10 if arguments.quick else 100)
-    config = BenchConfig(
-        model_store=arguments.model_store,
-        model_name=arguments.model_name,
-        data_dir=arguments.data_dir,
-        output=arguments.output,
-        requests=requests,
-        skip_http=arguments.skip_http,
-    )
-    if arguments.quick:
-        config = config.as_quick()
+    # The config only checks the option values here: its ValueError is the user's to fix.
+    with data_errors(parser, (ValueError,)):
+        config = BenchConfig(
+            model_store=arguments.model_store,
+            model_name=arguments.model_name,
+            data_dir=arguments.data_dir,
+            output=arguments.output,
+            requests=requests,
+            skip_http=arguments.skip_http,
+        )
+        if arguments.quick:
+            config = config.as_quick()
     raw_arguments = list(sys.argv[1:] if argv is None else argv)
-    results = run(config, command=command_line(raw_arguments))
+    with data_errors(parser):
+        results = run(config, command=command_line(raw_arguments))
     sys.stdout.write(format_table(results) + "\n")
     sys.stdout.write(f"\nResults written to {config.output}\n")
     return 0

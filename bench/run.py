@@ -41,6 +41,7 @@ import cv2
 import numpy as np
 
 from ml.data.imaging import DEFAULT_MAX_PIXELS
+from ml.errors import MissingDataFile
 
 logger = logging.getLogger("bench")
 
@@ -237,7 +238,7 @@ def pick_slice_png(data_dir: Path) -> Path:
     """The head_ct PNG of median pixel count: a typical slice, neither the smallest nor the largest."""
     paths = sorted((data_dir / "head_ct" / "images").glob("*.png"))
     if not paths:
-        raise FileNotFoundError(
+        raise MissingDataFile(
             f"No head_ct PNGs under {data_dir / 'head_ct' / 'images'}; pass --data-dir or set ICH_DATA_DIR."
         )
     sizes = []
@@ -261,7 +262,7 @@ def build_dicom_series(data_dir: Path, num_slices: int) -> list[bytes]:
 
     sources = sorted((data_dir / "rsna_dicom" / "dicom").glob("*.dcm"))
     if not sources:
-        raise FileNotFoundError(
+        raise MissingDataFile(
             f"No DICOM files under {data_dir / 'rsna_dicom' / 'dicom'}; pass --data-dir or set ICH_DATA_DIR."
         )
     study_uid, series_uid = generate_uid(), generate_uid()
@@ -297,18 +298,25 @@ def build_dicom_series(data_dir: Path, num_slices: int) -> list[bytes]:
 # In-process: optimised, naive and floor
 
 
-def load_classifier(model_store: Path, model_name: str) -> Any:
-    """The newest version of ``model_name`` in the store, loaded as the service loads it."""
-    from app.services.inference import SliceClassifier
-    from ml.model_io import discover_models, load_bundle
+def newest_bundle(model_store: Path, model_name: str) -> Path:
+    """The folder of the newest version of ``model_name`` in the store."""
+    from ml.model_io import discover_models
 
     versions = discover_models(model_store).get(model_name)
     if not versions:
-        raise FileNotFoundError(
+        raise MissingDataFile(
             f"No model bundle named {model_name!r} (model.keras + model_card.json) in {model_store}; "
             "train one or pass --model-store."
         )
-    return SliceClassifier(load_bundle(versions[-1]))
+    return versions[-1]
+
+
+def load_classifier(model_store: Path, model_name: str) -> Any:
+    """The newest version of ``model_name`` in the store, loaded as the service loads it."""
+    from app.services.inference import SliceClassifier
+    from ml.model_io import load_bundle
+
+    return SliceClassifier(load_bundle(newest_bundle(model_store, model_name)))
 
 
 def encode_result(result: Any) -> dict[str, bytes]:
@@ -460,7 +468,7 @@ def measure_segmentation_floor(
     name, _, version = served.partition("/")
     model_dir = Path(model_store) / name / version
     if not name or not version or not model_dir.is_dir():
-        raise FileNotFoundError(f"The server serves segmentation model {served!r}, not found as {model_dir}.")
+        raise MissingDataFile(f"The server serves segmentation model {served!r}, not found as {model_dir}.")
     segmenter = load_segmenter(model_dir, fold=True)
     size = segmenter.config.image_size
     prepared = preprocess(decode_upload(png, DEFAULT_MAX_PIXELS).pixels, segmenter.config).image[np.newaxis]
@@ -1193,6 +1201,9 @@ def format_table(results: dict[str, Any]) -> str:
 
 def run(config: BenchConfig, command: str = "python -m bench") -> dict[str, Any]:
     """Run every measurement, write the JSON to ``config.output`` and return the results."""
+    # A missing model or data folder is reported before anything is measured or started.
+    newest_bundle(config.model_store, config.model_name)
+    pick_slice_png(config.data_dir)
     results: dict[str, Any] = {
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": command,

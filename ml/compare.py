@@ -7,12 +7,13 @@ Example::
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 from typing import Any
 
+from ml.cli import ArgumentParser, data_errors
+from ml.errors import DataError, MissingDataFile
 from ml.export import bundle_size_mib
+from ml.model_io import CARD_FILE, read_card_json
 
 COLUMNS = (
     "model",
@@ -40,7 +41,18 @@ def _auc(entry: dict[str, Any] | None) -> str:
 
 
 def row(model_dir: Path) -> list[str]:
-    card = json.loads((model_dir / "model_card.json").read_text(encoding="utf-8"))
+    """One table row; a card that lacks a figure of the table is a :class:`DataError`."""
+    card = read_card_json(model_dir / CARD_FILE)
+    try:
+        return _row(model_dir, card)
+    except (KeyError, TypeError) as error:
+        raise DataError(
+            f"{model_dir / CARD_FILE} is not the card of a finished training run (no {error}); "
+            "python -m ml.train writes one."
+        ) from error
+
+
+def _row(model_dir: Path, card: dict[str, Any]) -> list[str]:
     test = card["metrics"]["test"]
     validation = card["metrics"]["validation"]["all"]["slice"]["metrics"]["auc"]["value"]
     training = card["training"]
@@ -69,10 +81,18 @@ def table(model_dirs: list[Path]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Compare model bundles as a Markdown table.")
-    parser.add_argument("model_dirs", nargs="+", type=Path)
+    parser = ArgumentParser(
+        prog="python -m ml.compare", description="Compare model bundles as a Markdown table."
+    )
+    parser.add_argument(
+        "model_dirs", nargs="+", type=Path, help="bundle folders; those without a card are left out"
+    )
     args = parser.parse_args(argv)
-    print(table([path for path in args.model_dirs if (path / "model_card.json").is_file()]))
+    bundles = [path for path in args.model_dirs if (path / CARD_FILE).is_file()]
+    with data_errors(parser):
+        if not bundles:
+            raise MissingDataFile(f"None of the {len(args.model_dirs)} folders holds a {CARD_FILE}.")
+        print(table(bundles))
 
 
 if __name__ == "__main__":

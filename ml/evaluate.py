@@ -18,7 +18,6 @@ collections, and images from another site may need another operating point.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from collections.abc import Sequence
@@ -27,9 +26,11 @@ from typing import Any
 
 import numpy as np
 
+from ml.cli import ArgumentParser, data_errors
 from ml.data.datasets import Sample, read_labelled_csv
-from ml.data.imaging import decode_image
+from ml.data.imaging import ImageDecodeError, UnsupportedImageError, decode_image
 from ml.data.preprocessing import preprocess
+from ml.errors import DataError, MissingDataFile
 from ml.evaluation.metrics import (
     binary_metrics,
     choose_threshold,
@@ -51,11 +52,19 @@ def predict_samples(bundle: ModelBundle, samples: Sequence[Sample], batch_size: 
     probabilities: list[float] = []
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
-        batch = np.stack(
-            [preprocess(decode_image(sample.path.read_bytes()).pixels, config).image for sample in chunk]
-        )
+        batch = np.stack([preprocess(_read_pixels(sample.path), config).image for sample in chunk])
         probabilities.extend(np.asarray(bundle.model.predict(batch, verbose=0)).ravel().tolist())
     return np.array(probabilities, dtype=np.float64)
+
+
+def _read_pixels(path: Path) -> np.ndarray:
+    """The pixels of one listed image; a missing or unreadable file is the CSV's error, not a bug."""
+    if not path.is_file():
+        raise MissingDataFile(f"Image not found: {path}; image paths are read relative to the CSV.")
+    try:
+        return decode_image(path.read_bytes()).pixels
+    except (ImageDecodeError, UnsupportedImageError) as error:
+        raise DataError(f"Could not read image {path}: {error}") from error
 
 
 def site_threshold(
@@ -123,7 +132,7 @@ def evaluate(
     labels = np.array([sample.label for sample in samples], dtype=np.int32)
     groups = [sample.group for sample in samples]
     if target_sensitivity is not None and not labels.any():
-        raise ValueError("Choosing a threshold needs images labelled 1 (haemorrhage) in the CSV.")
+        raise DataError("Choosing a threshold needs images labelled 1 (haemorrhage) in the CSV.")
     probabilities = predict_samples(bundle, samples)
     has_groups = len(set(groups)) < len(groups)
     report: dict[str, Any] = {
@@ -148,7 +157,9 @@ def evaluate(
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    parser = argparse.ArgumentParser(description="Evaluate a model bundle on a labelled CSV.")
+    parser = ArgumentParser(
+        prog="python -m ml.evaluate", description="Evaluate a model bundle on a labelled CSV."
+    )
     parser.add_argument("--model-dir", type=Path, required=True)
     parser.add_argument("--labels", type=Path, required=True, help="CSV; image paths relative to it")
     parser.add_argument("--image-col", default="image")
@@ -166,15 +177,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.choose_threshold is not None and not 0 < args.choose_threshold <= 1:
         parser.error("--choose-threshold takes a sensitivity in (0, 1], for example 0.95.")
-    bundle = load_bundle(args.model_dir)
-    samples = read_labelled_csv(args.labels, args.image_col, args.label_col, args.group_col)
     output = args.output or Path("artifacts") / "evaluation" / args.labels.parent.name
-    try:
+    with data_errors(parser):
+        samples = read_labelled_csv(args.labels, args.image_col, args.label_col, args.group_col)
+        bundle = load_bundle(args.model_dir)
         report = evaluate(
             bundle, samples, output, args.threshold, args.bootstrap_resamples, args.choose_threshold
         )
-    except ValueError as error:
-        parser.error(str(error))
     print(json.dumps(report, indent=1))
     logger.info("Metrics and plots written to %s", output)
 

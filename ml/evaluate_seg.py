@@ -15,8 +15,6 @@ Hounsfield units clipped to 0..255 (as ``bhsd_seg`` is) to the brain window firs
 
 from __future__ import annotations
 
-import argparse
-import csv
 import json
 import logging
 from pathlib import Path
@@ -25,7 +23,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from ml.data.datasets import default_data_dir, load_image
+from ml.cli import ArgumentParser, data_errors
+from ml.data.datasets import default_data_dir, load_image, read_csv_rows
 from ml.data.preprocessing import PreprocessConfig
 from ml.data.segmentation import (
     SUBTYPES,
@@ -34,6 +33,8 @@ from ml.data.segmentation import (
     read_ct_ich_subtypes,
     split_ct_ich_by_manifest,
 )
+from ml.errors import DataError, MissingDataFile
+from ml.model_io import CARD_FILE, MODEL_FILE, read_card_json
 from ml.seg_training import (
     Prepared,
     ct_ich_detection_report,
@@ -58,18 +59,19 @@ def read_mask_csv(
 ) -> list[SegSample]:
     """Slices with masks from a CSV (paths relative to it); subtypes are read off the masks."""
     csv_path = Path(csv_path)
-    with csv_path.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = read_csv_rows(csv_path)
     if not rows:
-        raise ValueError(f"{csv_path} has no rows.")
+        raise DataError(f"{csv_path} has no rows.")
     for required in (image_col, mask_col):
         if required not in rows[0]:
-            raise ValueError(
+            raise DataError(
                 f"{csv_path} has no column {required!r}; columns are {sorted(rows[0])}. "
                 "Name the right ones with --image-col and --mask-col."
             )
     samples = []
-    for row in rows:
+    for index, row in enumerate(rows, start=2):
+        if not (row[image_col] or "").strip() or not (row[mask_col] or "").strip():
+            raise DataError(f"{csv_path}, line {index}: empty {image_col!r} or {mask_col!r}.")
         mask_path = (csv_path.parent / row[mask_col].strip()).resolve()
         mask = load_image(mask_path)
         present = np.unique(mask)
@@ -89,7 +91,12 @@ def read_mask_csv(
 
 def held_out(model_dir: Path, data_dir: Path, card: dict[str, Any]) -> dict[str, list[SegSample]]:
     """The bundle's test volumes and the classifier's CT-ICH test patients."""
-    manifest = json.loads((model_dir / "split_manifest.json").read_text(encoding="utf-8"))
+    manifest_path = model_dir / "split_manifest.json"
+    if not manifest_path.is_file():
+        raise MissingDataFile(
+            f"No split_manifest.json in {model_dir}: name the slices to measure with --labels."
+        )
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     test_volumes = set(manifest["bhsd_seg_volumes"]["test"])
     classifier_dir = Path(card["training"]["config"]["classifier_dir"])
     ct_ich = split_ct_ich_by_manifest(read_ct_ich_subtypes(data_dir), classifier_dir / "split_manifest.json")
@@ -109,8 +116,10 @@ def evaluate_bundle(
 ) -> dict[str, Any]:
     """Metrics of the bundle in ``model_dir`` on its held-out data, or on ``labels``."""
     model_dir = Path(model_dir)
-    card = json.loads((model_dir / "model_card.json").read_text(encoding="utf-8"))
-    model = keras.saving.load_model(model_dir / "model.keras", compile=False)
+    card = read_card_json(model_dir / CARD_FILE)
+    if not (model_dir / MODEL_FILE).is_file():
+        raise MissingDataFile(f"No {MODEL_FILE} in {model_dir}.")
+    model = keras.saving.load_model(model_dir / MODEL_FILE, compile=False)
     config = PreprocessConfig.from_dict(card["preprocessing"])
     threshold, min_px = float(card["blood_threshold"]), int(card["min_component_px"])
     seed = int(card.get("training", {}).get("config", {}).get("seed", 0))
@@ -150,7 +159,7 @@ def evaluate_bundle(
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    parser = argparse.ArgumentParser(description="Evaluate a segmentation bundle.")
+    parser = ArgumentParser(prog="python -m ml.evaluate_seg", description="Evaluate a segmentation bundle.")
     parser.add_argument("--model-dir", type=Path, required=True)
     parser.add_argument("--data-dir", type=Path, default=default_data_dir())
     parser.add_argument("--labels", type=Path, help="CSV of images and masks (paths relative to it)")
@@ -165,13 +174,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bootstrap-resamples", type=int, default=1000)
     args = parser.parse_args(argv)
     labels = None
-    if args.labels is not None:
-        labels = read_mask_csv(
-            args.labels, args.image_col, args.mask_col, args.group_col, args.hounsfield_png
+    with data_errors(parser):
+        if args.labels is not None:
+            labels = read_mask_csv(
+                args.labels, args.image_col, args.mask_col, args.group_col, args.hounsfield_png
+            )
+        report = evaluate_bundle(
+            args.model_dir,
+            args.data_dir,
+            labels,
+            args.bootstrap_resamples,
+            classifier_dir=args.classifier_dir,
         )
-    report = evaluate_bundle(
-        args.model_dir, args.data_dir, labels, args.bootstrap_resamples, classifier_dir=args.classifier_dir
-    )
     text = json.dumps(report, indent=1)
     print(text)
     if args.output:

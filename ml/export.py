@@ -11,7 +11,6 @@ SavedModel for a model server::
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -20,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ml.cli import ArgumentParser, data_errors
 from ml.data.datasets import Sample, default_data_dir, read_datasets
 from ml.data.segmentation import read_bhsd
 from ml.data.splits import load_manifest, select
@@ -209,23 +209,24 @@ def bundle_size_mib(bundle_dir: Path) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    parser = argparse.ArgumentParser(description="Finish and check a model bundle.")
+    parser = ArgumentParser(prog="python -m ml.export", description="Finish and check a model bundle.")
     parser.add_argument("--model-dir", type=Path, required=True)
     parser.add_argument("--data-dir", type=Path, default=default_data_dir())
     parser.add_argument("--cache-dir", type=Path, default=Path(".cache"))
     parser.add_argument("--saved-model", type=Path, help="also export a TensorFlow SavedModel here")
     args = parser.parse_args(argv)
 
-    bundle = load_bundle(args.model_dir)
-    samples = split_samples(bundle, args.data_dir, "test")
-    probabilities = split_probabilities(bundle, samples, args.cache_dir)
-    plots = write_plots(bundle.path, samples, probabilities, bundle.threshold)
-    problems = check_card_metrics(bundle.card, samples, probabilities)
-    validation = split_samples(bundle, args.data_dir, "validation")
-    study = choose_study_aggregation(validation, split_probabilities(bundle, validation, args.cache_dir))
-    study_test = study_test_metrics(samples, probabilities, study["method"], study["threshold"])
-    robustness = robustness_report(bundle.model, samples, bundle.preprocess_config, bundle.threshold)
-    external = external_sensitivity(bundle, args.data_dir, args.cache_dir)
+    with data_errors(parser):
+        bundle = load_bundle(args.model_dir)
+        samples = split_samples(bundle, args.data_dir, "test")
+        probabilities = split_probabilities(bundle, samples, args.cache_dir)
+        plots = write_plots(bundle.path, samples, probabilities, bundle.threshold)
+        problems = check_card_metrics(bundle.card, samples, probabilities)
+        validation = split_samples(bundle, args.data_dir, "validation")
+        study = choose_study_aggregation(validation, split_probabilities(bundle, validation, args.cache_dir))
+        study_test = study_test_metrics(samples, probabilities, study["method"], study["threshold"])
+        robustness = robustness_report(bundle.model, samples, bundle.preprocess_config, bundle.threshold)
+        external = external_sensitivity(bundle, args.data_dir, args.cache_dir)
     size = bundle_size_mib(bundle.path)
     if args.saved_model is not None:
         bundle.model.export(str(args.saved_model))

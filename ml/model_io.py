@@ -15,8 +15,17 @@ from typing import Any
 import keras
 
 from ml.data.preprocessing import PreprocessConfig
+from ml.errors import DataError, MissingDataFile
 
-__all__ = ["ModelBundle", "discover_models", "load_bundle", "read_card", "save_bundle", "version_key"]
+__all__ = [
+    "ModelBundle",
+    "discover_models",
+    "load_bundle",
+    "read_card",
+    "read_card_json",
+    "save_bundle",
+    "version_key",
+]
 
 MODEL_FILE = "model.keras"
 CARD_FILE = "model_card.json"
@@ -51,14 +60,30 @@ class ModelBundle:
         return PreprocessConfig.from_dict(self.card["preprocessing"])
 
 
+def read_card_json(card_path: Path) -> dict[str, Any]:
+    """The JSON object in a model card file.
+
+    Raises:
+        MissingDataFile: there is no such file (the folder is not a model bundle).
+        DataError: the file is not a JSON object.
+    """
+    if not card_path.is_file():
+        raise MissingDataFile(f"No {CARD_FILE} in {card_path.parent}.")
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DataError(f"{card_path} is not valid JSON: {error}.") from error
+    if not isinstance(card, dict):
+        raise DataError(f"{card_path} holds a JSON {type(card).__name__}, not an object.")
+    return card
+
+
 def read_card(model_dir: Path) -> dict[str, Any]:
     card_path = Path(model_dir) / CARD_FILE
-    if not card_path.is_file():
-        raise FileNotFoundError(f"No {CARD_FILE} in {model_dir}.")
-    card: dict[str, Any] = json.loads(card_path.read_text(encoding="utf-8"))
+    card = read_card_json(card_path)
     for key in ("name", "version", "threshold", "gradcam_layer", "preprocessing"):
         if key not in card:
-            raise ValueError(f"{card_path} lacks the field {key!r}.")
+            raise DataError(f"{card_path} lacks the field {key!r}.")
     return card
 
 
@@ -68,7 +93,7 @@ def load_bundle(model_dir: Path) -> ModelBundle:
     card = read_card(model_dir)
     model_path = model_dir / MODEL_FILE
     if not model_path.is_file():
-        raise FileNotFoundError(f"No {MODEL_FILE} in {model_dir}.")
+        raise MissingDataFile(f"No {MODEL_FILE} in {model_dir}.")
     model = keras.saving.load_model(model_path, compile=False)
     return ModelBundle(model=model, card=card, path=model_dir)
 

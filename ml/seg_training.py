@@ -50,7 +50,7 @@ from ml.evaluation.segmentation import (
     pointing_game_hit,
 )
 from ml.explain.gradcam import GradCam
-from ml.model_io import load_bundle
+from ml.model_io import load_bundle, read_card
 from ml.models.unet import SEGMENTATION_CLASSES, build_unet
 from ml.segmenter import class_map_from_probabilities
 from ml.training import TimeBudget, measure_latency
@@ -479,7 +479,7 @@ def train_segmentation(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     classifier_dir = Path(config.classifier_dir)
-    classifier_card = json.loads((classifier_dir / "model_card.json").read_text(encoding="utf-8"))
+    classifier_card = read_card(classifier_dir)
     preprocess_config = PreprocessConfig.from_dict(classifier_card["preprocessing"])
 
     bhsd = volume_split(read_bhsd(data_dir), config.validation_volumes, config.test_volumes, config.seed)

@@ -8,7 +8,6 @@ carried back onto the original image grid.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,9 @@ import tensorflow as tf
 
 from ml.data.preprocessing import Geometry, PreprocessConfig
 from ml.data.segmentation import SUBTYPE_COLOURS, SUBTYPES
+from ml.errors import DataError, MissingDataFile
 from ml.evaluation.segmentation import remove_small_components
-from ml.model_io import CARD_FILE, MODEL_FILE
+from ml.model_io import CARD_FILE, MODEL_FILE, read_card_json
 from ml.models.folding import fold_batch_norms
 
 __all__ = [
@@ -158,25 +158,23 @@ def load_segmenter(model_dir: Path, fold: bool = False) -> Segmenter:
     convolutions (:func:`ml.models.folding.fold_batch_norms`): the same outputs, faster.
 
     Raises:
-        FileNotFoundError: the card or the model file is missing.
-        ValueError: the card is not a segmentation card, lacks a field the service needs, or
-            names subtypes other than :data:`ml.data.segmentation.SUBTYPES`.
+        MissingDataFile: the card or the model file is missing (a ``FileNotFoundError``).
+        DataError: the card is not JSON, not a segmentation card, lacks a field the service needs,
+            or names subtypes other than :data:`ml.data.segmentation.SUBTYPES` (a ``ValueError``).
     """
     model_dir = Path(model_dir)
     card_path = model_dir / CARD_FILE
-    if not card_path.is_file():
-        raise FileNotFoundError(f"No {CARD_FILE} in {model_dir}.")
-    card: dict[str, Any] = json.loads(card_path.read_text(encoding="utf-8"))
+    card = read_card_json(card_path)
     if card.get("kind") != SEGMENTATION_KIND:
-        raise ValueError(f"{card_path} is not a segmentation card (kind {card.get('kind')!r}).")
+        raise DataError(f"{card_path} is not a segmentation card (kind {card.get('kind')!r}).")
     missing = [key for key in REQUIRED_CARD_FIELDS if key not in card]
     if missing:
-        raise ValueError(f"{card_path} lacks the field(s) {missing}.")
+        raise DataError(f"{card_path} lacks the field(s) {missing}.")
     subtypes = card.get("subtypes")
     if subtypes is not None and list(subtypes) != list(SUBTYPES):
-        raise ValueError(f"{card_path} names the subtypes {subtypes}; this service knows {list(SUBTYPES)}.")
+        raise DataError(f"{card_path} names the subtypes {subtypes}; this service knows {list(SUBTYPES)}.")
     model_path = model_dir / MODEL_FILE
     if not model_path.is_file():
-        raise FileNotFoundError(f"No {MODEL_FILE} in {model_dir}.")
+        raise MissingDataFile(f"No {MODEL_FILE} in {model_dir}.")
     model = keras.saving.load_model(model_path, compile=False)
     return Segmenter(fold_batch_norms(model) if fold else model, card)

@@ -12,13 +12,14 @@ import json
 import logging
 from pathlib import Path
 
+from ml.cli import ArgumentParser, data_errors, require_dir, require_file
 from ml.data.datasets import default_data_dir
 from ml.training import MONITORS, TrainConfig, train
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> ArgumentParser:
     defaults = TrainConfig()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m ml.train", description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=default_data_dir())
     parser.add_argument("--output", type=Path, help="bundle folder (default model_store/NAME/VERSION)")
     parser.add_argument("--cache-dir", type=Path, default=Path(".cache"))
@@ -38,12 +39,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-samples", type=int, help="use a random subset (smoke runs)")
     parser.add_argument("--bootstrap-resamples", type=int, default=defaults.bootstrap_resamples)
     parser.add_argument("--init-from", help="start from the weights of an earlier model.keras")
-    parser.add_argument(
+    weighting = parser.add_mutually_exclusive_group()
+    weighting.add_argument(
         "--balance-sources",
         action="store_true",
         help="weigh every (dataset, label) cell of the training split equally",
     )
-    parser.add_argument(
+    weighting.add_argument(
         "--balance-labels-per-source",
         action="store_true",
         help="balance the labels inside each dataset, keeping each dataset's share",
@@ -73,12 +75,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=defaults.blur_max_sigma,
         help="largest Gaussian blur sigma of the augmentation, in pixels",
     )
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None, parser: ArgumentParser | None = None) -> argparse.Namespace:
+    parser = parser or build_parser()
+    args = parser.parse_args(argv)
+    if args.average_from_epoch is not None and not 1 <= args.average_from_epoch <= args.epochs:
+        parser.error(
+            f"--average-from-epoch must lie in 1..{args.epochs} (--epochs), got {args.average_from_epoch}."
+        )
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    args = parse_args(argv)
+    parser = build_parser()
+    args = parse_args(argv, parser)
     config = TrainConfig(
         name=args.name,
         version=args.version,
@@ -104,7 +117,10 @@ def main(argv: list[str] | None = None) -> None:
         blur_max_sigma=args.blur_max_sigma,
     )
     output = args.output or Path("model_store") / config.name / config.version
-    card = train(config, args.data_dir, output, args.cache_dir)
+    with data_errors(parser):
+        require_dir(args.data_dir, "--data-dir")
+        require_file(args.init_from, "--init-from")
+        card = train(config, args.data_dir, output, args.cache_dir)
     summary = {
         split: {name: entry["slice"]["metrics"]["auc"]["value"] for name, entry in report.items()}
         for split, report in card["metrics"].items()

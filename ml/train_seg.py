@@ -12,13 +12,14 @@ import json
 import logging
 from pathlib import Path
 
+from ml.cli import ArgumentParser, data_errors, require_dir, require_file
 from ml.data.datasets import default_data_dir
 from ml.seg_training import SegTrainConfig, train_segmentation
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> ArgumentParser:
     defaults = SegTrainConfig()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m ml.train_seg", description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=default_data_dir())
     parser.add_argument("--output", type=Path, help="bundle folder (default model_store/NAME/VERSION)")
     parser.add_argument("--cache-dir", type=Path, default=Path(".cache"))
@@ -40,12 +41,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bootstrap-resamples", type=int, default=defaults.bootstrap_resamples)
     parser.add_argument("--init-from", help="start from the weights of an earlier model.keras")
     parser.add_argument("--max-ct-ich", type=int, help="use a random subset of CT-ICH slices (smoke runs)")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None, parser: ArgumentParser | None = None) -> argparse.Namespace:
+    return (parser or build_parser()).parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    args = parse_args(argv)
+    parser = build_parser()
+    args = parse_args(argv, parser)
     config = SegTrainConfig(
         name=args.name,
         version=args.version,
@@ -63,7 +69,11 @@ def main(argv: list[str] | None = None) -> None:
         init_from=args.init_from,
     )
     output = args.output or Path("model_store") / config.name / config.version
-    card = train_segmentation(config, args.data_dir, output, args.cache_dir)
+    with data_errors(parser):
+        require_dir(args.data_dir, "--data-dir")
+        require_dir(args.classifier_dir, "--classifier-dir")
+        require_file(args.init_from, "--init-from")
+        card = train_segmentation(config, args.data_dir, output, args.cache_dir)
     test = card["metrics"]["test"]
     logging.info(
         "Test: any-blood Dice %s, normal slices clear %s, pointing game %s",

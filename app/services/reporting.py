@@ -10,9 +10,11 @@ from __future__ import annotations
 import io
 import logging
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
+from functools import cache, partial
+from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -24,6 +26,8 @@ from reportlab.lib.enums import TA_CENTER, TA_RIGHT
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
+from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import (
     Flowable,
@@ -68,6 +72,18 @@ _NEGATIVE_TINT = colors.HexColor("#EAF0F7")
 _LABEL_GREY = colors.HexColor("#F1F3F5")
 _RULE_GREY = colors.HexColor("#C7CCD1")
 _MUTED = colors.HexColor("#5A6570")
+
+# Embedded TrueType fonts, so that a name in Greek, Cyrillic, Arabic or Chinese prints as written
+# (the built-in Helvetica has Latin letters only and prints the others as empty boxes). Characters
+# that DejaVu Sans lacks (Chinese, Japanese, Korean) are set in WenQuanYi Micro Hei.
+FONT_REGULAR = "DejaVuSans"
+FONT_BOLD = "DejaVuSans-Bold"
+FONT_CJK = "WenQuanYiMicroHei"
+FONT_FILES: dict[str, tuple[Path, str]] = {
+    FONT_REGULAR: (Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"), "fonts-dejavu-core"),
+    FONT_BOLD: (Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"), "fonts-dejavu-core"),
+    FONT_CJK: (Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"), "fonts-wqy-microhei"),
+}
 
 # C0 control characters other than tab and newline are not text and would corrupt the PDF strings.
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -189,6 +205,7 @@ def _build_pdf(
         author="ICH Detect",
         subject="Decision support only. Not for clinical use.",
         creator="ICH Detect",
+        initialFontName=FONT_REGULAR,
     )
     footer = _Footer(
         model=f"{model.name} {model.version}",
@@ -430,7 +447,7 @@ def _study_finding_section(report: StudyReport, styles: _Styles) -> list[Flowabl
         Paragraph(f"Aggregation: <b>{_markup(report.aggregation)}</b>", styles.muted_right),
     ]
     number_width = 52 * mm
-    table = Table([[left, right]], colWidths=[_CONTENT_WIDTH - number_width, number_width])
+    table = _Table([[left, right]], colWidths=[_CONTENT_WIDTH - number_width, number_width])
     table.setStyle(
         TableStyle(
             [
@@ -500,7 +517,7 @@ def _key_slices_section(report: StudyReport, styles: _Styles) -> Flowable:
         row_images.append(images[index])
         row_captions.append(captions[index])
         widths.append(cell_width)
-    table = Table([row_images, row_captions], colWidths=widths)
+    table = _Table([row_images, row_captions], colWidths=widths)
     table.setStyle(
         TableStyle(
             [
@@ -543,12 +560,12 @@ def _validate(report: SliceReport | StudyReport) -> None:
 def _markup(text: str) -> str:
     """Escape user text for reportlab's paragraph markup, keeping its line breaks."""
     cleaned = _CONTROL_CHARACTERS.sub("", text)
-    return escape(cleaned).replace("\n", "<br/>")
+    return _with_fallback_font(cleaned).replace("\n", "<br/>")
 
 
 def _or_not_given(text: str | None) -> str:
     if text is None or not text.strip():
-        return f"<i>{NOT_GIVEN}</i>"
+        return f"<font color='#5A6570'>{NOT_GIVEN}</font>"
     return _markup(text)
 
 
@@ -612,22 +629,135 @@ def finding_sentence(probability: float, threshold: float, label: str) -> str:
     )
 
 
+class ReportFontsMissing(RuntimeError):
+    """A font file the reports embed is not installed; the message names the Debian package."""
+
+
+@cache
+def register_fonts() -> None:
+    """Register the report fonts with reportlab, once; the service calls it at start.
+
+    Raises:
+        ReportFontsMissing: a font file is missing. The service refuses to start rather than print
+            names in other scripts as empty boxes.
+    """
+    missing = {package: path for path, package in FONT_FILES.values() if not path.is_file()}
+    if missing:
+        files = ", ".join(str(path) for path in missing.values())
+        raise ReportFontsMissing(
+            f"The PDF reports need the font files {files}; install them with "
+            f"'apt-get install {' '.join(sorted(missing))}' (scripts/install-system-deps.sh)."
+        )
+    for name, (path, _) in FONT_FILES.items():
+        pdfmetrics.registerFont(TTFont(name, str(path)))
+    # fonts-dejavu-core has no oblique faces: <i> and <b><i> fall back to upright.
+    pdfmetrics.registerFontFamily(
+        FONT_REGULAR, normal=FONT_REGULAR, bold=FONT_BOLD, italic=FONT_REGULAR, boldItalic=FONT_BOLD
+    )
+    # One face only: the Chinese run of a bold line stays regular rather than falling back to Helvetica.
+    pdfmetrics.registerFontFamily(
+        FONT_CJK, normal=FONT_CJK, bold=FONT_CJK, italic=FONT_CJK, boldItalic=FONT_CJK
+    )
+
+
+@cache
+def _regular_characters() -> frozenset[int]:
+    """The code points that DejaVu Sans draws; the others are set in the CJK font."""
+    register_fonts()
+    return frozenset(pdfmetrics.getFont(FONT_REGULAR).face.charToGlyph)
+
+
+def _rtl_strength(character: str) -> str:
+    """'strong' for right-to-left letters, 'mark' for combining marks, 'neutral' for spaces and
+    punctuation that take the direction around them, 'other' for the rest."""
+    category = unicodedata.bidirectional(character)
+    if category in ("R", "AL"):
+        return "strong"
+    if category == "NSM":
+        return "mark"
+    return "neutral" if category in ("WS", "ON", "CS", "ES") else "other"
+
+
+def _visual_order(text: str) -> str:
+    """``text`` with each right-to-left run (Arabic, Hebrew) reversed into the order it is drawn.
+
+    reportlab draws characters left to right in the order given, and PDF text is stored in drawn
+    order (text extraction turns right-to-left runs back). A run is a stretch from one
+    right-to-left letter to the last, with the spaces and punctuation between them; combining
+    marks stay after their letter. Letters are drawn in their isolated forms: reportlab joins
+    Arabic letters only with its optional shaping packages.
+    """
+    result: list[str] = []
+    index = 0
+    while index < len(text):
+        if _rtl_strength(text[index]) != "strong":
+            result.append(text[index])
+            index += 1
+            continue
+        end = index
+        last_strong = index
+        while end < len(text) and _rtl_strength(text[end]) in ("strong", "mark", "neutral"):
+            if _rtl_strength(text[end]) == "strong":
+                last_strong = end
+            end += 1
+        # Letters with their marks, then reversed; trailing spaces or punctuation stay outside.
+        clusters: list[str] = []
+        for character in text[index : last_strong + 1]:
+            if _rtl_strength(character) == "mark" and clusters:
+                clusters[-1] += character
+            else:
+                clusters.append(character)
+        end = last_strong + 1
+        while end < len(text) and _rtl_strength(text[end]) == "mark":
+            clusters[-1] += text[end]
+            end += 1
+        result.extend(reversed(clusters))
+        index = end
+    return "".join(result)
+
+
+def _with_fallback_font(text: str) -> str:
+    """Escape ``text`` for paragraph markup, wrapping runs of characters DejaVu lacks in the CJK font."""
+    covered = _regular_characters()
+    runs: list[tuple[bool, list[str]]] = []
+    for character in _visual_order(text):
+        # Spaces and line breaks join the run around them, so a Chinese name stays one run.
+        fallback = ord(character) not in covered and not character.isspace()
+        if runs and (runs[-1][0] == fallback or character.isspace()):
+            runs[-1][1].append(character)
+        else:
+            runs.append((fallback, [character]))
+    return "".join(
+        f'<font name="{FONT_CJK}">{escape("".join(part))}</font>' if fallback else escape("".join(part))
+        for fallback, part in runs
+    )
+
+
+class _Table(Table):
+    """A table whose cells start in the report's font, not in reportlab's default Helvetica."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.setStyle(TableStyle([("FONTNAME", (0, 0), (-1, -1), FONT_REGULAR)]))
+
+
 class _Styles:
-    """Paragraph styles of the report, all in the built-in Helvetica family."""
+    """Paragraph styles of the report, all in the embedded DejaVu Sans family."""
 
     def __init__(self) -> None:
-        base = ParagraphStyle("base", fontName="Helvetica", fontSize=9, leading=11.5, textColor=colors.black)
+        register_fonts()
+        base = ParagraphStyle("base", fontName=FONT_REGULAR, fontSize=9, leading=11.5, textColor=colors.black)
         self.body = base
         self.small = ParagraphStyle("small", parent=base, fontSize=8, leading=10)
         self.muted = ParagraphStyle("muted", parent=self.small, textColor=_MUTED)
         self.muted_right = ParagraphStyle("muted_right", parent=self.muted, alignment=TA_RIGHT)
         self.title = ParagraphStyle(
-            "title", parent=base, fontName="Helvetica-Bold", fontSize=17, leading=21, textColor=_NAVY
+            "title", parent=base, fontName=FONT_BOLD, fontSize=17, leading=21, textColor=_NAVY
         )
         self.heading = ParagraphStyle(
             "heading",
             parent=base,
-            fontName="Helvetica-Bold",
+            fontName=FONT_BOLD,
             fontSize=10.5,
             leading=13,
             textColor=_NAVY,
@@ -637,7 +767,7 @@ class _Styles:
         self.banner = ParagraphStyle(
             "banner",
             parent=base,
-            fontName="Helvetica-Bold",
+            fontName=FONT_BOLD,
             fontSize=10.5,
             leading=13,
             textColor=colors.white,
@@ -646,13 +776,11 @@ class _Styles:
         self.cell_label = ParagraphStyle("cell_label", parent=self.small, textColor=_MUTED)
         self.cell_value = ParagraphStyle("cell_value", parent=base)
         self.caption = ParagraphStyle("caption", parent=self.small, alignment=TA_CENTER, textColor=_MUTED)
-        self.verdict = ParagraphStyle(
-            "verdict", parent=base, fontName="Helvetica-Bold", fontSize=15, leading=18
-        )
+        self.verdict = ParagraphStyle("verdict", parent=base, fontName=FONT_BOLD, fontSize=15, leading=18)
         self.big_number = ParagraphStyle(
             "big_number",
             parent=base,
-            fontName="Helvetica-Bold",
+            fontName=FONT_BOLD,
             fontSize=20,
             leading=23,
             alignment=TA_RIGHT,
@@ -673,7 +801,7 @@ def _header(
         Paragraph(f"Report ID: {_markup(report.report_id)}", styles.muted_right),
         Paragraph(f"Created: {created_utc:%Y-%m-%d %H:%M:%S} UTC", styles.muted_right),
     ]
-    table = Table([[left, right]], colWidths=[_CONTENT_WIDTH * 0.58, _CONTENT_WIDTH * 0.42])
+    table = _Table([[left, right]], colWidths=[_CONTENT_WIDTH * 0.58, _CONTENT_WIDTH * 0.42])
     table.setStyle(
         TableStyle(
             [
@@ -689,7 +817,7 @@ def _header(
 
 
 def _banner(styles: _Styles) -> Flowable:
-    table = Table([[Paragraph(_BANNER, styles.banner)]], colWidths=[_CONTENT_WIDTH])
+    table = _Table([[Paragraph(_BANNER, styles.banner)]], colWidths=[_CONTENT_WIDTH])
     table.setStyle(
         TableStyle(
             [
@@ -719,7 +847,7 @@ def _patient_section(report: SliceReport | StudyReport, styles: _Styles) -> list
     rows = [[*cells[index], *cells[index + 1]] for index in range(0, len(cells), 2)]
     label_width = 30 * mm
     value_width = _CONTENT_WIDTH / 2 - label_width
-    table = Table(rows, colWidths=[label_width, value_width, label_width, value_width])
+    table = _Table(rows, colWidths=[label_width, value_width, label_width, value_width])
     table.setStyle(
         TableStyle(
             [
@@ -770,7 +898,7 @@ def _finding_section(report: SliceReport, styles: _Styles) -> list[Flowable]:
             Paragraph("no haemorrhage assessment", styles.muted_right),
         ]
     number_width = 48 * mm
-    table = Table(
+    table = _Table(
         [[left, right]],
         colWidths=[_CONTENT_WIDTH - number_width, number_width],
     )
@@ -800,7 +928,7 @@ def _images_section(report: SliceReport, styles: _Styles) -> Flowable:
     cell_width = (_CONTENT_WIDTH - _IMAGE_GAP) / 2
     original = _fitted_image(report.original_png, "original_png", cell_width, _IMAGE_MAX_HEIGHT)
     overlay = _fitted_image(report.overlay_png, "overlay_png", cell_width, _IMAGE_MAX_HEIGHT)
-    table = Table(
+    table = _Table(
         [
             [original, "", overlay],
             [
@@ -867,7 +995,7 @@ def _subtype_table(section: SegmentationSection, width: float, styles: _Styles) 
         )
     swatch = 4 * mm
     rest = width - swatch
-    table = Table(rows, colWidths=[swatch, rest * 0.4, rest * 0.22, rest * 0.38], repeatRows=1)
+    table = _Table(rows, colWidths=[swatch, rest * 0.4, rest * 0.22, rest * 0.38], repeatRows=1)
     table.setStyle(_ruled_table_style(header_from_column=1, extra=swatches))
     return table
 
@@ -896,7 +1024,7 @@ def _segmentation_section(section: SegmentationSection | None, styles: _Styles) 
         ]
         right_width = _CONTENT_WIDTH - cell_width - _IMAGE_GAP
         right = [*summary, Spacer(1, 1.5 * mm), _subtype_table(section, right_width, styles)]
-        layout = Table([[image, "", right]], colWidths=[cell_width, _IMAGE_GAP, right_width])
+        layout = _Table([[image, "", right]], colWidths=[cell_width, _IMAGE_GAP, right_width])
         layout.setStyle(
             TableStyle(
                 [
@@ -922,7 +1050,7 @@ def _segmentation_section(section: SegmentationSection | None, styles: _Styles) 
                 images.append(_fitted_image(data, f"outlines {position + 1}", cell_width, 55 * mm))
                 captions.append(Paragraph(_markup(caption), styles.caption))
                 widths.append(cell_width)
-            grid = Table([images, captions], colWidths=widths, hAlign="LEFT")
+            grid = _Table([images, captions], colWidths=widths, hAlign="LEFT")
             grid.setStyle(
                 TableStyle(
                     [
@@ -952,7 +1080,7 @@ def _model_section(model: ReportModelInfo, styles: _Styles) -> list[Flowable]:
         [Paragraph(_markup(label), styles.small), Paragraph(_markup(value), styles.small)]
         for label, value in model.metrics.items()
     ]
-    table = Table(rows, colWidths=[_CONTENT_WIDTH * 0.55, _CONTENT_WIDTH * 0.45], repeatRows=1)
+    table = _Table(rows, colWidths=[_CONTENT_WIDTH * 0.55, _CONTENT_WIDTH * 0.45], repeatRows=1)
     table.setStyle(_ruled_table_style())
     return [heading, table]
 
@@ -970,6 +1098,7 @@ def _bullets(items: list[str], style: ParagraphStyle) -> Flowable:
         bulletType="bullet",
         start="\u2022",
         leftIndent=4 * mm,
+        bulletFontName=FONT_REGULAR,
         bulletFontSize=style.fontSize,
         spaceBefore=0,
         spaceAfter=0,
@@ -1033,11 +1162,11 @@ class _HeatmapLegend(Flowable):
     def draw(self) -> None:
         canvas = self.canv
         font_size = 7
-        canvas.setFont("Helvetica", font_size)
+        canvas.setFont(FONT_REGULAR, font_size)
         canvas.setFillColor(_MUTED)
         low_text, high_text = "Low attention", "High attention"
-        low_width = canvas.stringWidth(low_text, "Helvetica", font_size)
-        high_width = canvas.stringWidth(high_text, "Helvetica", font_size)
+        low_width = canvas.stringWidth(low_text, FONT_REGULAR, font_size)
+        high_width = canvas.stringWidth(high_text, FONT_REGULAR, font_size)
         bar_width = min(45 * mm, self.width - low_width - high_width - 4 * mm)
         total = low_width + 2 * mm + bar_width + 2 * mm + high_width
         x = (self.width - total) / 2
@@ -1061,7 +1190,7 @@ class _HeatmapLegend(Flowable):
         # A white ring on a dark swatch shows what the outline looks like on the image.
         outline_text = "White outline: most activated region"
         swatch = 3 * mm
-        outline_width = canvas.stringWidth(outline_text, "Helvetica", font_size)
+        outline_width = canvas.stringWidth(outline_text, FONT_REGULAR, font_size)
         swatch_x = (self.width - swatch - 1.5 * mm - outline_width) / 2
         canvas.setFillColor(colors.HexColor("#202428"))
         canvas.rect(swatch_x, 0, swatch, swatch, stroke=0, fill=1)
@@ -1107,12 +1236,12 @@ class _FooterCanvas(Canvas):
         self.setLineWidth(0.5)
         self.line(_MARGIN, y + 3.5 * mm, _PAGE_WIDTH - _MARGIN, y + 3.5 * mm)
         self.setFillColor(_MUTED)
-        self.setFont("Helvetica", font_size)
+        self.setFont(FONT_REGULAR, font_size)
         self.drawString(_MARGIN, y, f"Model {self._footer.model}")
         if self._footer.segmentation_model:
             self.drawString(_MARGIN, y - 3.2 * mm, f"Segmentation {self._footer.segmentation_model}")
         self.drawCentredString(_PAGE_WIDTH / 2, y, f"Report {self._footer.report_id}")
-        self.setFont("Helvetica-Bold", font_size)
+        self.setFont(FONT_BOLD, font_size)
         self.drawRightString(
             _PAGE_WIDTH - _MARGIN,
             y,

@@ -15,6 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ml.errors import DataError, MissingDataFile
+
 __all__ = [
     "DATASET_READERS",
     "Sample",
@@ -22,6 +24,7 @@ __all__ = [
     "load_image",
     "read_ct_ich",
     "read_datasets",
+    "read_csv_rows",
     "read_head_ct",
     "read_labelled_csv",
 ]
@@ -53,27 +56,37 @@ def default_data_dir() -> Path:
     return Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
 
 
-def _read_rows(csv_path: Path) -> list[dict[str, str]]:
+def read_csv_rows(csv_path: Path) -> list[dict[str, str]]:
+    """The rows of a UTF-8 CSV file with a header line, as dictionaries.
+
+    Raises:
+        MissingDataFile: there is no such file.
+        DataError: the file is not a UTF-8 CSV file.
+    """
     if not csv_path.is_file():
-        raise FileNotFoundError(f"Label file not found: {csv_path}.")
-    with csv_path.open(newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
+        raise MissingDataFile(f"Label file not found: {csv_path}.")
+    try:
+        with csv_path.open(newline="", encoding="utf-8") as handle:
+            return list(csv.DictReader(handle))
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise DataError(f"{csv_path} is not a UTF-8 CSV file: {error}.") from error
 
 
-def _parse_label(value: str, where: str) -> int:
-    text = value.strip().lower()
+def _parse_label(value: str | None, where: str) -> int:
+    # csv.DictReader fills the cells missing from a short row with None.
+    text = (value or "").strip().lower()
     if text in {"1", "1.0", "true", "yes"}:
         return 1
     if text in {"0", "0.0", "false", "no"}:
         return 0
-    raise ValueError(f"{where}: label must be 0 or 1, got {value!r}.")
+    raise DataError(f"{where}: label must be 0 or 1, got {value!r}.")
 
 
 def read_head_ct(data_dir: Path) -> list[Sample]:
     """Kaggle head_ct: 1 image per patient, label column ``hemorrhage``."""
     root = Path(data_dir) / "head_ct"
     samples = []
-    for row in _read_rows(root / "labels.csv"):
+    for row in read_csv_rows(root / "labels.csv"):
         path = root / row["image"]
         samples.append(
             Sample(
@@ -93,7 +106,7 @@ def read_ct_ich(data_dir: Path, window: str = "brain") -> list[Sample]:
         raise ValueError(f"window must be 'brain' or 'bone', got {window!r}.")
     root = Path(data_dir) / "ct_ich"
     samples = []
-    for row in _read_rows(root / "labels.csv"):
+    for row in read_csv_rows(root / "labels.csv"):
         relative = row[f"{window}_path"].strip()
         if not relative:
             continue
@@ -120,13 +133,13 @@ def read_labelled_csv(
     """Any labelled folder: a CSV with an image path (relative to the CSV), a 0/1 label and
     an optional group (patient id). Without a group column each image is its own patient."""
     csv_path = Path(csv_path)
-    rows = _read_rows(csv_path)
+    rows = read_csv_rows(csv_path)
     if not rows:
-        raise ValueError(f"{csv_path} has no rows.")
+        raise DataError(f"{csv_path} has no rows.")
     columns = set(rows[0].keys())
     for required in (image_col, label_col):
         if required not in columns:
-            raise ValueError(
+            raise DataError(
                 f"{csv_path} has no column {required!r}; columns are {sorted(columns)}. "
                 "Name the right ones with --image-col and --label-col."
             )
@@ -134,11 +147,11 @@ def read_labelled_csv(
     name = dataset or csv_path.parent.name
     samples = []
     for index, row in enumerate(rows, start=2):
-        relative = row[image_col].strip()
+        relative = (row[image_col] or "").strip()
         if not relative:
-            raise ValueError(f"{csv_path}, line {index}: empty {image_col!r}.")
+            raise DataError(f"{csv_path}, line {index}: empty {image_col!r}.")
         path = (csv_path.parent / relative).resolve()
-        group = row[group_col].strip() if use_group and group_col else ""
+        group = (row[group_col] or "").strip() if use_group and group_col else ""
         samples.append(
             Sample(
                 path=path,
@@ -161,17 +174,19 @@ def read_datasets(data_dir: Path, names: Iterable[str]) -> list[Sample]:
     samples: list[Sample] = []
     for name in names:
         if name not in DATASET_READERS:
-            raise ValueError(f"Unknown dataset {name!r}; known: {sorted(DATASET_READERS)}.")
+            raise DataError(f"Unknown dataset {name!r}; known: {sorted(DATASET_READERS)}.")
         samples.extend(DATASET_READERS[name](Path(data_dir)))
     return samples
 
 
 def load_image(path: Path) -> np.ndarray:
     """Decode an image file (PNG, JPEG, or anything OpenCV reads) without changing depth."""
+    if not Path(path).is_file():
+        raise MissingDataFile(f"Image not found: {path}.")
     data = np.fromfile(str(path), dtype=np.uint8)
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if image is None:
-        raise ValueError(f"Could not decode image {path}.")
+        raise DataError(f"Could not decode image {path}.")
     return image
 
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from ml.data.datasets import load_image
 from ml.data.preprocessing import Geometry, PreprocessConfig, preprocess
+from ml.errors import MissingDataFile
 
 __all__ = [
     "SUBTYPES",
@@ -190,6 +191,8 @@ def volume_split(
 
 def split_ct_ich_by_manifest(samples: Sequence[SegSample], manifest_path: Path) -> dict[str, list[SegSample]]:
     """CT-ICH slices divided by the patient split of a classifier's ``split_manifest.json``."""
+    if not Path(manifest_path).is_file():
+        raise MissingDataFile(f"No split manifest at {manifest_path}: is it a classifier bundle?")
     manifest = json.loads(Path(manifest_path).read_text(encoding="utf-8"))
     parts: dict[str, list[SegSample]] = {}
     for part in ("train", "validation", "test"):

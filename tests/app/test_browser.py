@@ -559,3 +559,84 @@ def test_study_upload_and_slice_scroller(context: BrowserContext, api_key: str, 
     expect(page.get_by_role("heading", name="Studies")).to_be_visible()
     expect(page.locator(f'[data-study-id="{study_id}"]')).to_have_count(1)
     shoot(page, "worklist-studies")
+
+
+# Every table and definition cell, with what it holds and whether it is too narrow for it: wider
+# content than the cell (scrollWidth past clientWidth), or a word broken across lines although the
+# whole table or list is wide enough to hold it on one (the Timings box once wrapped "11 ms" one
+# character a line). Words are cut at spaces and hyphens, where a browser may break a line anyway.
+CRAMPED_CELLS = """() => {
+    const cramped = [];
+    for (const cell of document.querySelectorAll("td, th, dt, dd")) {
+        if (cell.getClientRects().length === 0) continue;
+        const room = (cell.closest("table, dl") || cell).clientWidth;
+        const overflow = cell.scrollWidth > cell.clientWidth + 1;
+        const broken = [];
+        const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+        for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+            for (const match of node.data.matchAll(/[^\\s\\-\\u2010-\\u2014]+/g)) {
+                const range = document.createRange();
+                range.setStart(node, match.index);
+                range.setEnd(node, match.index + match[0].length);
+                const lines = Array.from(range.getClientRects()).filter((rect) => rect.width > 0);
+                const width = lines.reduce((sum, rect) => sum + rect.width, 0);
+                if (lines.length > 1 && width < room) broken.push(match[0]);
+            }
+        }
+        if (overflow || broken.length > 0) {
+            cramped.push({
+                cell: cell.tagName.toLowerCase(),
+                text: cell.innerText.trim().slice(0, 60),
+                width: cell.clientWidth,
+                content: cell.scrollWidth,
+                broken: broken,
+            });
+        }
+    }
+    return cramped;
+}"""
+LAYOUT_WIDTHS = (1280, 390)
+
+
+def test_no_table_or_definition_cell_is_narrower_than_its_content(
+    browser: Browser, server: ServiceProcess, api_key: str
+) -> None:
+    from tests.support.dicom_series import patient_jpegs, series_from_jpegs
+
+    series = series_from_jpegs(patient_jpegs(DATA_DIR, "051")[10:13])
+    study = httpx.post(
+        f"{server.url}/api/v1/studies",
+        files=[("files", item) for item in series],
+        headers={"Authorization": f"Bearer {api_key}"},
+        timeout=120,
+    )
+    assert study.status_code == 201, study.text
+    prediction = ""
+    for width in LAYOUT_WIDTHS:
+        opened = browser.new_context(base_url=server.url, viewport={"width": width, "height": 900})
+        opened.set_default_timeout(30_000)
+        try:
+            page = opened.new_page()
+            sign_in(page, api_key)
+            if not prediction:
+                prediction = upload(
+                    page,
+                    HEAD_CT / "042.png",
+                    patient_name="Layout Patient",
+                    patient_id="LAYOUT-1",
+                    study_description="CT head without contrast",
+                )
+            for path, name in [
+                ("/upload", "upload"),
+                (f"/predictions/{prediction}", "result"),
+                (f"/studies/{study.json()['id']}", "study"),
+                ("/worklist", "worklist"),
+                ("/model", "model"),
+            ]:
+                page.goto(path)
+                page.wait_for_load_state("load")
+                shoot(page, f"cells-{width}-{name}")
+                cramped = page.evaluate(CRAMPED_CELLS)
+                assert cramped == [], f"{path} at {width} px: cells narrower than their content: {cramped}"
+        finally:
+            opened.close()

@@ -20,6 +20,7 @@ from app.services.reporting import (
     finding_sentence,
     format_percent,
     render_slice_report,
+    render_study_report,
 )
 
 ARTIFACTS_DIR = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -478,3 +479,54 @@ def test_reports_use_reportlabs_c_accelerator() -> None:
     assert rl_accel.asciiBase85Encode.__module__ == "_rl_accel"
     data = bytes(range(256)) * 8
     assert rl_accel.asciiBase85Decode(rl_accel.asciiBase85Encode(data)) == data
+
+
+NAMES_IN_OTHER_SCRIPTS = {
+    "greek": ("Ελένη Παπαδοπούλου", "Δρ. Γιώργος Νικολάου"),
+    "arabic": ("فاطمة الزهراء", "د. أحمد خالد"),
+    "chinese": ("王小明", "李医生"),
+}
+
+
+@pytest.mark.parametrize("script", list(NAMES_IN_OTHER_SCRIPTS))
+def test_names_in_other_scripts_come_back_from_both_reports(report: SliceReport, script: str) -> None:
+    patient, clinician = NAMES_IN_OTHER_SCRIPTS[script]
+    slice_pdf = render_slice_report(
+        dataclasses.replace(report, patient_name=patient, requesting_clinician=clinician)
+    )
+    study_pdf = render_study_report(_study_report(patient_name=patient, requesting_clinician=clinician))  # type: ignore[arg-type]
+    for pdf in (slice_pdf, study_pdf):
+        text = _text(pdf)
+        assert patient in text and clinician in text
+        fonts = {
+            str(font["/BaseFont"])
+            for page in PdfReader(io.BytesIO(pdf)).pages
+            for font in page["/Resources"]["/Font"].values()  # type: ignore[union-attr]
+        }
+        # Embedded TrueType subsets only: no built-in Helvetica that would print boxes.
+        assert not any("Helvetica" in name for name in fonts), fonts
+
+
+def test_the_service_refuses_to_start_without_the_report_fonts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model_store: Path
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from app.core.config import Settings
+    from app.main import create_app
+    from app.services import reporting
+
+    missing = tmp_path / "DejaVuSans.ttf"
+    monkeypatch.setitem(reporting.FONT_FILES, reporting.FONT_REGULAR, (missing, "fonts-dejavu-core"))
+    reporting.register_fonts.cache_clear()
+    try:
+        with pytest.raises(reporting.ReportFontsMissing) as raised:
+            reporting.register_fonts()
+        assert str(missing) in str(raised.value)
+        assert "apt-get install fonts-dejavu-core" in str(raised.value)
+        settings = Settings(data_dir=tmp_path / "data", model_store=model_store, api_keys="")
+        with pytest.raises(reporting.ReportFontsMissing), TestClient(create_app(settings)):
+            pass
+    finally:
+        monkeypatch.undo()
+        reporting.register_fonts.cache_clear()
