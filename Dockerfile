@@ -34,9 +34,10 @@ ENV PATH=/opt/venv/bin:$PATH \
     ICH_MODEL_STORE=/srv/ich/model_store \
     ICH_LOG_FORMAT=json \
     MALLOC_ARENA_MAX=2
-# The fonts the PDF reports embed, so that names in other scripts print as written.
+# The font the PDF reports set Chinese, Japanese and Korean names in (DejaVu Sans, for the other
+# scripts, comes with matplotlib).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends fonts-dejavu-core fonts-wqy-microhei \
+    && apt-get install -y --no-install-recommends fonts-wqy-microhei \
     && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 ich \
     && useradd --system --uid 10001 --gid ich --home-dir /srv/ich --shell /usr/sbin/nologin ich \

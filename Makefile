@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit train train-seg evaluate system-deps lock clean
+.PHONY: run test lint typecheck unit train train-seg evaluate system-deps service-deps lock clean
 
 # The locked versions (hash-checked), then the project itself without resolving again.
 $(STAMP): pyproject.toml requirements/dev.txt
@@ -28,11 +28,14 @@ lock:
 
 # Two glibc malloc arenas instead of one per thread (up to 16 on two cores): the worker threads of
 # concurrent requests then reuse freed memory instead of each keeping its own (docs/performance.md).
-run: $(STAMP)
+run: $(STAMP) service-deps
 	MALLOC_ARENA_MAX=$${MALLOC_ARENA_MAX:-2} $(PY) -m app
 
 system-deps:
 	bash scripts/install-system-deps.sh
+
+service-deps:
+	bash scripts/install-system-deps.sh --service
 
 lint: $(STAMP)
 	$(PY) -m ruff check app ml tests bench

@@ -1,22 +1,24 @@
 #!/usr/bin/env bash
-# Debian packages the test suite drives for real:
+# Debian packages the service needs (with --service, only these; make run installs them):
+#   fonts-wqy-microhei  the font the PDF reports set Chinese, Japanese and Korean names in (the
+#                  service does not start without it; its other fonts come with matplotlib)
+# and those the test suite drives for real (make test installs them all):
 #   poppler-utils  renders PDF reports to PNG (pdftoppm)
 #   postgresql     a real PostgreSQL server that the database tests start on loopback
 #   chromium       the browser that the web-page tests drive through Playwright
 #   docker-compose checks docker-compose.yml (no Docker engine needed for 'config')
 #   orthanc, orthanc-dicomweb  the DICOM archive of the compose stack, started by the deployment tests
-#   fonts-dejavu-core, fonts-wqy-microhei  the fonts the PDF reports embed (Latin, Greek, Cyrillic,
-#                  Arabic, Hebrew; Chinese, Japanese, Korean): the service does not start without them
 set -euo pipefail
 needed=()
-command -v pdftoppm >/dev/null 2>&1 || needed+=(poppler-utils)
-ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || needed+=(postgresql)
-command -v chromium >/dev/null 2>&1 || needed+=(chromium)
-command -v docker-compose >/dev/null 2>&1 || needed+=(docker-compose)
-command -v Orthanc >/dev/null 2>&1 || [ -x /usr/sbin/Orthanc ] || needed+=(orthanc)
-ls /usr/share/orthanc/plugins/libOrthancDicomWeb.so* >/dev/null 2>&1 || needed+=(orthanc-dicomweb)
-[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf ] || needed+=(fonts-dejavu-core)
 [ -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || needed+=(fonts-wqy-microhei)
+if [ "${1:-}" != "--service" ]; then
+  command -v pdftoppm >/dev/null 2>&1 || needed+=(poppler-utils)
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || needed+=(postgresql)
+  command -v chromium >/dev/null 2>&1 || needed+=(chromium)
+  command -v docker-compose >/dev/null 2>&1 || needed+=(docker-compose)
+  command -v Orthanc >/dev/null 2>&1 || [ -x /usr/sbin/Orthanc ] || needed+=(orthanc)
+  ls /usr/share/orthanc/plugins/libOrthancDicomWeb.so* >/dev/null 2>&1 || needed+=(orthanc-dicomweb)
+fi
 if [ ${#needed[@]} -eq 0 ]; then
   exit 0
 fi

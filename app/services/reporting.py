@@ -7,6 +7,7 @@ stamps its model information on each output.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import logging
 import re
@@ -79,9 +80,17 @@ _MUTED = colors.HexColor("#5A6570")
 FONT_REGULAR = "DejaVuSans"
 FONT_BOLD = "DejaVuSans-Bold"
 FONT_CJK = "WenQuanYiMicroHei"
+# DejaVu Sans comes with matplotlib (a dependency of the service; found without importing it),
+# WenQuanYi Micro Hei from Debian's fonts-wqy-microhei.
+_MATPLOTLIB_FONTS = (
+    Path(next(iter(importlib.util.find_spec("matplotlib").submodule_search_locations or [""])))  # type: ignore[union-attr]
+    / "mpl-data"
+    / "fonts"
+    / "ttf"
+)
 FONT_FILES: dict[str, tuple[Path, str]] = {
-    FONT_REGULAR: (Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"), "fonts-dejavu-core"),
-    FONT_BOLD: (Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"), "fonts-dejavu-core"),
+    FONT_REGULAR: (_MATPLOTLIB_FONTS / "DejaVuSans.ttf", "matplotlib"),
+    FONT_BOLD: (_MATPLOTLIB_FONTS / "DejaVuSans-Bold.ttf", "matplotlib"),
     FONT_CJK: (Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"), "fonts-wqy-microhei"),
 }
 
@@ -650,7 +659,7 @@ def register_fonts() -> None:
         )
     for name, (path, _) in FONT_FILES.items():
         pdfmetrics.registerFont(TTFont(name, str(path)))
-    # fonts-dejavu-core has no oblique faces: <i> and <b><i> fall back to upright.
+    # Only the upright faces are registered: <i> and <b><i> fall back to upright.
     pdfmetrics.registerFontFamily(
         FONT_REGULAR, normal=FONT_REGULAR, bold=FONT_BOLD, italic=FONT_REGULAR, boldItalic=FONT_BOLD
     )

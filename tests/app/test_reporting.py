@@ -516,14 +516,14 @@ def test_the_service_refuses_to_start_without_the_report_fonts(
     from app.main import create_app
     from app.services import reporting
 
-    missing = tmp_path / "DejaVuSans.ttf"
-    monkeypatch.setitem(reporting.FONT_FILES, reporting.FONT_REGULAR, (missing, "fonts-dejavu-core"))
+    missing = tmp_path / "wqy-microhei.ttc"
+    monkeypatch.setitem(reporting.FONT_FILES, reporting.FONT_CJK, (missing, "fonts-wqy-microhei"))
     reporting.register_fonts.cache_clear()
     try:
         with pytest.raises(reporting.ReportFontsMissing) as raised:
             reporting.register_fonts()
         assert str(missing) in str(raised.value)
-        assert "apt-get install fonts-dejavu-core" in str(raised.value)
+        assert "apt-get install fonts-wqy-microhei" in str(raised.value)
         settings = Settings(data_dir=tmp_path / "data", model_store=model_store, api_keys="")
         with pytest.raises(reporting.ReportFontsMissing), TestClient(create_app(settings)):
             pass
