@@ -15,6 +15,7 @@ from pathlib import Path
 import uvicorn
 
 from app.core.config import get_settings
+from app.core.errors import InvalidSettings
 from app.core.logs import uvicorn_log_config
 from app.core.metrics import MULTIPROCESS_ENV
 from app.core.startup import prepare
@@ -44,7 +45,10 @@ def main() -> None:
     settings = get_settings()
     log_config = uvicorn_log_config(settings.log_level, settings.log_format)
     logging.config.dictConfig(log_config)
-    prepare(settings)
+    try:
+        prepare(settings)
+    except InvalidSettings as exc:
+        raise SystemExit(f"ICH Detect did not start: {exc}") from exc
     created_metrics_dir = metrics_directory(settings.workers)
     try:
         uvicorn.run(

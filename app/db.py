@@ -21,6 +21,7 @@ from sqlalchemy import (
     ForeignKey,
     Integer,
     String,
+    Text,
     TypeDecorator,
     create_engine,
     event,
@@ -40,6 +41,8 @@ logger = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # The revision whose schema equals what the service created before it used migrations.
 BASELINE_REVISION = "0001"
+# What decided every result stored before a site could choose its operating point.
+CARD_OPERATING_POINT = "model card default"
 # Any fixed number: PostgreSQL advisory lock that lets one process at a time migrate.
 MIGRATION_LOCK_KEY = 0x1C4D_0001
 
@@ -81,6 +84,8 @@ class Prediction(Base):
     probability: Mapped[float] = mapped_column(Float)
     label: Mapped[str] = mapped_column(String(20), index=True)
     threshold: Mapped[float] = mapped_column(Float)
+    # Where the threshold came from, as it was when the result was decided.
+    operating_point: Mapped[str] = mapped_column(Text, server_default=CARD_OPERATING_POINT)
     source_format: Mapped[str] = mapped_column(String(10))
     image_width: Mapped[int] = mapped_column(Integer)
     image_height: Mapped[int] = mapped_column(Integer)
@@ -105,6 +110,8 @@ class Study(Base):
     probability: Mapped[float] = mapped_column(Float)
     label: Mapped[str] = mapped_column(String(20), index=True)
     threshold: Mapped[float] = mapped_column(Float)
+    # Where the study threshold came from, as it was when the study was decided.
+    operating_point: Mapped[str] = mapped_column(Text, server_default=CARD_OPERATING_POINT)
     aggregation: Mapped[str] = mapped_column(String(20))
     num_slices: Mapped[int] = mapped_column(Integer)
     source: Mapped[str] = mapped_column(String(10))

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from app.api.routes import health, metrics, models, pages, predictions, studies
 from app.core.config import PROJECT_ROOT, Settings, get_settings
-from app.core.errors import install_error_handlers
+from app.core.errors import InvalidSettings, install_error_handlers
 from app.core.limits import BodySizeLimit, upload_limit_bytes
 from app.core.logs import RequestObserver, configure_logging
 from app.core.metrics import Metrics
@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from app.db import Prediction, Study
         from app.services.inference import ModelRegistry
+        from app.services.operating_points import site_operating_point
         from app.services.pacs import PacsClient, PacsService, StudyWatcher
         from app.services.predictions import PredictionService
         from app.services.reporting import ReportFontsMissing, register_fonts
@@ -81,6 +82,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "Default model %r not found in %s; predictions answer 503.",
                 settings.default_model,
                 settings.model_store,
+            )
+        try:
+            operating_point = site_operating_point(
+                settings, registry.get().bundle.card if registry.ready else None
+            )
+        except InvalidSettings as exc:
+            logger.error("Not starting: %s", exc)
+            database.dispose()
+            raise
+        if operating_point is not None:
+            registry.use_operating_point(operating_point)
+            logger.info(
+                "Deciding with the site operating point: slices at %.6g (%s), studies at %.6g (%s).",
+                operating_point.slice.value,
+                operating_point.slice.source,
+                operating_point.study.value,
+                operating_point.study.source,
             )
         if settings.segmentation_model and registry.segmenter() is None:
             logger.warning(

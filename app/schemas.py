@@ -130,7 +130,12 @@ class PredictionOut(BaseModel):
         "no haemorrhage assessment and must not be read as one."
     )
     threshold: float = Field(
-        description="The model's decision threshold; label is 'hemorrhage' at or above it."
+        description="The decision threshold the result was decided with; label is 'hemorrhage' at or "
+        "above it. Kept as it was when the operating point changes later."
+    )
+    operating_point: str = Field(
+        description="Which operating point decided: 'model card default', or the site operating point "
+        "with where it was chosen (e.g. 'site operating point, chosen on 212 images on 2026-12-01 ...').",
     )
     scope: ScopeOut = Field(default_factory=lambda: ScopeOut(in_scope=True))
     model: ModelRef
@@ -162,8 +167,18 @@ class ModelOut(BaseModel):
         description="Classification: serves requests that name no model. Segmentation: outlines every analysis."
     )
     threshold: float = Field(
-        description="Classification: the decision threshold. Segmentation: the per-pixel blood threshold."
+        description="Classification: the slice decision threshold in use. Segmentation: the per-pixel "
+        "blood threshold."
     )
+    study_threshold: float | None = Field(
+        default=None, description="Classification: the study decision threshold in use; null otherwise."
+    )
+    operating_point: str | None = Field(
+        default=None,
+        description="Where the slice threshold comes from: 'model card default', or the site operating "
+        "point (file or setting) with where it was chosen.",
+    )
+    study_operating_point: str | None = Field(default=None, description="The same for the study threshold.")
 
 
 class Health(BaseModel):
@@ -216,6 +231,10 @@ class StudyOut(BaseModel):
     probability: float = Field(ge=0.0, le=1.0, description="Study probability of intracranial haemorrhage.")
     label: Literal["hemorrhage", "no_hemorrhage"]
     threshold: float = Field(description="The study threshold; label is 'hemorrhage' at or above it.")
+    operating_point: str = Field(
+        description="Which operating point set the study threshold: 'model card default', or the site "
+        "operating point with where it was chosen.",
+    )
     aggregation: str = Field(description="How the slice probabilities became the study's (model card).")
     num_slices: int
     source: Literal["upload", "dicomweb"]
@@ -243,6 +262,7 @@ class StudySummary(BaseModel):
     probability: float
     label: Literal["hemorrhage", "no_hemorrhage"]
     threshold: float
+    operating_point: str
     aggregation: str
     num_slices: int
     source: Literal["upload", "dicomweb"]

@@ -12,8 +12,11 @@ when any slice reaches the slice threshold; ``study`` decides each patient as th
 decides a study (the card's ``study_aggregation`` against its ``study_threshold``).
 
 With ``--choose-threshold 0.95`` it also reports the highest threshold that keeps sensitivity at
-0.95 on these images, with the metrics there: the card's threshold was chosen on the training
+0.95 on these images (and, with a patient column, the study threshold that keeps it per
+patient), with the metrics there: the card's thresholds were chosen on the training
 collections, and images from another site may need another operating point.
+``--write-operating-point FILE`` writes them as a site operating point, which the service
+decides with when ``ICH_OPERATING_POINT=FILE`` (:mod:`ml.operating_point`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from ml.cli import ArgumentParser, data_errors
 from ml.data.datasets import Sample, read_labelled_csv
@@ -42,6 +46,7 @@ from ml.evaluation.metrics import (
 from ml.evaluation.plots import save_calibration, save_confusion_matrix, save_roc
 from ml.evaluation.study import compare_aggregations, study_rule
 from ml.model_io import ModelBundle, load_bundle
+from ml.operating_point import ChosenOn, MeasuredAt, ModelName, OperatingPoint, StudyMeasuredAt
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +102,82 @@ def site_threshold(
     }
 
 
+def site_study_threshold(
+    bundle: ModelBundle,
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    groups: Sequence[str],
+    target_sensitivity: float,
+) -> dict[str, Any] | None:
+    """:func:`site_threshold` per patient, each decided as the service decides a study (the
+    card's aggregation); None when no patient has haemorrhage."""
+    aggregation, card_threshold, _ = study_rule(bundle.card, bundle.threshold)
+    studies = compare_aggregations(labels, probabilities, groups)[aggregation]
+    if not studies["labels"].any():
+        return None
+    report = site_threshold(studies["labels"], studies["probabilities"], target_sensitivity, card_threshold)
+    return {"aggregation": aggregation, "patients": int(studies["labels"].size), **report}
+
+
+def site_operating_point(
+    bundle: ModelBundle,
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    groups: Sequence[str] | None,
+    target_sensitivity: float,
+    labels_name: str,
+) -> OperatingPoint:
+    """The operating point a site would install (``ICH_OPERATING_POINT``): the thresholds that keep
+    ``target_sensitivity`` on these images (per slice, and per patient when ``groups`` are
+    given), with what they gave here and where they were chosen.
+
+    The thresholds are written unrounded, so the service flags every image counted here.
+
+    Raises:
+        ValueError: no positive image, or a threshold of 0 or 1 (probabilities that saturate).
+    """
+
+    def measured(truth: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, Any]:
+        metrics = binary_metrics(truth, scores, threshold)
+        return {name: json_number(metrics[name]) for name in ("sensitivity", "specificity")}
+
+    slice_threshold = choose_threshold(labels, probabilities, target_sensitivity)
+    study_threshold = aggregation = study = None
+    if groups is not None:
+        aggregation, _, _ = study_rule(bundle.card, bundle.threshold)
+        studies = compare_aggregations(labels, probabilities, groups)[aggregation]
+        if studies["labels"].any():
+            study_threshold = choose_threshold(
+                studies["labels"], studies["probabilities"], target_sensitivity
+            )
+            study = {
+                "patients": int(studies["labels"].size),
+                **measured(studies["labels"], studies["probabilities"], study_threshold),
+            }
+    try:
+        return OperatingPoint(
+            model=ModelName(name=bundle.name, version=bundle.version),
+            slice_threshold=slice_threshold,
+            study_threshold=study_threshold,
+            study_aggregation=aggregation if study_threshold is not None else None,
+            chosen_on=ChosenOn(
+                labels=labels_name,
+                images=int(labels.size),
+                positive_images=int(labels.sum()),
+                target_sensitivity=target_sensitivity,
+                slice=MeasuredAt(**measured(labels, probabilities, slice_threshold)),
+                study=StudyMeasuredAt(**study) if study is not None else None,
+            ),
+            created=OperatingPoint.today(),
+        )
+    except ValidationError as exc:
+        raise ValueError(
+            f"The thresholds chosen here ({slice_threshold:.6g} per slice, {study_threshold} per patient) "
+            f"cannot be an operating point: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}. "
+            "Probabilities of 0 or 1 mean the model saturates on these images."
+        ) from exc
+
+
 def study_report(
     bundle: ModelBundle,
     labels: np.ndarray,
@@ -124,9 +205,13 @@ def evaluate(
     threshold: float | None = None,
     resamples: int = 1000,
     target_sensitivity: float | None = None,
+    operating_point_file: Path | None = None,
+    labels_name: str = "labels.csv",
 ) -> dict[str, Any]:
     """Metrics (and plots in ``output_dir``) of ``bundle`` on ``samples``; with
-    ``target_sensitivity`` also the threshold these images call for (:func:`site_threshold`)."""
+    ``target_sensitivity`` also the thresholds these images call for (:func:`site_threshold`,
+    per slice and per patient), and with ``operating_point_file`` those thresholds written as a
+    site operating point (:func:`site_operating_point`; ``labels_name`` names the CSV there)."""
     output_dir.mkdir(parents=True, exist_ok=True)
     threshold = bundle.threshold if threshold is None else threshold
     labels = np.array([sample.label for sample in samples], dtype=np.int32)
@@ -151,6 +236,16 @@ def evaluate(
         report["study"] = study_report(bundle, labels, probabilities, groups, resamples)
     if target_sensitivity is not None:
         report["site_threshold"] = site_threshold(labels, probabilities, target_sensitivity, bundle.threshold)
+        if has_groups:
+            report["site_threshold"]["study"] = site_study_threshold(
+                bundle, labels, probabilities, groups, target_sensitivity
+            )
+        if operating_point_file is not None:
+            point = site_operating_point(
+                bundle, labels, probabilities, groups if has_groups else None, target_sensitivity, labels_name
+            )
+            point.write(operating_point_file)
+            report["site_threshold"]["operating_point_file"] = str(operating_point_file)
     (output_dir / "metrics.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     return report
 
@@ -174,18 +269,40 @@ def main(argv: list[str] | None = None) -> None:
         metavar="SENSITIVITY",
         help="also report the highest threshold keeping this sensitivity (0-1] on these images",
     )
+    parser.add_argument(
+        "--write-operating-point",
+        type=Path,
+        metavar="FILE",
+        help="with --choose-threshold: write the chosen thresholds as a site operating point (JSON) "
+        "for the service's ICH_OPERATING_POINT",
+    )
     args = parser.parse_args(argv)
     if args.choose_threshold is not None and not 0 < args.choose_threshold <= 1:
         parser.error("--choose-threshold takes a sensitivity in (0, 1], for example 0.95.")
+    if args.write_operating_point is not None and args.choose_threshold is None:
+        parser.error("--write-operating-point needs --choose-threshold, for example --choose-threshold 0.95.")
     output = args.output or Path("artifacts") / "evaluation" / args.labels.parent.name
     with data_errors(parser):
         samples = read_labelled_csv(args.labels, args.image_col, args.label_col, args.group_col)
         bundle = load_bundle(args.model_dir)
         report = evaluate(
-            bundle, samples, output, args.threshold, args.bootstrap_resamples, args.choose_threshold
+            bundle,
+            samples,
+            output,
+            args.threshold,
+            args.bootstrap_resamples,
+            args.choose_threshold,
+            operating_point_file=args.write_operating_point,
+            labels_name=args.labels.name,
         )
     print(json.dumps(report, indent=1))
     logger.info("Metrics and plots written to %s", output)
+    if args.write_operating_point is not None:
+        logger.info(
+            "Site operating point written to %s; install it with ICH_OPERATING_POINT=%s.",
+            args.write_operating_point,
+            args.write_operating_point,
+        )
 
 
 if __name__ == "__main__":

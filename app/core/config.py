@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -35,6 +35,27 @@ class Settings(BaseSettings):
         "ich-unet",
         description="Segmentation model (newest version in the model store) that outlines haemorrhage by "
         "subtype on every analysed slice; empty, or not in the store, leaves 'segmentation' null in results.",
+    )
+    operating_point: Path | None = Field(
+        None,
+        description="Site operating point for the served model: a JSON file written by 'python -m "
+        "ml.evaluate --choose-threshold 0.95 --write-operating-point FILE'; empty: the model card's "
+        "thresholds. The service refuses to start when it cannot be read or was chosen for another "
+        "model or version.",
+    )
+    slice_threshold: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Slice decision threshold of the served model, between 0 and 1; overrides the "
+        "operating point file's and the model card's.",
+    )
+    study_threshold: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Study decision threshold of the served model, between 0 and 1; overrides the "
+        "operating point file's and the model card's.",
     )
     max_upload_mb: float = Field(20.0, gt=0, description="Largest accepted upload, in MiB.")
     max_study_upload_mb: float = Field(
@@ -88,6 +109,19 @@ class Settings(BaseSettings):
     session_cookie_secure: bool = Field(
         False, description="Send the session cookie over HTTPS only; turn on behind a TLS proxy."
     )
+
+    @field_validator("operating_point", "slice_threshold", "study_threshold", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # ICH_OPERATING_POINT= (as Compose writes an unset variable) means none, not the current folder.
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def has_site_operating_point(self) -> bool:
+        """Whether any setting asks for a site operating point instead of the model card's."""
+        return any(
+            value is not None for value in (self.operating_point, self.slice_threshold, self.study_threshold)
+        )
 
     @property
     def resolved_storage_dir(self) -> Path:

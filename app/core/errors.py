@@ -14,6 +14,10 @@ from app.core.logs import route_template
 logger = logging.getLogger(__name__)
 
 
+class InvalidSettings(Exception):
+    """Settings the service refuses to start with; the message names them and says how to fix them."""
+
+
 class ServiceError(Exception):
     """Base class: ``status_code`` and a ``detail`` a person can act on."""
 

@@ -37,7 +37,15 @@ def ensure_api_key(settings: Settings, keys: KeyStore) -> None:
 
 
 def prepare(settings: Settings) -> None:
-    """Upgrade the schema (unless turned off) and make sure an API key exists."""
+    """Refuse an unusable site operating point, upgrade the schema (unless turned off) and make
+    sure an API key exists.
+
+    Raises:
+        InvalidSettings: the operating point cannot be used (the message says why).
+    """
+    from app.services.operating_points import check_operating_point
+
+    check_operating_point(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     database = Database(settings.resolved_database_url)
     try:

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from app.core.errors import InvalidUpload, ModelUnavailable, NotFound, UnsupportedImage
+from app.services.operating_points import OperatingPointInUse
 from ml.data.imaging import DecodedImage, ImageDecodeError, UnsupportedImageError, decode_image
 from ml.data.preprocessing import preprocess
 from ml.data.scope import ScopeThresholds
@@ -83,6 +84,8 @@ class SliceResult:
     probability: float
     label: str
     threshold: float
+    # Where the threshold came from: "model card default" or the site operating point's description.
+    operating_point: str
     model_name: str
     model_version: str
     decoded: DecodedImage
@@ -246,6 +249,8 @@ class SliceClassifier:
         # the same outputs as the trained model, one pass over each activation map fewer.
         self.model = fold_batch_norms(bundle.model)
         self.gradcam = GradCam(self.model, bundle.gradcam_layer)
+        # The card's thresholds until the site's own are applied (ModelRegistry.use_operating_point).
+        self.operating_point = OperatingPointInUse.from_card(bundle.card)
         # Concurrent requests share one graph; a lock keeps TensorFlow's threads from
         # oversubscribing two cores (batching happens within a request).
         self._lock = threading.Lock()
@@ -261,7 +266,8 @@ class SliceClassifier:
 
     @property
     def threshold(self) -> float:
-        return self.bundle.threshold
+        """The slice threshold decisions are made with (the operating point's)."""
+        return self.operating_point.slice.value
 
     def warm_up(self) -> None:
         """Trace the compiled function once so the first request is not slow."""
@@ -292,11 +298,12 @@ class SliceClassifier:
         original_heatmap = np.clip(geometry.to_original(input_heatmap), 0.0, 1.0)
         overlay = overlay_heatmap(decoded.pixels, original_heatmap)
         timings["postprocess"] = (time.perf_counter() - started) * 1000.0
-        label = POSITIVE_LABEL if probability >= self.threshold else NEGATIVE_LABEL
+        threshold = self.operating_point.slice
         return SliceResult(
             probability=float(probability),
-            label=label,
-            threshold=self.threshold,
+            label=POSITIVE_LABEL if threshold.flags(probability) else NEGATIVE_LABEL,
+            threshold=threshold.value,
+            operating_point=threshold.source,
             model_name=self.name,
             model_version=self.version,
             decoded=decoded,
@@ -400,6 +407,16 @@ class ModelRegistry:
     def ready(self) -> bool:
         return self.default_name in self._models
 
+    def use_operating_point(self, point: OperatingPointInUse) -> None:
+        """Decide with a site's operating point on the serving classifier (the newest version of
+        the default model); other versions keep their cards'."""
+        self.get().operating_point = point
+
+    def operating_point(self, name: str, version: str) -> OperatingPointInUse | None:
+        """How a loaded classifier decides now; None when it is not loaded."""
+        classifier = self._models.get(name, {}).get(version)
+        return classifier.operating_point if classifier is not None else None
+
     def segmenter(self) -> SliceSegmenter | None:
         """The segmentation model that serves (newest version of the configured name), if loaded."""
         versions = self._segmenters.get(self.segmentation_name or "")
@@ -439,6 +456,9 @@ class ModelRegistry:
                 "kind": CLASSIFICATION_KIND,
                 "default": name == self.default_name and version == self._newest(name),
                 "threshold": classifier.threshold,
+                "study_threshold": classifier.operating_point.study.value,
+                "operating_point": classifier.operating_point.slice.source,
+                "study_operating_point": classifier.operating_point.study.source,
             }
             for name in sorted(self._models)
             for version, classifier in sorted(

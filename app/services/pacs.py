@@ -70,6 +70,7 @@ PRESENT_CODE = Code("52101004", "SCT", "Present")
 ABSENT_CODE = Code("2667000", "SCT", "Absent")
 PROBABILITY_CODE = Code("ICH-P", "99ICHDETECT", "Probability of intracranial haemorrhage")
 THRESHOLD_CODE = Code("ICH-T", "99ICHDETECT", "Decision threshold")
+OPERATING_POINT_CODE = Code("ICH-O", "99ICHDETECT", "Operating point of the decision threshold")
 SLICES_CODE = Code("ICH-N", "99ICHDETECT", "Number of slices analysed")
 NO_UNITS = Code("1", "UCUM", "no units")
 
@@ -462,7 +463,8 @@ class PacsService:
         return dataset
 
     def structured_report(self, record: StudyRecord, sources: list[Dataset]) -> Dataset:
-        """A Comprehensive 3D SR: finding present or absent, probability, threshold, model, warning."""
+        """A Comprehensive 3D SR: finding present or absent, probability, threshold and the operating
+        point it came from, model, warning."""
         from highdicom.sr import (
             CodeContentItem,
             Comprehensive3DSR,
@@ -488,6 +490,9 @@ class PacsService:
                 value=round(study.threshold, 6),
                 unit=NO_UNITS,
                 relationship_type=contains,
+            ),
+            TextContentItem(
+                name=OPERATING_POINT_CODE, value=study.operating_point, relationship_type=contains
             ),
             NumContentItem(
                 name=SLICES_CODE, value=study.num_slices, unit=NO_UNITS, relationship_type=contains

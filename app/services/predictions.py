@@ -245,6 +245,7 @@ class PredictionService:
             probability=result.probability,
             label=result.label if scope.in_scope else OUT_OF_SCOPE_LABEL,
             threshold=result.threshold,
+            operating_point=result.operating_point,
             source_format=result.decoded.format,
             image_width=result.width,
             image_height=result.height,
@@ -352,6 +353,7 @@ class PredictionService:
             probability=prediction.probability,
             label=prediction.label,
             threshold=prediction.threshold,
+            operating_point=prediction.operating_point,
             original_png=original_png,
             overlay_png=self.files.read(prediction.id, "overlay.png"),
             model=ReportModelInfo(

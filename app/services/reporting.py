@@ -48,6 +48,8 @@ logger = logging.getLogger(__name__)
 HEMORRHAGE = "hemorrhage"
 NO_HEMORRHAGE = "no_hemorrhage"
 OUT_OF_SCOPE = "out_of_scope"
+# The thresholds written in the model card, as opposed to an operating point a site chose.
+CARD_OPERATING_POINT = "model card default"
 OUT_OF_SCOPE_VERDICT = "Not a head CT slice"
 NOT_GIVEN = "not given"
 
@@ -160,7 +162,7 @@ class SliceReport:
         created_at: timezone-aware creation time; shown in UTC.
         probability: model probability of haemorrhage, in [0, 1].
         label: ``"hemorrhage"``, ``"no_hemorrhage"`` or ``"out_of_scope"`` (not a head CT slice).
-        threshold: the model's decision threshold, in [0, 1].
+        threshold: the decision threshold the slice was decided with, in [0, 1].
         original_png: PNG of the original slice (greyscale or RGB).
         overlay_png: PNG of the Grad-CAM overlay (RGB).
         model: the model that produced the finding.
@@ -173,6 +175,7 @@ class SliceReport:
         source_format: format of the upload (``"png"``, ``"jpeg"``, ``"dicom"``).
         extra_findings: further notes shown under the finding.
         segmentation: the outlines by subtype, when the slice was segmented.
+        operating_point: where the threshold came from (the model card, or a site's operating point).
     """
 
     report_id: str
@@ -192,6 +195,7 @@ class SliceReport:
     source_format: str | None = None
     extra_findings: list[str] = field(default_factory=list)
     segmentation: SegmentationSection | None = None
+    operating_point: str = CARD_OPERATING_POINT
 
 
 def _build_pdf(
@@ -303,6 +307,7 @@ class StudyReport:
         limitations: known limitations, one sentence each.
         skipped_count: uploaded objects that were not analysed.
         segmentation: volumes and outlines by subtype, when the slices were segmented.
+        operating_point: where the study threshold came from (the model card, or a site's).
     """
 
     report_id: str
@@ -324,6 +329,7 @@ class StudyReport:
     source_format: str | None = None
     skipped_count: int = 0
     segmentation: SegmentationSection | None = None
+    operating_point: str = CARD_OPERATING_POINT
 
 
 AGGREGATION_TEXT = {
@@ -470,7 +476,12 @@ def _study_finding_section(report: StudyReport, styles: _Styles) -> list[Flowabl
             ]
         )
     )
-    flowables: list[Flowable] = [Paragraph("Study decision", styles.heading), table]
+    flowables: list[Flowable] = [
+        Paragraph("Study decision", styles.heading),
+        table,
+        Spacer(1, 1.5 * mm),
+        _operating_point_line(report.operating_point, styles),
+    ]
     if report.skipped_count:
         flowables += [
             Spacer(1, 2 * mm),
@@ -925,12 +936,19 @@ def _finding_section(report: SliceReport, styles: _Styles) -> list[Flowable]:
         )
     )
     flowables: list[Flowable] = [Paragraph("Finding", styles.heading), table]
+    if report.label != OUT_OF_SCOPE:
+        flowables += [Spacer(1, 1.5 * mm), _operating_point_line(report.operating_point, styles)]
     if report.extra_findings:
         flowables += [
             Spacer(1, 2 * mm),
             _bullets(report.extra_findings, styles.body),
         ]
     return flowables
+
+
+def _operating_point_line(operating_point: str, styles: _Styles) -> Flowable:
+    """Which operating point set the threshold: the model card's, or the one the site chose."""
+    return Paragraph(f"Operating point: <b>{_markup(operating_point)}</b>", styles.muted)
 
 
 def _images_section(report: SliceReport, styles: _Styles) -> Flowable:

@@ -31,7 +31,7 @@ from app.core.errors import (
     UploadTooLarge,
 )
 from app.core.metrics import Metrics
-from app.db import Database, Study, StudySlice, list_records, utcnow
+from app.db import CARD_OPERATING_POINT, Database, Study, StudySlice, list_records, utcnow
 from app.services.inference import (
     NEGATIVE_LABEL,
     POSITIVE_LABEL,
@@ -69,7 +69,7 @@ from ml.data.series import (
     extract_zip,
     is_zip,
 )
-from ml.evaluation.study import aggregate, study_rule
+from ml.evaluation.study import aggregate
 
 logger = logging.getLogger(__name__)
 
@@ -116,14 +116,17 @@ class StudyDecision:
 
     aggregation: str
     threshold: float
+    # Where the threshold came from: "model card default" or the site operating point's description.
+    operating_point: str = CARD_OPERATING_POINT
 
     @classmethod
-    def from_card(cls, classifier: SliceClassifier) -> StudyDecision:
-        """The model card's ``study_aggregation`` and ``study_threshold``, with safe defaults."""
-        aggregation, threshold, problems = study_rule(classifier.bundle.card or {}, classifier.threshold)
-        for problem in problems:
-            logger.warning("Model card %s/%s: %s.", classifier.name, classifier.version, problem)
-        return cls(aggregation=aggregation, threshold=threshold)
+    def for_classifier(cls, classifier: SliceClassifier) -> StudyDecision:
+        """The classifier's operating point: its card's ``study_aggregation`` and ``study_threshold``
+        (with safe defaults), or the study threshold a site chose."""
+        point = classifier.operating_point
+        return cls(
+            aggregation=point.aggregation, threshold=point.study.value, operating_point=point.study.source
+        )
 
 
 @dataclass
@@ -221,7 +224,7 @@ class StudyService:
             raise ValueError(f"source must be one of {SOURCES}, got {source!r}.")
         total_started = time.perf_counter() - decode_ms / 1000.0
         classifier = self.registry.get(model_name, model_version)
-        decision = StudyDecision.from_card(classifier)
+        decision = StudyDecision.for_classifier(classifier)
         analysis = self._analyse(classifier, series, self.registry.segmenter() if segment else None)
         probability = aggregate(analysis.probabilities, decision.aggregation)
         label = POSITIVE_LABEL if probability >= decision.threshold else NEGATIVE_LABEL
@@ -245,6 +248,7 @@ class StudyService:
             probability=probability,
             label=label,
             threshold=decision.threshold,
+            operating_point=decision.operating_point,
             aggregation=decision.aggregation,
             num_slices=len(series.slices),
             source=source,
@@ -257,6 +261,7 @@ class StudyService:
             requesting_clinician=_first(fields.requesting_clinician),
             details={
                 "slice_threshold": classifier.threshold,
+                "slice_operating_point": classifier.operating_point.slice.source,
                 "key_slices": key_slices,
                 "ordering": series.ordering,
                 "skipped": [{"name": item.name, "reason": item.reason} for item in series.skipped],
@@ -448,6 +453,7 @@ class StudyService:
             probability=study.probability,
             label=study.label,
             threshold=study.threshold,
+            operating_point=study.operating_point,
             aggregation=study.aggregation,
             slice_probabilities=[item.probability for item in record.slices],
             slice_threshold=float((study.details or {}).get("slice_threshold", study.threshold)),

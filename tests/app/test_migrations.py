@@ -199,6 +199,19 @@ def test_cli_db_commands(
         get_settings.cache_clear()
 
 
+def reflected(database: Database, name: str) -> sa.Table:
+    """A table as the database has it now (the models describe the newest revision only)."""
+    return sa.Table(name, sa.MetaData(), autoload_with=database.engine)
+
+
+def patient_name_of(database: Database, prediction_id: str) -> str | None:
+    predictions = reflected(database, "predictions")
+    with database.engine.connect() as connection:
+        return connection.scalar(
+            sa.select(predictions.c.patient_name).where(predictions.c.id == prediction_id)
+        )
+
+
 def test_revision_0002_adds_the_study_tables_and_keeps_predictions(url: str) -> None:
     database = Database(url)
     try:
@@ -207,11 +220,12 @@ def test_revision_0002_adds_the_study_tables_and_keeps_predictions(url: str) -> 
         database.migrate("0002")
         assert database.revision() == "0002"
         assert {"studies", "study_slices"} <= table_names(database)
-        with database.session() as session:
-            prediction = session.get(Prediction, prediction_id)
-            assert prediction is not None and prediction.patient_name == "Legacy^Patient"
-            session.add(
-                Study(
+        assert patient_name_of(database, prediction_id) == "Legacy^Patient"
+        with database.engine.begin() as connection:
+            connection.execute(
+                reflected(database, "studies")
+                .insert()
+                .values(
                     id=str(uuid.uuid4()),
                     created_at=datetime(2026, 2, 3, tzinfo=UTC),
                     model_name="ich-compact",
@@ -229,7 +243,48 @@ def test_revision_0002_adds_the_study_tables_and_keeps_predictions(url: str) -> 
         with database.engine.begin() as connection:
             command.downgrade(alembic_config(connection), BASELINE_REVISION)
         assert "studies" not in table_names(database) and "study_slices" not in table_names(database)
+        assert patient_name_of(database, prediction_id) == "Legacy^Patient"
+    finally:
+        database.dispose()
+
+
+def test_revision_0003_names_the_model_card_as_the_operating_point_of_older_results(url: str) -> None:
+    database = Database(url)
+    try:
+        database.migrate("0002")
+        prediction_id = insert_rows(database)
+        study_id = str(uuid.uuid4())
+        with database.engine.begin() as connection:
+            connection.execute(
+                reflected(database, "studies")
+                .insert()
+                .values(
+                    id=study_id,
+                    created_at=datetime(2026, 2, 3, tzinfo=UTC),
+                    model_name="ich-compact",
+                    model_version="0.0.1",
+                    probability=0.7,
+                    label="hemorrhage",
+                    threshold=0.5,
+                    aggregation="max",
+                    num_slices=1,
+                    source="upload",
+                    timings_ms={},
+                    details={},
+                )
+            )
+        database.migrate("0003")
         with database.session() as session:
-            assert session.get(Prediction, prediction_id) is not None
+            prediction = session.get(Prediction, prediction_id)
+            study = session.get(Study, study_id)
+            assert prediction is not None and study is not None
+            # Results decided before sites could choose keep their threshold, named as the card's.
+            assert (prediction.threshold, prediction.operating_point) == (0.5, "model card default")
+            assert (study.threshold, study.operating_point) == (0.5, "model card default")
+        with database.engine.begin() as connection:
+            command.downgrade(alembic_config(connection), "0002")
+        assert "operating_point" not in {column.name for column in reflected(database, "predictions").c}
+        assert "operating_point" not in {column.name for column in reflected(database, "studies").c}
+        assert patient_name_of(database, prediction_id) == "Legacy^Patient"
     finally:
         database.dispose()

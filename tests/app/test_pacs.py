@@ -150,11 +150,34 @@ def test_analyse_a_pacs_study_and_store_the_results_back(orthanc: OrthancServer,
     assert finding == ("Present" if body["label"] == "hemorrhage" else "Absent")
     probability = items["Probability of intracranial haemorrhage"].MeasuredValueSequence[0].NumericValue
     assert float(probability) == pytest.approx(body["probability"], abs=1e-5)
+    assert items["Operating point of the decision threshold"].TextValue == body["operating_point"]
     assert items["Algorithm Name"].TextValue == body["model"]["name"]
     assert items["Algorithm Version"].TextValue == body["model"]["version"]
     assert "not for clinical use" in items["Comment"].TextValue.lower()
     evidence_series = report.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
     assert evidence_series.SeriesInstanceUID == series_uid
+
+
+def test_the_structured_report_names_the_site_operating_point(
+    orthanc: OrthancServer, local_settings: Settings
+) -> None:
+    study_uid, series_uid, _ = upload_series(orthanc)
+    settings = pacs_settings(local_settings, orthanc, study_threshold=0.123)
+    with api_client(settings) as client:
+        response = client.post("/api/v1/studies/dicomweb", json={"study_instance_uid": study_uid})
+        assert response.status_code == 201, response.text
+        body = response.json()
+    assert body["threshold"] == 0.123
+    (report,) = retrieve_new_series(orthanc, study_uid, series_uid)["SR"]
+    items = content_items(report)
+    threshold = items["Decision threshold"].MeasuredValueSequence[0].NumericValue
+    assert float(threshold) == pytest.approx(0.123)
+    assert (
+        items["Operating point of the decision threshold"].TextValue
+        == "site setting ICH_STUDY_THRESHOLD=0.123"
+    )
+    finding = items["Intracranial hemorrhage"].ConceptCodeSequence[0].CodeMeaning
+    assert finding == ("Present" if body["probability"] >= 0.123 else "Absent")
 
 
 def test_unknown_study_is_404(orthanc: OrthancServer, local_settings: Settings) -> None:

@@ -190,6 +190,16 @@ def test_negative_finding_says_haemorrhage_is_not_excluded(report: SliceReport) 
     assert "promptly" not in text
 
 
+def test_the_operating_point_is_named_under_the_finding(report: SliceReport) -> None:
+    assert "Operating point: model card default" in _text(render_slice_report(report))
+    site = "site operating point, chosen on 212 images on 2026-12-01 (site.csv: sensitivity 0.95, specificity 0.61)"
+    text = " ".join(_text(render_slice_report(dataclasses.replace(report, operating_point=site))).split())
+    assert f"Operating point: {site}" in text and "Page 1 of 1" in text
+    # An image that is not a head CT slice was decided by no threshold.
+    out_of_scope = dataclasses.replace(report, label="out_of_scope", operating_point=site)
+    assert "Operating point" not in _text(render_slice_report(out_of_scope))
+
+
 def test_markup_characters_render_literally(report: SliceReport) -> None:
     tricky = dataclasses.replace(
         report,
@@ -409,6 +419,14 @@ def test_study_report_shows_decision_chart_and_key_slices() -> None:
     assert sum(len(page.images) for page in reader.pages) >= 2
     negative = _study_report(probability=0.3, label="no_hemorrhage")
     assert "does not exclude haemorrhage" in study_decision_sentence(negative)  # type: ignore[arg-type]
+
+
+def test_study_report_names_the_operating_point_of_its_threshold() -> None:
+    from app.services.reporting import render_study_report
+
+    site = "site setting ICH_STUDY_THRESHOLD=0.5"
+    text = " ".join(_text(render_study_report(_study_report(operating_point=site))).split())  # type: ignore[arg-type]
+    assert f"Operating point: {site}" in text
 
 
 def test_study_report_refuses_inconsistent_input() -> None:

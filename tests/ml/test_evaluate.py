@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ml.evaluate import site_threshold, study_report
+from ml.evaluate import main, site_operating_point, site_threshold, study_report
 from ml.model_io import ModelBundle
+from ml.operating_point import OperatingPoint
 
 
 def test_site_threshold_keeps_the_sensitivity_and_sets_the_card_beside_it() -> None:
@@ -59,3 +60,43 @@ def test_study_report_decides_each_patient_as_the_service_decides_a_study() -> N
     assert report["confusion"] == {"tp": 1, "fn": 0, "fp": 0, "tn": 2}
     # "Any slice above the slice threshold" would have called patient a positive.
     assert probabilities[:4].max() >= card["threshold"]
+
+
+def test_site_operating_point_keeps_the_sensitivity_per_slice_and_per_patient(tmp_path: Path) -> None:
+    card = {"name": "m", "version": "2", "threshold": 0.2, "study_aggregation": "max", "study_threshold": 0.3}
+    bundle = ModelBundle(model=None, card=card, path=Path("."))
+    # Patients a and b have haemorrhage (their top slices 0.8 and 0.55); c and d do not (0.6, 0.1).
+    groups = ["a"] * 3 + ["b"] * 3 + ["c"] * 2 + ["d"] * 2
+    labels = np.array([1, 1, 0, 1, 0, 0, 0, 0, 0, 0])
+    probabilities = np.array([0.8, 0.45, 0.1, 0.55, 0.2, 0.1, 0.6, 0.3, 0.1, 0.05])
+    point = site_operating_point(bundle, labels, probabilities, groups, 1.0, "site.csv")
+    # Every positive slice kept: the lowest positive, 0.45, written as it is, not rounded.
+    assert point.slice_threshold == 0.45
+    assert point.chosen_on.slice.sensitivity == 1.0
+    assert point.chosen_on.slice.specificity == pytest.approx(6 / 7, abs=1e-4)
+    # Per patient, with the card's aggregation (max): both bleeding patients kept, c flagged too.
+    assert point.study_threshold == 0.55 and point.study_aggregation == "max"
+    assert point.chosen_on.study is not None
+    assert (point.chosen_on.study.patients, point.chosen_on.study.specificity) == (4, 0.5)
+    assert (point.chosen_on.images, point.chosen_on.positive_images, point.chosen_on.labels) == (
+        10,
+        3,
+        "site.csv",
+    )
+    assert (point.model.name, point.model.version) == ("m", "2")
+    assert point.created == OperatingPoint.today()
+
+    without_patients = site_operating_point(bundle, labels, probabilities, None, 1.0, "site.csv")
+    assert without_patients.study_threshold is None and without_patients.chosen_on.study is None
+
+
+def test_site_operating_point_refuses_a_saturated_threshold() -> None:
+    bundle = ModelBundle(model=None, card={"name": "m", "version": "2", "threshold": 0.2}, path=Path("."))
+    with pytest.raises(ValueError, match="cannot be an operating point.*saturates"):
+        site_operating_point(bundle, np.array([1, 0]), np.array([1.0, 0.2]), None, 0.95, "site.csv")
+
+
+def test_write_operating_point_needs_choose_threshold(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--model-dir", "m", "--labels", "l.csv", "--write-operating-point", "point.json"])
+    assert "--write-operating-point needs --choose-threshold" in capsys.readouterr().err

@@ -47,9 +47,10 @@ from app.api.routes.studies import file_type, read_uploads
 from app.core.config import PROJECT_ROOT, Settings
 from app.core.errors import InvalidUpload, ServiceError
 from app.core.sessions import CSRF_FIELD, csrf_token, csrf_valid, end_session, start_signed_in_session
-from app.db import Prediction
+from app.db import Prediction, Study
 from app.services.auth import Principal, hash_key
-from app.services.inference import POSITIVE_LABEL
+from app.services.inference import NEGATIVE_LABEL, OUT_OF_SCOPE_LABEL, POSITIVE_LABEL, ModelRegistry
+from app.services.operating_points import OperatingPointInUse
 from app.services.predictions import UploadFields, prediction_scope
 from app.services.segmentation import (
     CONTOURS_FILE,
@@ -843,12 +844,44 @@ def delete_analysis(
     return RedirectResponse("/worklist", status.HTTP_303_SEE_OTHER)
 
 
+def current_decision(
+    registry: ModelRegistry,
+    record: Prediction | Study,
+) -> dict[str, Any]:
+    """What the operating point in use now would decide for a stored result, beside what decided it.
+
+    ``state`` is ``"same"`` (the threshold it was decided with is still in use), ``"different"``
+    (another threshold now: ``threshold``, ``source``, ``label`` and whether the label ``changed``)
+    or ``"unknown"`` (its model is no longer loaded, or the image was not a head CT slice).
+    """
+    point = registry.operating_point(record.model_name, record.model_version)
+    if point is None or record.label == OUT_OF_SCOPE_LABEL:
+        return {"state": "unknown"}
+    if isinstance(record, Study):
+        if record.aggregation != point.aggregation:
+            return {"state": "unknown"}
+        threshold = point.study
+    else:
+        threshold = point.slice
+    if threshold.value == record.threshold:
+        return {"state": "same", "source": threshold.source}
+    label = POSITIVE_LABEL if threshold.flags(record.probability) else NEGATIVE_LABEL
+    return {
+        "state": "different",
+        "threshold": threshold.value,
+        "source": threshold.source,
+        "label": label,
+        "changed": label != record.label,
+    }
+
+
 @router.get("/worklist", response_class=HTMLResponse)
 def worklist_page(
     request: Request,
     user: PageUser,
     service: PredictionServiceDep,
     study_service: StudyServiceDep,
+    registry: RegistryDep,
     patient_id: Annotated[str, Query(max_length=100)] = "",
     result: Literal["all", "hemorrhage", "no_hemorrhage", "out_of_scope"] = "all",
     order: Literal["newest", "positives"] = "newest",
@@ -882,6 +915,10 @@ def worklist_page(
         total=total,
         studies=studies,
         studies_total=studies_total,
+        now={
+            **{item.id: current_decision(registry, item) for item in items},
+            **{item.id: current_decision(registry, item) for item in studies},
+        },
         query=query,
         filtered=bool(search) or result != "all",
         page=page,
@@ -891,6 +928,28 @@ def worklist_page(
         first_link=link(1),
         page_sizes=sorted({10, 20, 50, 100, page_size}),
     )
+
+
+def operating_point_view(point: OperatingPointInUse, card: dict[str, Any]) -> dict[str, Any]:
+    """The thresholds the model decides with, where they come from, and the card's beside them."""
+    card_point = OperatingPointInUse.from_card(card)
+    return {
+        "site": point.from_site,
+        "rows": [
+            {
+                "decision": "Slice",
+                "threshold": point.slice.value,
+                "source": point.slice.source,
+                "card": card_point.slice.value,
+            },
+            {
+                "decision": f"Study ({point.aggregation})",
+                "threshold": point.study.value,
+                "source": point.study.source,
+                "card": card_point.study.value,
+            },
+        ],
+    }
 
 
 @router.get("/model", response_class=HTMLResponse)
@@ -924,6 +983,7 @@ def model_page(request: Request, user: PageUser, registry: RegistryDep) -> Respo
         title="Model",
         nav="model",
         card=card_view(bundle.card),
+        operating_point=operating_point_view(classifier.operating_point, bundle.card),
         plots=plots,
         models=registry.describe(),
         segmentation=segmentation,

@@ -65,6 +65,7 @@ def to_schema(prediction: Prediction, request: Request) -> PredictionOut:
         probability=prediction.probability,
         label=prediction.label,
         threshold=prediction.threshold,
+        operating_point=prediction.operating_point,
         scope=ScopeOut(in_scope=in_scope, reasons=reasons),
         model=ModelRef(name=prediction.model_name, version=prediction.model_version),
         image=ImageInfo(
