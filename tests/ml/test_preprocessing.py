@@ -232,6 +232,24 @@ def test_head_mask_ignores_letters_and_borders() -> None:
     assert not mask[0, :].any() and not mask[:, 0].any()
 
 
+def test_head_mask_never_takes_a_table_arc_for_a_small_head() -> None:
+    # A small head (the top of the skull) and a scanner table's curved line with more pixels.
+    synthetic = draw_head(shape=(400, 400), centre=(200, 180), axes=(48, 40))
+    image = synthetic.image.copy()
+    arc = np.zeros(image.shape, np.uint8)
+    cv2.ellipse(arc, (150, 200), (190, 190), 0, -80, 80, 1, thickness=12)
+    image[arc > 0] = 1.0
+    assert arc.sum() > synthetic.head.sum()
+
+    mask = head_mask(image)
+    result = preprocess(image, PreprocessConfig(image_size=128))
+
+    assert mask is not None
+    assert not mask[arc > 0].any()
+    assert np.logical_and(mask, synthetic.head).sum() / synthetic.head.sum() > 0.97
+    assert result.geometry.to_original(result.image[:, :, 0])[arc > 0].max() < 0.01
+
+
 @pytest.mark.parametrize(
     "image",
     [np.zeros((100, 100), dtype=np.float32), np.pad(np.ones((10, 10), dtype=np.float32), 45)],
