@@ -20,9 +20,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ml.data.datasets import Sample, _parse_label, _read_rows, load_image
+from ml.data.datasets import Sample, _parse_label, load_image, read_csv_rows
 from ml.data.preprocessing import head_mask, to_grayscale
 from ml.data.segmentation import SUBTYPES
+from ml.errors import DataError
 
 __all__ = [
     "BLOOD_CONTRAST",
@@ -116,9 +117,9 @@ def _parse_box(row: dict[str, str], where: str) -> Box | None:
     try:
         xmin, ymin, xmax, ymax = (int(float(value)) for value in values)
     except ValueError as exc:
-        raise ValueError(f"{where}: box must be four integers, got {values}.") from exc
+        raise DataError(f"{where}: box must be four integers, got {values}.") from exc
     if xmin > xmax or ymin > ymax or min(xmin, ymin) < 0:
-        raise ValueError(f"{where}: box {values} is not (xmin, ymin, xmax, ymax) with min <= max.")
+        raise DataError(f"{where}: box {values} is not (xmin, ymin, xmax, ymax) with min <= max.")
     return xmin, ymin, xmax, ymax
 
 
@@ -127,16 +128,16 @@ def read_phe_sich(data_dir: Path) -> list[PheSlice]:
 
     Raises:
         FileNotFoundError: the label file is missing.
-        ValueError: a column is missing, or a label or box cannot be read.
+        DataError: a column is missing, or a label or box cannot be read.
     """
     root = Path(data_dir) / DATASET
     csv_path = root / "labels.csv"
-    rows = _read_rows(csv_path)
+    rows = read_csv_rows(csv_path)
     if not rows:
-        raise ValueError(f"{csv_path} has no rows.")
+        raise DataError(f"{csv_path} has no rows.")
     missing = [column for column in REQUIRED_COLUMNS if column not in rows[0]]
     if missing:
-        raise ValueError(f"{csv_path} lacks the columns {missing}; columns are {sorted(rows[0])}.")
+        raise DataError(f"{csv_path} lacks the columns {missing}; columns are {sorted(rows[0])}.")
     slices = []
     for line, row in enumerate(rows, start=2):
         where = f"{csv_path}, line {line}"
@@ -145,11 +146,11 @@ def read_phe_sich(data_dir: Path) -> list[PheSlice]:
         try:
             slice_index = int(row["slice"])
         except ValueError as exc:
-            raise ValueError(f"{where}: slice must be an integer, got {row['slice']!r}.") from exc
+            raise DataError(f"{where}: slice must be an integer, got {row['slice']!r}.") from exc
         box = _parse_box(row, where)
         label = _parse_label(row["hemorrhage"], where)
         if label and box is None:
-            raise ValueError(f"{where}: a haemorrhage slice without a box.")
+            raise DataError(f"{where}: a haemorrhage slice without a box.")
         slices.append(
             PheSlice(
                 path=root / relative,
@@ -181,7 +182,7 @@ def to_samples(slices: Sequence[PheSlice]) -> list[Sample]:
 
 def _check_rotation(rotation: int) -> None:
     if rotation not in (cv2.ROTATE_90_CLOCKWISE, cv2.ROTATE_90_COUNTERCLOCKWISE):
-        raise ValueError(
+        raise DataError(
             f"rotation must be cv2.ROTATE_90_CLOCKWISE or cv2.ROTATE_90_COUNTERCLOCKWISE, got {rotation!r}."
         )
 
@@ -232,7 +233,7 @@ def brain_level(gray: np.ndarray) -> float:
     region = head if head is not None else np.ones(gray.shape, bool)
     tissue = gray[region & (gray > 0.1) & (gray < 0.9)]
     if tissue.size == 0:
-        raise ValueError("No brain tissue found in the slice: cannot set a blood threshold.")
+        raise DataError("No brain tissue found in the slice: cannot set a blood threshold.")
     return float(np.median(tissue))
 
 
