@@ -154,7 +154,8 @@ class ClaimStore:
         self.timeout = timedelta(seconds=timeout_seconds)
         # Four heartbeats per timeout: one late or slow heartbeat never makes a live claim look stuck.
         self.heartbeat_interval = timeout_seconds / 4
-        self.process = process or f"{socket.gethostname()}:{os.getpid()}"
+        # Short enough for the owner column with a random suffix, whatever the host name.
+        self.process = (process or f"{socket.gethostname()[:64]}:{os.getpid()}")[:80]
 
     def acquire(self, key: AnalysisKey) -> Claim | FinishedAnalysis:
         """Claim ``key``, take over a stuck or failed claim, or return the finished analysis.

@@ -248,3 +248,8 @@ def test_claim_times_are_stored_in_utc(database: Database) -> None:
     assert isinstance(claim, Claim)
     row = read_claim(database, claim.id)
     assert row.claimed_at.tzinfo == UTC and abs(row.claimed_at - datetime.now(UTC)) < timedelta(minutes=1)
+
+
+def test_a_long_host_name_still_fits_the_owner_column(database: Database) -> None:
+    claim = ClaimStore(database, 600, process="node-" + "x" * 200).acquire(KEY)
+    assert isinstance(claim, Claim) and len(read_claim(database, claim.id).owner) <= 100
