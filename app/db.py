@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
     create_engine,
     event,
     func,
@@ -138,6 +139,43 @@ class StudySlice(Base):
     sop_instance_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
     position_mm: Mapped[float | None] = mapped_column(Float, nullable=True)
     probability: Mapped[float] = mapped_column(Float)
+
+
+class AnalysisClaim(Base):
+    """The one analysis of a PACS series by one model version, claimed before it starts.
+
+    The unique constraint lets a single worker or replica hold a (study, series, model, version):
+    the first insert wins. ``status`` is ``running`` while ``owner`` analyses and stores the results
+    back (``heartbeat_at`` shows it is alive), ``done`` once they are in the PACS, and ``failed``
+    when the attempt ended in an error; a ``failed`` claim, or a ``running`` one whose heartbeat is
+    older than the claim timeout, may be taken over. ``study_id`` is set in the transaction that
+    stores the study's rows.
+    """
+
+    __tablename__ = "analysis_claims"
+    __table_args__ = (
+        UniqueConstraint(
+            "study_instance_uid",
+            "series_instance_uid",
+            "model_name",
+            "model_version",
+            name="uq_analysis_claims_series_model",
+        ),
+        UniqueConstraint("study_id", name="uq_analysis_claims_study_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(64))
+    series_instance_uid: Mapped[str] = mapped_column(String(64))
+    model_name: Mapped[str] = mapped_column(String(100))
+    model_version: Mapped[str] = mapped_column(String(50))
+    status: Mapped[str] = mapped_column(String(10))
+    owner: Mapped[str] = mapped_column(String(100))
+    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    study_id: Mapped[str | None] = mapped_column(
+        String(36), ForeignKey("studies.id", ondelete="CASCADE"), nullable=True
+    )
 
 
 class ApiKey(Base):

@@ -45,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from app.db import Prediction, Study
+        from app.services.claims import ClaimStore
         from app.services.inference import ModelRegistry
         from app.services.operating_points import site_operating_point
         from app.services.pacs import PacsClient, PacsService, StudyWatcher
@@ -127,7 +128,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             archive_limits=ArchiveLimits(max_total_bytes=4 * settings.max_study_upload_bytes),
             metrics=app.state.metrics,
         )
-        app.state.pacs = PacsService(PacsClient.from_settings(settings), app.state.studies)
+        app.state.pacs = PacsService(
+            PacsClient.from_settings(settings),
+            app.state.studies,
+            ClaimStore(database, settings.analysis_claim_timeout_seconds),
+        )
         watcher = None
         if settings.dicomweb_url and settings.dicomweb_poll_seconds > 0:
             watcher = StudyWatcher(

@@ -105,6 +105,12 @@ class Settings(BaseSettings):
     dicomweb_poll_lookback_days: int = Field(
         1, ge=0, description="The watcher looks for studies dated from this many days ago."
     )
+    analysis_claim_timeout_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="A PACS analysis whose worker has shown no sign of life for this many seconds (it "
+        "died) is taken over by another worker; keep it above the slowest retrieval or store-back.",
+    )
     session_hours: float = Field(12.0, gt=0, description="How long a browser sign-in lasts, in hours.")
     session_cookie_secure: bool = Field(
         False, description="Send the session cookie over HTTPS only; turn on behind a TLS proxy."

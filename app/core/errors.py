@@ -70,6 +70,20 @@ class PacsError(ServiceError):
     status_code = 502
 
 
+class AnalysisInProgress(ServiceError):
+    """Another worker or replica is analysing the same series with the same model version."""
+
+    status_code = 409
+
+    def __init__(self, detail: str, retry_after: int | None = None) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class ClaimLost(AnalysisInProgress):
+    """This worker's claim on an analysis was taken over (it looked stuck); its work is dropped."""
+
+
 def _describe_validation(exc: RequestValidationError) -> str:
     parts = []
     for error in exc.errors():

@@ -29,7 +29,15 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
-from app.core.errors import InvalidStudy, NotFound, PacsError, PacsUnavailable, ServiceError
+from app.core.errors import (
+    AnalysisInProgress,
+    InvalidStudy,
+    NotFound,
+    PacsError,
+    PacsUnavailable,
+    ServiceError,
+)
+from app.services.claims import AnalysisKey, Claim, ClaimStore, FinishedAnalysis
 from app.services.inference import POSITIVE_LABEL
 from app.services.predictions import UploadFields, short_id
 from app.services.storage import STUDIES
@@ -73,6 +81,14 @@ THRESHOLD_CODE = Code("ICH-T", "99ICHDETECT", "Decision threshold")
 OPERATING_POINT_CODE = Code("ICH-O", "99ICHDETECT", "Operating point of the decision threshold")
 SLICES_CODE = Code("ICH-N", "99ICHDETECT", "Number of slices analysed")
 NO_UNITS = Code("1", "UCUM", "no units")
+
+
+@dataclass(frozen=True)
+class RemoteAnalysis:
+    """The analysis of a PACS study; ``created`` is false when it had been analysed before."""
+
+    record: StudyRecord
+    created: bool
 
 
 @dataclass(frozen=True)
@@ -245,10 +261,10 @@ class PacsClient:
 class PacsService:
     """Analyse studies that live in the PACS and store the results back as DICOM objects."""
 
-    def __init__(self, client: PacsClient | None, studies: StudyService) -> None:
+    def __init__(self, client: PacsClient | None, studies: StudyService, claims: ClaimStore) -> None:
         self.client = client
         self.studies = studies
-        self._lock = threading.Lock()
+        self.claims = claims
 
     def _require_client(self) -> PacsClient:
         if self.client is None:
@@ -260,14 +276,20 @@ class PacsService:
 
     def analyse_remote_study(
         self, study_instance_uid: str, model_name: str | None = None, model_version: str | None = None
-    ) -> StudyRecord:
-        """Find, retrieve, analyse and store back one study of the PACS.
+    ) -> RemoteAnalysis:
+        """Find, retrieve, analyse and store back one study of the PACS, once per series and model version.
+
+        The chosen series is claimed first (``analysis_claims``): when it is already analysed with
+        this model version the stored analysis is returned (``created`` false), and while another
+        worker analyses it ``AnalysisInProgress`` is raised. A claim whose study was stored but
+        whose results never reached the PACS (its holder failed or died) only stores them back.
 
         Raises:
             PacsUnavailable: DICOMweb not configured, or the PACS did not answer.
             NotFound: the PACS has no such study.
             InvalidStudy: the study has no CT series with image slices.
             PacsError: the PACS refused a request or some of the stored objects.
+            AnalysisInProgress: another worker holds the claim on this series and model version.
         """
         client = self._require_client()
         reference = short_id(study_instance_uid)
@@ -282,36 +304,72 @@ class PacsService:
             raise InvalidStudy(f"The study {study_instance_uid} in the PACS has no CT series to analyse.")
         chosen = max(candidates, key=lambda item: int(item.get("NumberOfSeriesRelatedInstances", 0) or 0))
         series_uid = str(chosen.SeriesInstanceUID)
-        logger.info("Retrieving study %s series %s from the PACS", reference, short_id(series_uid))
-        datasets = client.retrieve_series(study_instance_uid, series_uid)
-        files = [
-            (str(dataset.get("SOPInstanceUID", index)), _to_bytes(dataset))
-            for index, dataset in enumerate(datasets)
-        ]
-        series = self.studies.read_series(files)
-        record = self.studies.create_from_series(
-            series,
-            UploadFields(),
-            "dicomweb",
-            model_name,
-            model_version,
-            details={"pacs_series_candidates": len(candidates)},
+        classifier = self.studies.registry.get(model_name, model_version)
+        key = AnalysisKey(study_instance_uid, series_uid, classifier.name, classifier.version)
+        claimed = self.claims.acquire(key)
+        if isinstance(claimed, FinishedAnalysis):
+            return RemoteAnalysis(self.studies.get(claimed.study_id), created=False)
+        # A study stored by an earlier holder of the claim is not analysed again, only stored back.
+        created = claimed.study_id is None
+        try:
+            record = self._analyse_claimed(client, claimed, len(candidates))
+        except BaseException:
+            # Failed claims are taken over by the next request or poll; a lost one stays the winner's.
+            claimed.release()
+            raise
+        claimed.finish()
+        logger.info(
+            "Study %s analysed from the PACS and %d series stored back",
+            reference,
+            len(record.study.details.get("stored_in_pacs", [])),
         )
+        return RemoteAnalysis(record, created=created)
+
+    def _analyse_claimed(self, client: PacsClient, claim: Claim, num_candidates: int) -> StudyRecord:
+        """Retrieve the claimed series, analyse it unless a study is already stored, store the results back."""
+        key = claim.key
+        logger.info(
+            "Retrieving study %s series %s from the PACS",
+            short_id(key.study_instance_uid),
+            short_id(key.series_instance_uid),
+        )
+        datasets = client.retrieve_series(key.study_instance_uid, key.series_instance_uid)
+        claim.heartbeat(force=True)
+        if claim.study_id is None:
+            files = [
+                (str(dataset.get("SOPInstanceUID", index)), _to_bytes(dataset))
+                for index, dataset in enumerate(datasets)
+            ]
+            series = self.studies.read_series(files)
+            record = self.studies.create_from_series(
+                series,
+                UploadFields(),
+                "dicomweb",
+                key.model_name,
+                key.model_version,
+                details={"pacs_series_candidates": num_candidates},
+                claim=claim,
+            )
+        else:
+            record = self.studies.get(claim.study_id)
         by_uid = {str(dataset.get("SOPInstanceUID", "")): dataset for dataset in datasets}
         sources = [
             by_uid[item.sop_instance_uid or ""]
             for item in record.slices
             if (item.sop_instance_uid or "") in by_uid
         ]
+        claim.heartbeat(force=True)
         try:
             stored = self.store_results(record, sources)
         except ServiceError as exc:
-            exc.detail = f"{exc.detail} The analysis itself was saved as study {record.study.id}."
+            exc.detail = (
+                f"{exc.detail} The analysis itself was saved as study {record.study.id}; ask again to "
+                "store its results back."
+            )
             raise
         study = self.studies.update_details(
             record.study.id, stored_in_pacs=[item.as_dict() for item in stored]
         )
-        logger.info("Study %s analysed from the PACS and %d series stored back", reference, len(stored))
         return StudyRecord(study=study, slices=record.slices)
 
     def store_results(self, record: StudyRecord, sources: list[Dataset]) -> list[StoredSeries]:
@@ -531,7 +589,8 @@ class StudyWatcher:
 
     Every ``interval`` seconds it asks QIDO-RS for CT studies dated from ``lookback_days`` ago
     and analyses each one this service has not analysed yet; the worklist then lists them,
-    haemorrhage-suspected first when asked.
+    haemorrhage-suspected first when asked. Every worker of every replica runs one: the claims of
+    ``analysis_claims`` let only one of them analyse each series.
     """
 
     def __init__(self, pacs: PacsService, interval: float, lookback_days: int = 1) -> None:
@@ -563,11 +622,18 @@ class StudyWatcher:
             if self._stop.is_set():
                 break
             try:
-                created.append(self.pacs.analyse_remote_study(uid).study.id)
+                analysis = self.pacs.analyse_remote_study(uid)
+            except AnalysisInProgress:
+                # Another worker or replica has it; its result shows up on the next poll.
+                logger.debug("Watcher left study %s to the worker analysing it", short_id(uid))
+                continue
             except (InvalidStudy, NotFound) as exc:
                 # Not analysable (no CT slices, say): remember it, so it is not fetched every poll.
                 self._failed.add(uid)
                 logger.warning("Watcher skipped study %s: %s", short_id(uid), exc.detail)
+                continue
+            if analysis.created:
+                created.append(analysis.record.study.id)
         return created
 
     def _run(self) -> None:

@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -31,7 +31,7 @@ from app.core.errors import (
     UploadTooLarge,
 )
 from app.core.metrics import Metrics
-from app.db import CARD_OPERATING_POINT, Database, Study, StudySlice, list_records, utcnow
+from app.db import CARD_OPERATING_POINT, AnalysisClaim, Database, Study, StudySlice, list_records, utcnow
 from app.services.inference import (
     NEGATIVE_LABEL,
     POSITIVE_LABEL,
@@ -70,6 +70,9 @@ from ml.data.series import (
     is_zip,
 )
 from ml.evaluation.study import aggregate
+
+if TYPE_CHECKING:
+    from app.services.claims import Claim
 
 logger = logging.getLogger(__name__)
 
@@ -218,14 +221,25 @@ class StudyService:
         decode_ms: float = 0.0,
         details: dict[str, Any] | None = None,
         segment: bool = True,
+        claim: Claim | None = None,
     ) -> StudyRecord:
-        """Classify (and outline) every slice of an assembled series, decide the study, and store it all."""
+        """Classify (and outline) every slice of an assembled series, decide the study, and store it all.
+
+        With a ``claim`` (the PACS path), its heartbeat is refreshed between batches and the study
+        is linked to it in the transaction that stores the rows: a claim taken over by another
+        worker (``ClaimLost``) leaves nothing stored.
+        """
         if source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, got {source!r}.")
         total_started = time.perf_counter() - decode_ms / 1000.0
         classifier = self.registry.get(model_name, model_version)
         decision = StudyDecision.for_classifier(classifier)
-        analysis = self._analyse(classifier, series, self.registry.segmenter() if segment else None)
+        analysis = self._analyse(
+            classifier,
+            series,
+            self.registry.segmenter() if segment else None,
+            claim.heartbeat if claim else None,
+        )
         probability = aggregate(analysis.probabilities, decision.aggregation)
         label = POSITIVE_LABEL if probability >= decision.threshold else NEGATIVE_LABEL
         key_slices = key_slice_indices(analysis.probabilities)
@@ -297,6 +311,8 @@ class StudyService:
                 session.add(study)
                 session.flush()
                 session.add_all(slices)
+                if claim is not None:
+                    claim.attach(session, study_id)
         except SQLAlchemyError as exc:
             self.files.delete(study_id, STUDIES)
             logger.error("Could not store the study rows: %s", type(exc).__name__)
@@ -322,10 +338,16 @@ class StudyService:
         return StudyRecord(study=study, slices=slices)
 
     def _analyse(
-        self, classifier: SliceClassifier, series: StudySeries, segmenter: SliceSegmenter | None = None
+        self,
+        classifier: SliceClassifier,
+        series: StudySeries,
+        segmenter: SliceSegmenter | None = None,
+        between_batches: Callable[[], None] | None = None,
     ) -> _Analysis:
         analysis = _Analysis(segmentation=StudySegmentation() if segmenter is not None else None)
         for start in range(0, len(series.slices), BATCH_SIZE):
+            if between_batches is not None:
+                between_batches()
             batch = series.slices[start : start + BATCH_SIZE]
             started = time.perf_counter()
             results = classifier.predict_many([item.image for item in batch], segmenter)
@@ -396,6 +418,8 @@ class StudyService:
             if study is None:
                 raise NotFound(f"No study with id {study_id}.")
             session.execute(delete(StudySlice).where(StudySlice.study_id == study_id))
+            # Its claim goes with it, so that the PACS study may be analysed again.
+            session.execute(delete(AnalysisClaim).where(AnalysisClaim.study_id == study_id))
             session.delete(study)
         self.files.delete(study_id, STUDIES)
 

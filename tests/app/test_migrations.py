@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from app.cli import main
 from app.core.config import Settings, get_settings
-from app.db import BASELINE_REVISION, Base, Database, Prediction, Study, alembic_config
+from app.db import BASELINE_REVISION, AnalysisClaim, Base, Database, Prediction, Study, alembic_config
 from app.main import create_app
 from app.services.auth import hash_key
 
@@ -286,5 +286,74 @@ def test_revision_0003_names_the_model_card_as_the_operating_point_of_older_resu
         assert "operating_point" not in {column.name for column in reflected(database, "predictions").c}
         assert "operating_point" not in {column.name for column in reflected(database, "studies").c}
         assert patient_name_of(database, prediction_id) == "Legacy^Patient"
+    finally:
+        database.dispose()
+
+
+def insert_study(
+    database: Database,
+    source: str,
+    created_at: datetime,
+    study_uid: str | None = "1.2.3",
+    series_uid: str | None = "1.2.3.4",
+    model_version: str = "0.0.1",
+) -> str:
+    """One study row, written with plain SQL as the service at revision 0003 wrote it."""
+    study_id = str(uuid.uuid4())
+    studies = sa.Table("studies", sa.MetaData(), autoload_with=database.engine)
+    with database.engine.begin() as connection:
+        connection.execute(
+            studies.insert().values(
+                id=study_id,
+                created_at=created_at,
+                model_name="ich-compact",
+                model_version=model_version,
+                probability=0.4,
+                label="no_hemorrhage",
+                threshold=0.5,
+                aggregation="max",
+                num_slices=3,
+                source=source,
+                study_instance_uid=study_uid,
+                series_instance_uid=series_uid,
+                timings_ms={},
+                details={},
+            )
+        )
+    return study_id
+
+
+def test_revision_0004_claims_each_pacs_analysis_once_and_keeps_duplicates(url: str) -> None:
+    """Series analysed twice by earlier workers: the newest analysis gets the claim, none is lost."""
+    database = Database(url)
+    try:
+        database.migrate("0003")
+        day = datetime(2026, 3, 1, tzinfo=UTC)
+        older = insert_study(database, "dicomweb", day)
+        newest = insert_study(database, "dicomweb", day.replace(hour=5))
+        same_moment = insert_study(database, "dicomweb", day, series_uid="1.2.3.5")
+        same_moment_too = insert_study(database, "dicomweb", day, series_uid="1.2.3.5")
+        other_version = insert_study(database, "dicomweb", day, model_version="0.0.2")
+        insert_study(database, "upload", day.replace(hour=9))
+        insert_study(database, "dicomweb", day, series_uid=None)
+
+        database.migrate()
+        assert database.revision() == HEAD
+        with database.session() as session:
+            claims = list(session.scalars(sa.select(AnalysisClaim)))
+            assert session.scalar(sa.select(sa.func.count()).select_from(Study)) == 7
+        by_series_version = {(claim.series_instance_uid, claim.model_version): claim for claim in claims}
+        assert set(by_series_version) == {("1.2.3.4", "0.0.1"), ("1.2.3.5", "0.0.1"), ("1.2.3.4", "0.0.2")}
+        assert by_series_version["1.2.3.4", "0.0.1"].study_id == newest
+        assert by_series_version["1.2.3.5", "0.0.1"].study_id == max(same_moment, same_moment_too)
+        assert by_series_version["1.2.3.4", "0.0.2"].study_id == other_version
+        assert all(claim.status == "done" and claim.study_id == claim.id for claim in claims)
+        assert older not in {claim.study_id for claim in claims}
+
+        with database.engine.begin() as connection:
+            command.downgrade(alembic_config(connection), "0003")
+        assert "analysis_claims" not in table_names(database)
+        with database.session() as session:
+            assert session.scalar(sa.select(sa.func.count()).select_from(Study)) == 7
     finally:
         database.dispose()

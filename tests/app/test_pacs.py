@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import io
 import time
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pydicom
@@ -19,8 +21,11 @@ from fastapi.testclient import TestClient
 from pydicom.dataset import Dataset
 from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
 from pypdf import PdfReader
+from sqlalchemy import select
 
 from app.core.config import Settings
+from app.core.errors import PacsError
+from app.db import AnalysisClaim, Database
 from app.main import create_app
 from tests.app.conftest import API_KEY, DATA_DIR
 from tests.support.dicom_series import patient_jpegs, series_from_jpegs
@@ -232,3 +237,126 @@ def test_watcher_analyses_new_studies(orthanc: OrthancServer, local_settings: Se
     # Each study is analysed once: the stored results are not analysed again as a new study.
     series = DICOMwebClient(orthanc.dicomweb_url).search_for_series(study_uid)
     assert len(series) == 4
+
+
+def new_series_count(orthanc: OrthancServer, study_uid: str) -> int:
+    return len(DICOMwebClient(orthanc.dicomweb_url).search_for_series(study_uid))
+
+
+def claims_of(settings: Settings, study_uid: str) -> list[AnalysisClaim]:
+    database = Database(settings.resolved_database_url)
+    try:
+        with database.session() as session:
+            return list(
+                session.scalars(select(AnalysisClaim).where(AnalysisClaim.study_instance_uid == study_uid))
+            )
+    finally:
+        database.dispose()
+
+
+def hold_claim(settings: Settings, study_uid: str, series_uid: str, silent_for: timedelta) -> str:
+    """A claim of another worker on the default model (ich-compact 0.0.2), last heard of ``silent_for`` ago."""
+    heard = datetime.now(UTC) - silent_for
+    claim_id = str(uuid.uuid4())
+    database = Database(settings.resolved_database_url)
+    try:
+        with database.session() as session:
+            session.add(
+                AnalysisClaim(
+                    id=claim_id,
+                    study_instance_uid=study_uid,
+                    series_instance_uid=series_uid,
+                    model_name="ich-compact",
+                    model_version="0.0.2",
+                    status="running",
+                    owner="other-host:4242:0badc0de",
+                    claimed_at=heard,
+                    heartbeat_at=heard,
+                )
+            )
+    finally:
+        database.dispose()
+    return claim_id
+
+
+def test_a_study_is_analysed_once_per_model_version(orthanc: OrthancServer, settings: Settings) -> None:
+    """Asking again returns the stored analysis (200) and stores nothing more in the PACS."""
+    study_uid, _, _ = upload_series(orthanc, first_slice=4)
+    with api_client(pacs_settings(settings, orthanc)) as client:
+        first = client.post("/api/v1/studies/dicomweb", json={"study_instance_uid": study_uid})
+        assert first.status_code == 201, first.text
+        again = client.post("/api/v1/studies/dicomweb", json={"study_instance_uid": study_uid})
+        assert again.status_code == 200, again.text
+        assert again.json() == first.json()
+        assert new_series_count(orthanc, study_uid) == 4
+        assert client.get("/api/v1/studies").json()["total"] == 1
+
+        # Another model version is another analysis.
+        other = client.post(
+            "/api/v1/studies/dicomweb", json={"study_instance_uid": study_uid, "model_version": "0.0.1"}
+        )
+        assert other.status_code == 201, other.text
+        assert other.json()["id"] != first.json()["id"] and other.json()["model"]["version"] == "0.0.1"
+        assert new_series_count(orthanc, study_uid) == 7
+    claims = claims_of(settings, study_uid)
+    assert sorted((claim.model_version, claim.status) for claim in claims) == [
+        ("0.0.1", "done"),
+        ("0.0.2", "done"),
+    ]
+    assert {claim.study_id for claim in claims} == {first.json()["id"], other.json()["id"]}
+
+
+def test_a_study_another_worker_analyses_is_409(orthanc: OrthancServer, local_settings: Settings) -> None:
+    study_uid, series_uid, _ = upload_series(orthanc, first_slice=2)
+    settings = pacs_settings(local_settings, orthanc)
+    with api_client(settings) as client:
+        hold_claim(settings, study_uid, series_uid, silent_for=timedelta(seconds=5))
+        response = client.post("/api/v1/studies/dicomweb", json={"study_instance_uid": study_uid})
+        assert response.status_code == 409, response.text
+        assert "Another worker is analysing this series with ich-compact 0.0.2" in response.json()["detail"]
+        assert int(response.headers["Retry-After"]) > 0
+        assert client.get("/api/v1/studies").json()["total"] == 0
+    assert new_series_count(orthanc, study_uid) == 1
+
+
+def test_a_stuck_claim_is_taken_over(orthanc: OrthancServer, settings: Settings) -> None:
+    """A worker died while analysing: after the claim timeout the next request analyses the study."""
+    study_uid, series_uid, _ = upload_series(orthanc, first_slice=3)
+    configured = pacs_settings(settings, orthanc, analysis_claim_timeout_seconds=300)
+    with api_client(configured) as client:
+        claim_id = hold_claim(configured, study_uid, series_uid, silent_for=timedelta(seconds=301))
+        response = client.post("/api/v1/studies/dicomweb", json={"study_instance_uid": study_uid})
+        assert response.status_code == 201, response.text
+        assert len(response.json()["stored_in_pacs"]) == 3
+    (claim,) = claims_of(configured, study_uid)
+    assert claim.id == claim_id and claim.status == "done" and claim.study_id == response.json()["id"]
+    assert not claim.owner.startswith("other-host:")
+    assert new_series_count(orthanc, study_uid) == 4
+
+
+def test_results_that_did_not_reach_the_pacs_are_stored_back_when_asked_again(
+    orthanc: OrthancServer, local_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    study_uid, _, _ = upload_series(orthanc, first_slice=5)
+    with api_client(pacs_settings(local_settings, orthanc)) as client:
+        pacs = client.app.state.pacs  # type: ignore[attr-defined]
+        store_results = pacs.store_results
+
+        def refuse(*args: object) -> object:
+            raise PacsError("The PACS refused 5 of the 5 result objects (STOW-RS).")
+
+        monkeypatch.setattr(pacs, "store_results", refuse)
+        refused = client.post("/api/v1/studies/dicomweb", json={"study_instance_uid": study_uid})
+        assert refused.status_code == 502, refused.text
+        assert "ask again to store its results back" in refused.json()["detail"]
+        (study,) = client.get("/api/v1/studies").json()["items"]
+        assert study["id"] in refused.json()["detail"]
+        assert [claim.status for claim in claims_of(local_settings, study_uid)] == ["failed"]
+
+        monkeypatch.setattr(pacs, "store_results", store_results)
+        again = client.post("/api/v1/studies/dicomweb", json={"study_instance_uid": study_uid})
+        assert again.status_code == 200, again.text
+        assert again.json()["id"] == study["id"] and len(again.json()["stored_in_pacs"]) == 3
+        assert client.get("/api/v1/studies").json()["total"] == 1
+    assert [claim.status for claim in claims_of(local_settings, study_uid)] == ["done"]
+    assert new_series_count(orthanc, study_uid) == 4

@@ -203,13 +203,26 @@ async def create_study(
     return to_schema(record, request)
 
 
-@router.post("/dicomweb", status_code=status.HTTP_201_CREATED, response_model=StudyOut)
+@router.post(
+    "/dicomweb",
+    status_code=status.HTTP_201_CREATED,
+    response_model=StudyOut,
+    responses={
+        200: {
+            "model": StudyOut,
+            "description": "Analysed before with this model version: the stored analysis.",
+        },
+        409: {"description": "Another worker is analysing this series with this model version; ask again."},
+    },
+)
 def create_study_from_pacs(
-    request: Request, body: DicomwebRequest, user: CurrentUser, pacs: PacsServiceDep
+    request: Request, response: Response, body: DicomwebRequest, user: CurrentUser, pacs: PacsServiceDep
 ) -> StudyOut:
     """Analyse a study of the PACS by StudyInstanceUID and store the results back in it (DICOMweb)."""
-    record = pacs.analyse_remote_study(body.study_instance_uid, body.model, body.model_version)
-    return to_schema(record, request)
+    analysis = pacs.analyse_remote_study(body.study_instance_uid, body.model, body.model_version)
+    if not analysis.created:
+        response.status_code = status.HTTP_200_OK
+    return to_schema(analysis.record, request)
 
 
 @router.get("", response_model=StudyPage)
