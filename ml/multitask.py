@@ -15,7 +15,6 @@ both labels are equally likely and no collection's look changes the odds of haem
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
@@ -26,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ml.data import phe_sich
 from ml.data.augmentation import AugmentationConfig, Augmenter
 from ml.data.datasets import load_image, read_head_ct
 from ml.data.preprocessing import PreprocessConfig, preprocess
@@ -172,11 +173,16 @@ def _prepare(dataset: str, slices: Sequence[_Slice], config: PreprocessConfig) -
     images = np.zeros((count, size, size), np.uint8)
     masks = np.zeros((count, size, size), np.uint8)
     flags = np.zeros((count, size, size), np.uint8)
+    ignored = np.zeros(count, bool)
     for index, item in enumerate(slices):
         result = preprocess(item.load(), config)
         images[index] = np.round(result.image[:, :, 0] * 255.0).astype(np.uint8)
         geometry = result.geometry
-        if item.pixels == "empty":
+        if result.head_mask is None:
+            # No head found (the ends of a scan): the whole image, table and all, would be the
+            # input. Such a slice teaches nothing.
+            ignored[index] = True
+        elif item.pixels == "empty":
             flags[index] = FLAG_VALID
         elif item.pixels == "mask" and item.load_mask is not None:
             masks[index] = mask_to_input(item.load_mask(geometry.original_shape), geometry, size)
@@ -202,11 +208,13 @@ def _prepare(dataset: str, slices: Sequence[_Slice], config: PreprocessConfig) -
         masks=masks,
         flags=flags,
         labels=np.array([item.label for item in slices], np.float32),
-        label_weights=np.array([item.label_weight for item in slices], np.float32),
+        label_weights=np.where(ignored, 0.0, [item.label_weight for item in slices]).astype(np.float32),
         subtypes=np.array([item.subtypes for item in slices], np.float32).reshape(count, NUM_SUBTYPES),
-        subtype_weights=np.array([item.subtype_weights for item in slices], np.float32).reshape(
-            count, NUM_SUBTYPES
-        ),
+        subtype_weights=np.where(
+            ignored[:, None],
+            0.0,
+            np.array([item.subtype_weights for item in slices]).reshape(count, NUM_SUBTYPES),
+        ).astype(np.float32),
     )
 
 
@@ -263,40 +271,41 @@ def _bhsd_slices(data_dir: Path) -> list[_Slice]:
     ]
 
 
-def _phe_sich_slices(data_dir: Path) -> list[_Slice]:
-    root = Path(data_dir) / "phe_sich"
+def _phe_sich_slices(data_dir: Path, derived_blood: bool = True) -> list[_Slice]:
+    """phe_sich slices face up; boxed slices learn "blood inside, none outside", and with
+    ``derived_blood`` the derived blood mask inside the box (``ml.data.phe_sich.class_mask``)."""
     slices = []
-    with (root / "labels.csv").open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    for row in rows:
-        path = root / row["image"]
-        group = f"phe_sich-{row['patient_id'].strip()}"
-        sample_id = f"phe_sich:{row['image'].strip()}"
-        load = lambda p=path: load_image(p)  # noqa: E731
-        if row["near_hemorrhage"].strip() == "1":
+    for item in phe_sich.read_phe_sich(data_dir):
+        load = partial(phe_sich.load_phe_image, item)
+        none = (0,) * NUM_SUBTYPES
+        if item.near:
             slices.append(
-                _Slice(sample_id, group, load, 0, 0.0, (0,) * NUM_SUBTYPES, (0.0,) * NUM_SUBTYPES, "none")
+                _Slice(item.sample_id, item.group, load, 0, 0.0, none, (0.0,) * NUM_SUBTYPES, "none")
             )
-        elif row["hemorrhage"].strip() != "1":
+        elif not item.label:
             slices.append(
-                _Slice(sample_id, group, load, 0, 1.0, (0,) * NUM_SUBTYPES, (1.0,) * NUM_SUBTYPES, "empty")
+                _Slice(item.sample_id, item.group, load, 0, 1.0, none, (1.0,) * NUM_SUBTYPES, "empty")
             )
         else:
             subtypes = tuple(int(k == INTRAPARENCHYMAL) for k in range(NUM_SUBTYPES))
             weights = tuple(float(k == INTRAPARENCHYMAL) for k in range(NUM_SUBTYPES))
-            corners = [row[f"box_{key}"].strip() for key in ("xmin", "ymin", "xmax", "ymax")]
-            box = tuple(int(float(value)) for value in corners) if all(corners) else None
+            box = None
+            if item.box is not None:
+                height, width = phe_sich.ORIGINAL_SHAPE
+                box = phe_sich.rotate_box(item.box, (height, width), item.rotation)
+            blood = (lambda shape, i=item: phe_sich.class_mask(i)) if derived_blood and box else None
             slices.append(
                 _Slice(
-                    sample_id,
-                    group,
+                    item.sample_id,
+                    item.group,
                     load,
                     1,
                     1.0,
                     subtypes,
                     weights,
                     "box" if box else "somewhere",
-                    box=box,  # type: ignore[arg-type]
+                    load_mask=blood,  # type: ignore[arg-type]
+                    box=box,
                 )
             )
     return slices
@@ -565,6 +574,7 @@ def train_multitask(
     keras.utils.set_random_seed(config.seed)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "train_config.json").write_text(json.dumps(asdict(config), indent=1), encoding="utf-8")
     parts = prepare_parts(data_dir, config, cache_dir)
     (output_dir / "split_manifest.json").write_text(
         json.dumps(
@@ -643,6 +653,5 @@ def train_multitask(
             "platform": platform.platform(),
         },
     }
-    (output_dir / "train_config.json").write_text(json.dumps(asdict(config), indent=1), encoding="utf-8")
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     return summary

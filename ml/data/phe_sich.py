@@ -29,6 +29,7 @@ __all__ = [
     "BLOOD_CONTRAST",
     "FACE_RIGHT_PATIENTS",
     "FACE_UP_ROTATION",
+    "ORIGINAL_SHAPE",
     "PheSlice",
     "class_mask",
     "derived_blood_mask",
@@ -44,6 +45,8 @@ DATASET = "phe_sich"
 # The heads lie with the face to the left and the scanner table (the back of the head) to the
 # right; a quarter turn clockwise brings the face up, as CT-ICH displays its slices.
 FACE_UP_ROTATION = cv2.ROTATE_90_CLOCKWISE
+# Every slice of the collection is 512 x 512 (its boxes are in these pixels).
+ORIGINAL_SHAPE = (512, 512)
 # Patients whose heads lie the other way (face to the right, the table's arc on the left), found
 # by looking at every patient's slices: they take the opposite quarter turn.
 FACE_RIGHT_PATIENTS = frozenset({"0144"})
@@ -97,6 +100,11 @@ class PheSlice:
     box: Box | None
     oedema_mask_path: Path | None
     relative_path: str = ""
+
+    @property
+    def sample_id(self) -> str:
+        """A stable id for manifests, as ``ml.data.datasets.Sample`` writes it."""
+        return f"phe_sich:{self.relative_path or self.path.name}"
 
     @property
     def group(self) -> str:
