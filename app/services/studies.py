@@ -222,7 +222,7 @@ class StudyService:
         total_started = time.perf_counter() - decode_ms / 1000.0
         classifier = self.registry.get(model_name, model_version)
         decision = StudyDecision.from_card(classifier)
-        analysis = self._analyse(classifier, series, self.registry.segmenter() if segment else None)
+        analysis = self._analyse(classifier, series, self.registry.segmenter(), segment)
         probability = aggregate(analysis.probabilities, decision.aggregation)
         label = POSITIVE_LABEL if probability >= decision.threshold else NEGATIVE_LABEL
         key_slices = key_slice_indices(analysis.probabilities)
@@ -317,13 +317,18 @@ class StudyService:
         return StudyRecord(study=study, slices=slices)
 
     def _analyse(
-        self, classifier: SliceClassifier, series: StudySeries, segmenter: SliceSegmenter | None = None
+        self,
+        classifier: SliceClassifier,
+        series: StudySeries,
+        segmenter: SliceSegmenter | None = None,
+        segment: bool = True,
     ) -> _Analysis:
-        analysis = _Analysis(segmentation=StudySegmentation() if segmenter is not None else None)
+        outlines = classifier.outlines(segmenter, segment)
+        analysis = _Analysis(segmentation=StudySegmentation() if outlines else None)
         for start in range(0, len(series.slices), BATCH_SIZE):
             batch = series.slices[start : start + BATCH_SIZE]
             started = time.perf_counter()
-            results = classifier.predict_many([item.image for item in batch], segmenter)
+            results = classifier.predict_many([item.image for item in batch], segmenter, segment)
             elapsed = (time.perf_counter() - started) * 1000.0
             segmentation_ms = sum(result.timings_ms.get("segmentation", 0.0) for result in results)
             analysis.model_ms += elapsed - segmentation_ms
