@@ -101,7 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 operating_point.study.value,
                 operating_point.study.source,
             )
-        if settings.segmentation_model and registry.segmenter() is None:
+        if settings.segmentation_model and registry.outliner() is None:
             logger.warning(
                 "Segmentation model %r not found in %s; results carry no outlines (segmentation: null).",
                 settings.segmentation_model,

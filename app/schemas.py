@@ -162,12 +162,13 @@ class PredictionPage(BaseModel):
 class ModelOut(BaseModel):
     name: str
     version: str
-    kind: Literal["classification", "segmentation"] = "classification"
+    kind: Literal["classification", "segmentation", "multitask"] = "classification"
     default: bool = Field(
-        description="Classification: serves requests that name no model. Segmentation: outlines every analysis."
+        description="Classification and multitask: serves requests that name no model. Segmentation: "
+        "outlines every analysis by a classifier that does not outline its own slices."
     )
     threshold: float = Field(
-        description="Classification: the slice decision threshold in use. Segmentation: the per-pixel "
+        description="Classification and multitask: the slice decision threshold in use. Segmentation: the per-pixel "
         "blood threshold."
     )
     study_threshold: float | None = Field(
@@ -189,7 +190,8 @@ class Health(BaseModel):
 class Readiness(Health):
     models: dict[str, str | None] = Field(
         default_factory=dict,
-        description="'classification' and 'segmentation': the serving model as 'name/version', or null.",
+        description="'classification': the serving model; 'segmentation': the model that outlines its "
+        "slices (the same one for a multitask model); each as 'name/version', or null.",
     )
 
 

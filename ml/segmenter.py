@@ -25,6 +25,8 @@ from ml.model_io import CARD_FILE, MODEL_FILE, read_card_json
 from ml.models.folding import fold_batch_norms
 
 __all__ = [
+    "MULTITASK_KIND",
+    "Outlining",
     "SegmentationResult",
     "Segmenter",
     "class_map_from_probabilities",
@@ -34,8 +36,14 @@ __all__ = [
 ]
 
 SEGMENTATION_KIND = "segmentation"
+# A classifier bundle whose model also has the segmentation heads (``ml.models.multitask``).
+MULTITASK_KIND = "multitask"
+# Card fields that say how per-pixel probabilities become outlines.
+OUTLINE_CARD_FIELDS = ("blood_threshold", "min_component_px")
 # Card fields the service needs to run a segmentation bundle.
-REQUIRED_CARD_FIELDS = ("name", "version", "preprocessing", "blood_threshold", "min_component_px")
+REQUIRED_CARD_FIELDS = ("name", "version", "preprocessing", *OUTLINE_CARD_FIELDS)
+# The model outputs a segmentation bundle's model has (a multitask model has them too).
+SEGMENTATION_OUTPUTS = ("subtypes", "mask")
 
 
 @dataclass
@@ -95,6 +103,43 @@ def class_map_to_original(class_map: np.ndarray, geometry: Geometry) -> np.ndarr
     return original
 
 
+@dataclass(frozen=True)
+class Outlining:
+    """How a model card turns per-pixel probabilities into a slice's outlines."""
+
+    blood_threshold: float
+    min_component_px: int
+
+    @classmethod
+    def from_card(cls, card: dict[str, Any], source: Path | str = "The model card") -> Outlining:
+        """The card's ``blood_threshold`` and ``min_component_px``.
+
+        Raises:
+            DataError: ``source`` (the card file) lacks one of them, or names subtypes other
+                than :data:`ml.data.segmentation.SUBTYPES`.
+        """
+        missing = [key for key in OUTLINE_CARD_FIELDS if key not in card]
+        if missing:
+            raise DataError(f"{source} lacks the field(s) {missing}.")
+        subtypes = card.get("subtypes")
+        if subtypes is not None and list(subtypes) != list(SUBTYPES):
+            raise DataError(f"{source} names the subtypes {subtypes}; this service knows {list(SUBTYPES)}.")
+        return cls(float(card["blood_threshold"]), int(card["min_component_px"]))
+
+    def result(
+        self, mask: np.ndarray, subtypes: np.ndarray, geometry: Geometry | None = None
+    ) -> SegmentationResult:
+        """One slice's result from its per-class probabilities (``S x S x 6``) and subtype
+        probabilities (5); with its geometry the class map is on the original image's grid."""
+        class_map = class_map_from_probabilities(mask, self.blood_threshold, self.min_component_px)
+        if geometry is not None:
+            class_map = class_map_to_original(class_map, geometry)
+        return SegmentationResult(
+            class_map=class_map,
+            subtype_probabilities={name: round(float(subtypes[k]), 4) for k, name in enumerate(SUBTYPES)},
+        )
+
+
 class Segmenter:
     """A loaded segmentation bundle; thresholds come from its model card."""
 
@@ -102,8 +147,9 @@ class Segmenter:
         self.model = model
         self.card = card
         self.config = PreprocessConfig.from_dict(card["preprocessing"])
-        self.blood_threshold = float(card["blood_threshold"])
-        self.min_component_px = int(card["min_component_px"])
+        self.outlining = Outlining.from_card(card)
+        self.blood_threshold = self.outlining.blood_threshold
+        self.min_component_px = self.outlining.min_component_px
         spec = tf.TensorSpec([None, *model.inputs[0].shape[1:]], tf.float32)
         self._forward = tf.function(lambda x: self.model(x, training=False), input_signature=[spec])
         size = self.config.image_size
@@ -127,13 +173,7 @@ class Segmenter:
     ) -> SegmentationResult:
         """One slice's result from its per-class probabilities (as :meth:`probabilities` gives
         them); with its geometry the class map is on the original image's grid."""
-        class_map = class_map_from_probabilities(mask, self.blood_threshold, self.min_component_px)
-        if geometry is not None:
-            class_map = class_map_to_original(class_map, geometry)
-        return SegmentationResult(
-            class_map=class_map,
-            subtype_probabilities={name: round(float(subtypes[k]), 4) for k, name in enumerate(SUBTYPES)},
-        )
+        return self.outlining.result(mask, subtypes, geometry)
 
 
 def contour_overlay(class_map: np.ndarray, thickness: int | None = None) -> np.ndarray:
@@ -170,9 +210,7 @@ def load_segmenter(model_dir: Path, fold: bool = False) -> Segmenter:
     missing = [key for key in REQUIRED_CARD_FIELDS if key not in card]
     if missing:
         raise DataError(f"{card_path} lacks the field(s) {missing}.")
-    subtypes = card.get("subtypes")
-    if subtypes is not None and list(subtypes) != list(SUBTYPES):
-        raise DataError(f"{card_path} names the subtypes {subtypes}; this service knows {list(SUBTYPES)}.")
+    Outlining.from_card(card, card_path)
     model_path = model_dir / MODEL_FILE
     if not model_path.is_file():
         raise MissingDataFile(f"No {MODEL_FILE} in {model_dir}.")

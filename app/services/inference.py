@@ -1,7 +1,9 @@
 """Model registry and slice inference: decode -> preprocess -> predict with Grad-CAM -> images.
 
 The segmentation model, when one is loaded, runs in the same pass on the same preprocessed
-batch and outlines possible haemorrhage by subtype.
+batch and outlines possible haemorrhage by subtype. A multitask model (card ``"kind":
+"multitask"``) outlines the slices itself: its mask and subtype heads come out of the same
+compiled call as its probability and Grad-CAM, and no segmentation model runs for it.
 """
 
 from __future__ import annotations
@@ -26,10 +28,18 @@ from app.services.operating_points import OperatingPointInUse
 from ml.data.imaging import DecodedImage, ImageDecodeError, UnsupportedImageError, decode_image
 from ml.data.preprocessing import preprocess
 from ml.data.scope import ScopeThresholds
-from ml.explain.gradcam import GradCam, overlay_heatmap
+from ml.explain.gradcam import GradCam, GradCamOutput, overlay_heatmap
 from ml.model_io import CARD_FILE, ModelBundle, discover_models, load_bundle, version_key
 from ml.models.folding import fold_batch_norms
-from ml.segmenter import SEGMENTATION_KIND, SegmentationResult, Segmenter, load_segmenter
+from ml.segmenter import (
+    MULTITASK_KIND,
+    SEGMENTATION_KIND,
+    SEGMENTATION_OUTPUTS,
+    Outlining,
+    SegmentationResult,
+    Segmenter,
+    load_segmenter,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +193,8 @@ def decode_upload(data: bytes, max_pixels: int) -> DecodedImage:
 
 
 def bundle_kind(model_dir: Path) -> str:
-    """What a bundle's card says it is: ``"segmentation"``, or ``"classification"`` when it says nothing."""
+    """What a bundle's card says it is: ``"segmentation"``, ``"multitask"``, or ``"classification"``
+    when it says nothing."""
     try:
         card = json.loads((Path(model_dir) / CARD_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -227,30 +238,58 @@ class SliceSegmenter:
         """Class maps on the original image grids, and subtype probabilities, for a batch."""
         with self._lock:
             masks, subtypes = self.segmenter.probabilities(batch)
-        # Class maps back onto each image's grid: per-slice image work, side by side.
-        results = parallel_map(
-            lambda index: self.segmenter.result(masks[index], subtypes[index], geometries[index]),
-            range(len(batch)),
-        )
-        return [SliceSegmentation(self.name, self.version, result) for result in results]
+        return outline_batch(self.segmenter.outlining, masks, subtypes, geometries, self.name, self.version)
+
+
+def outline_batch(
+    outlining: Outlining,
+    masks: np.ndarray,
+    subtypes: np.ndarray,
+    geometries: list[Any],
+    model_name: str,
+    model_version: str,
+) -> list[SliceSegmentation]:
+    """A batch's outlines from its mask and subtype heads, each on its own image's grid."""
+    # Class maps back onto each image's grid: per-slice image work, side by side.
+    results = parallel_map(
+        lambda index: outlining.result(masks[index], subtypes[index], geometries[index]), range(len(masks))
+    )
+    return [SliceSegmentation(model_name, model_version, result) for result in results]
 
 
 class SliceClassifier:
     """One loaded model bundle, ready to classify and explain slices.
 
     The shape follows ``_preprocess -> _predict -> _postprocess`` with one public
-    :meth:`predict`; the forward pass and Grad-CAM run as a single compiled call.
+    :meth:`predict`; the forward pass and Grad-CAM run as a single compiled call. A multitask
+    bundle (card ``"kind": "multitask"``) also outlines the slices from its own mask and subtype
+    heads, computed in that same call, post-processed with its card's ``blood_threshold`` and
+    ``min_component_px``.
+
+    Raises:
+        DataError: a multitask card lacks the outline fields (:meth:`ml.segmenter.Outlining.from_card`).
+        ValueError: the model lacks a layer or output the card promises.
     """
 
     def __init__(self, bundle: ModelBundle) -> None:
         self.bundle = bundle
         self.config = bundle.preprocess_config
+        self.outlining: Outlining | None = None
+        if bundle.card.get("kind") == MULTITASK_KIND:
+            self.outlining = Outlining.from_card(bundle.card, bundle.path / CARD_FILE)
         # Served through an inference copy with batch normalisation folded into the convolutions:
         # the same outputs as the trained model, one pass over each activation map fewer.
         self.model = fold_batch_norms(bundle.model)
         self.gradcam = GradCam(self.model, bundle.gradcam_layer)
         # The card's thresholds until the site's own are applied (ModelRegistry.use_operating_point).
         self.operating_point = OperatingPointInUse.from_card(bundle.card)
+        # With outlines a multitask model's call computes its decoder too; without them
+        # (segment=false) the plain call above leaves the decoder out.
+        self.outlining_gradcam = (
+            GradCam(self.model, bundle.gradcam_layer, extra_outputs=SEGMENTATION_OUTPUTS)
+            if self.outlining is not None
+            else None
+        )
         # Concurrent requests share one graph; a lock keeps TensorFlow's threads from
         # oversubscribing two cores (batching happens within a request).
         self._lock = threading.Lock()
@@ -269,19 +308,37 @@ class SliceClassifier:
         """The slice threshold decisions are made with (the operating point's)."""
         return self.operating_point.slice.value
 
+    @property
+    def card(self) -> dict[str, Any]:
+        return self.bundle.card
+
+    @property
+    def kind(self) -> str:
+        """``"multitask"`` when the model outlines slices itself, else ``"classification"``."""
+        return MULTITASK_KIND if self.outlining is not None else CLASSIFICATION_KIND
+
+    @property
+    def outlines_itself(self) -> bool:
+        """Whether the slices' outlines come from this model's own heads (no segmentation model)."""
+        return self.outlining is not None
+
     def warm_up(self) -> None:
-        """Trace the compiled function once so the first request is not slow."""
+        """Trace the compiled functions once so the first request is not slow."""
         size = self.config.image_size
-        self.gradcam(np.zeros((1, size, size, 1), np.float32), self.threshold)
+        blank = np.zeros((1, size, size, 1), np.float32)
+        self.gradcam(blank, self.threshold)
+        if self.outlining_gradcam is not None:
+            self.outlining_gradcam.explain(blank, self.threshold)
 
     def _preprocess(self, decoded: DecodedImage) -> tuple[np.ndarray, Any, np.ndarray | None]:
         result = preprocess(decoded.pixels, self.config)
         shared = self.config.head_threshold == ScopeThresholds.head_threshold
         return result.image, result.geometry, result.head_mask if shared else None
 
-    def _predict(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _predict(self, batch: np.ndarray, outline: bool = False) -> GradCamOutput:
+        gradcam = self.outlining_gradcam if outline and self.outlining_gradcam is not None else self.gradcam
         with self._lock:
-            return self.gradcam(batch, self.threshold)
+            return gradcam.explain(batch, self.threshold)
 
     def _postprocess(
         self,
@@ -312,30 +369,56 @@ class SliceClassifier:
             timings_ms=timings,
         )
 
-    def predict(self, decoded: DecodedImage, segmenter: SliceSegmenter | None = None) -> SliceResult:
-        """Classify and explain one decoded slice (and outline it, given a segmenter)."""
-        return self.predict_many([decoded], segmenter)[0]
+    def predict(
+        self, decoded: DecodedImage, segmenter: SliceSegmenter | None = None, segment: bool = True
+    ) -> SliceResult:
+        """Classify and explain one decoded slice (and outline it: see :meth:`predict_many`)."""
+        return self.predict_many([decoded], segmenter, segment)[0]
+
+    def outlines(self, segmenter: SliceSegmenter | None = None, segment: bool = True) -> bool:
+        """Whether :meth:`predict_many` with these arguments outlines the slices."""
+        return segment and (self.outlines_itself or segmenter is not None)
 
     def predict_many(
-        self, images: list[DecodedImage], segmenter: SliceSegmenter | None = None
+        self, images: list[DecodedImage], segmenter: SliceSegmenter | None = None, segment: bool = True
     ) -> list[SliceResult]:
         """Classify and explain several slices in one batched pass.
 
-        With a ``segmenter`` the same slices are outlined too: on the classifier's preprocessed
-        batch when both models preprocess alike, else preprocessed again for the segmenter.
+        With ``segment`` the slices are outlined too. A multitask model outlines them from its own
+        heads, in the same pass, and ``segmenter`` is not run. Otherwise the ``segmenter``, when
+        one is given, outlines them: on the classifier's preprocessed batch when both models
+        preprocess alike, else preprocessed again for the segmenter.
         """
         if not images:
             return []
+        own_outlines = segment and self.outlines_itself
+        if not segment or own_outlines:
+            segmenter = None
         started = time.perf_counter()
         prepared = parallel_map(self._preprocess, images)
         preprocess_ms = (time.perf_counter() - started) * 1000.0
         batch = np.stack([image for image, _, _ in prepared])
         started = time.perf_counter()
-        probabilities, heatmaps = self._predict(batch)
+        explained = self._predict(batch, outline=own_outlines)
+        probabilities, heatmaps = explained.probabilities, explained.heatmaps
         model_ms = (time.perf_counter() - started) * 1000.0
         segmentations: list[SliceSegmentation | None] = [None] * len(images)
         segmentation_ms = 0.0
-        if segmenter is not None:
+        if own_outlines and self.outlining is not None:
+            # Only the post-processing is left: the heads ran in the model's pass.
+            started = time.perf_counter()
+            segmentations = list(
+                outline_batch(
+                    self.outlining,
+                    explained.outputs["mask"],
+                    explained.outputs["subtypes"],
+                    [geometry for _, geometry, _ in prepared],
+                    self.name,
+                    self.version,
+                )
+            )
+            segmentation_ms = (time.perf_counter() - started) * 1000.0
+        elif segmenter is not None:
             started = time.perf_counter()
             if segmenter.config == self.config:
                 segment_batch, geometries = batch, [geometry for _, geometry, _ in prepared]
@@ -348,7 +431,7 @@ class SliceClassifier:
 
         def finish(index: int) -> SliceResult:
             timings = {"preprocess": preprocess_ms / len(images), "model_and_gradcam": model_ms / len(images)}
-            if segmenter is not None:
+            if own_outlines or segmenter is not None:
                 timings["segmentation"] = segmentation_ms / len(images)
             result = self._postprocess(
                 images[index], float(probabilities[index]), heatmaps[index], prepared[index][1], timings
@@ -365,7 +448,9 @@ class ModelRegistry:
 
     Classifiers and segmentation models (cards with ``"kind": "segmentation"``) are kept apart:
     requests choose a classifier, and the newest version of ``segmentation_name`` (when one is
-    loaded) outlines every slice. Segmentation bundles of other names are not loaded.
+    loaded) outlines every slice. Segmentation bundles of other names are not loaded. Multitask
+    bundles (``"kind": "multitask"``) are classifiers that outline their own slices: the
+    segmentation model does not run for them.
     """
 
     def __init__(self, default_name: str, segmentation_name: str | None = None) -> None:
@@ -382,7 +467,7 @@ class ModelRegistry:
         for name, versions in discover_models(store).items():
             for model_dir in versions:
                 kind = bundle_kind(model_dir)
-                if kind not in (CLASSIFICATION_KIND, SEGMENTATION_KIND):
+                if kind not in (CLASSIFICATION_KIND, SEGMENTATION_KIND, MULTITASK_KIND):
                     logger.warning("Skipped the bundle in %s: unknown kind %r.", model_dir, kind)
                     continue
                 if kind == SEGMENTATION_KIND and name != registry.segmentation_name:
@@ -424,8 +509,17 @@ class ModelRegistry:
             return None
         return versions[max(versions, key=version_key)]
 
+    def outliner(self, classifier: SliceClassifier | None = None) -> SliceClassifier | SliceSegmenter | None:
+        """The model that outlines what ``classifier`` (the default one unless named) analyses:
+        the classifier itself when it is a multitask model, else the segmentation model, if loaded."""
+        if classifier is None and self.ready:
+            classifier = self.get()
+        if classifier is not None and classifier.outlines_itself:
+            return classifier
+        return self.segmenter()
+
     def card(self, name: str, version: str) -> dict[str, Any]:
-        """The card of any loaded model, classifier or segmentation."""
+        """The card of any loaded model: classifier, multitask or segmentation."""
         if name in self._segmenters:
             versions = self._segmenters[name]
             if version not in versions:
@@ -442,7 +536,8 @@ class ModelRegistry:
             return {}
 
     def outline_card(self, record: Any) -> dict[str, Any]:
-        """The card of the segmentation model named in a stored outline record; empty when none."""
+        """The card of the model named in a stored outline record (a segmentation or a multitask
+        model); empty when none."""
         model = record.get("model") if isinstance(record, dict) else None
         if not isinstance(model, dict):
             return {}
@@ -453,7 +548,7 @@ class ModelRegistry:
             {
                 "name": name,
                 "version": version,
-                "kind": CLASSIFICATION_KIND,
+                "kind": classifier.kind,
                 "default": name == self.default_name and version == self._newest(name),
                 "threshold": classifier.threshold,
                 "study_threshold": classifier.operating_point.study.value,

@@ -155,12 +155,13 @@ class PredictionService:
         model_version: str | None = None,
         segment: bool = True,
     ) -> SliceResult:
-        """Decode and classify (and outline, when a segmentation model is loaded) without storing anything."""
+        """Decode and classify (and outline, when the model outlines itself or a segmentation model
+        is loaded) without storing anything."""
         started = time.perf_counter()
         decoded = decode_upload(data, self.max_pixels)
         decode_ms = (time.perf_counter() - started) * 1000.0
         classifier = self.registry.get(model_name, model_version)
-        result = classifier.predict(decoded, self.registry.segmenter() if segment else None)
+        result = classifier.predict(decoded, self.registry.segmenter(), segment)
         result.timings_ms = {"decode": decode_ms, **result.timings_ms}
         if self.metrics is not None:
             seconds = result.timings_ms.get("model_and_gradcam", 0.0) / 1000.0

@@ -19,7 +19,7 @@ import numpy as np
 from app.services.inference import SliceSegmentation, encode_png, with_png_text
 from ml.data.segmentation import SUBTYPE_COLOURS, SUBTYPES
 from ml.evaluation.segmentation import POINTING_GAME_TARGET, abc2_volume_ml, voxel_volume_ml
-from ml.segmenter import contour_overlay
+from ml.segmenter import MULTITASK_KIND, contour_overlay
 
 MASK_FILE = "mask.png"
 CONTOURS_FILE = "contours.png"
@@ -329,9 +329,11 @@ def help_sentences(card: dict[str, Any]) -> list[str]:
         trained = f"trained on only {labelled} labelled slices (slices with hand-drawn outlines{held})"
     else:
         trained = "trained on only a small number of slices with hand-drawn outlines"
-    sentences = [
-        f"The coloured outlines come from a segmentation model ({name} {version}".rstrip() + f") {trained}."
-    ]
+    # A multitask model draws the outlines with its own mask head, beside its probability.
+    source = (
+        "the mask head of the classifier" if card.get("kind") == MULTITASK_KIND else "a segmentation model"
+    )
+    sentences = [f"The coloured outlines come from {source} ({name} {version}".rstrip() + f") {trained}."]
     dice, interval = any_blood_dice(card)
     if dice is not None:
         ci = f" (95% CI {interval[0]:.2f} to {interval[1]:.2f})" if interval else ""

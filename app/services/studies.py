@@ -237,7 +237,8 @@ class StudyService:
         analysis = self._analyse(
             classifier,
             series,
-            self.registry.segmenter() if segment else None,
+            self.registry.segmenter(),
+            segment,
             claim.heartbeat if claim else None,
         )
         probability = aggregate(analysis.probabilities, decision.aggregation)
@@ -342,15 +343,17 @@ class StudyService:
         classifier: SliceClassifier,
         series: StudySeries,
         segmenter: SliceSegmenter | None = None,
+        segment: bool = True,
         between_batches: Callable[[], None] | None = None,
     ) -> _Analysis:
-        analysis = _Analysis(segmentation=StudySegmentation() if segmenter is not None else None)
+        outlines = classifier.outlines(segmenter, segment)
+        analysis = _Analysis(segmentation=StudySegmentation() if outlines else None)
         for start in range(0, len(series.slices), BATCH_SIZE):
             if between_batches is not None:
                 between_batches()
             batch = series.slices[start : start + BATCH_SIZE]
             started = time.perf_counter()
-            results = classifier.predict_many([item.image for item in batch], segmenter)
+            results = classifier.predict_many([item.image for item in batch], segmenter, segment)
             elapsed = (time.perf_counter() - started) * 1000.0
             segmentation_ms = sum(result.timings_ms.get("segmentation", 0.0) for result in results)
             analysis.model_ms += elapsed - segmentation_ms

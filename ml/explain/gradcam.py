@@ -1,28 +1,45 @@
 """Grad-CAM: where the classifier looked.
 
 One compiled forward-and-gradient pass returns both the probabilities and the heat maps, so
-serving an explanation costs little more than the prediction itself.
+serving an explanation costs little more than the prediction itself. A model with more heads
+(``ml.models.multitask``) can hand back their outputs from the same pass.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import cv2
 import keras
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["GradCam", "overlay_heatmap"]
+__all__ = ["GradCam", "GradCamOutput", "overlay_heatmap"]
+
+
+@dataclass
+class GradCamOutput:
+    """One batch's explanation: ``probabilities`` (N,), ``heatmaps`` (N x h x w) in [0, 1] on the
+    layer's grid, and ``outputs``, the model's extra outputs by name (each with the batch first)."""
+
+    probabilities: np.ndarray
+    heatmaps: np.ndarray
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class GradCam:
     """Grad-CAM for a classifier with a ``logit`` layer and a named convolutional layer.
 
     Args:
-        model: a model built by :func:`ml.models.classifier.build_classifier`.
+        model: a model built by :func:`ml.models.classifier.build_classifier` or
+            :func:`ml.models.multitask.build_multitask`.
         layer_name: the convolutional layer to explain (the model card's ``gradcam_layer``).
+        extra_outputs: names of other outputs of the model (keys of its output dict, or layer
+            names) to compute in the same pass, for :meth:`explain`; e.g. ``("subtypes", "mask")``.
     """
 
-    def __init__(self, model: keras.Model, layer_name: str) -> None:
+    def __init__(self, model: keras.Model, layer_name: str, extra_outputs: Sequence[str] = ()) -> None:
         try:
             target = model.get_layer(layer_name)
             logit = model.get_layer("logit")
@@ -32,18 +49,21 @@ class GradCam:
                 "name the Grad-CAM layer from the model card."
             ) from exc
         self.layer_name = layer_name
-        self._model = keras.Model(model.inputs, [target.output, logit.output])
+        self.extra_outputs = tuple(extra_outputs)
+        extras = [_named_output(model, name) for name in self.extra_outputs]
+        self._model = keras.Model(model.inputs, [target.output, logit.output, *extras])
         # A fixed signature (any batch size, the model's input grid) compiles the graph once.
         spec = tf.TensorSpec([None, *model.inputs[0].shape[1:]], tf.float32)
         self._compute = tf.function(self._forward, input_signature=[spec])
 
-    def _forward(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    def _forward(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tuple[tf.Tensor, ...]]:
         with tf.GradientTape() as tape:
-            features, logits = self._model(images, training=False)
+            features, logits, *extras = self._model(images, training=False)
             logits = tf.reshape(logits, [-1])
         # d(logit)/d(features) for every image at once: images are independent in the batch.
+        # The extra heads do not lie between the features and the logit, so they add no gradient work.
         gradients = tape.gradient(logits, features)
-        return features, gradients, logits
+        return features, gradients, logits, tuple(extras)
 
     def __call__(
         self,
@@ -51,7 +71,18 @@ class GradCam:
         threshold: float = 0.5,
         positive: bool | np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities and heat maps for a batch of preprocessed images.
+        """Probabilities and heat maps for a batch of preprocessed images (:meth:`explain`
+        without the extra outputs)."""
+        result = self.explain(images, threshold, positive)
+        return result.probabilities, result.heatmaps
+
+    def explain(
+        self,
+        images: np.ndarray | tf.Tensor,
+        threshold: float = 0.5,
+        positive: bool | np.ndarray | None = None,
+    ) -> GradCamOutput:
+        """Probabilities, heat maps and the extra outputs for a batch of preprocessed images.
 
         Args:
             images: ``N x H x W x 1`` float32 in [0, 1].
@@ -60,10 +91,11 @@ class GradCam:
                 (``False``), per image or for all.
 
         Returns:
-            ``probabilities`` (N,) and ``heatmaps`` (N x h x w) in [0, 1] on the layer's grid.
+            ``probabilities`` (N,) and ``heatmaps`` (N x h x w) in [0, 1] on the layer's grid,
+            and the outputs named in ``extra_outputs``.
         """
         batch = tf.convert_to_tensor(images, tf.float32)
-        features, gradients, logits = self._compute(batch)
+        features, gradients, logits, extras = self._compute(batch)
         probabilities = tf.sigmoid(logits).numpy()
         if positive is None:
             sign = np.where(probabilities >= threshold, 1.0, -1.0)
@@ -76,7 +108,27 @@ class GradCam:
         cams = np.maximum(cams, 0.0)
         peaks = cams.max(axis=(1, 2), keepdims=True)
         heatmaps = np.where(peaks > 0, cams / np.maximum(peaks, 1e-12), 0.0).astype(np.float32)
-        return probabilities.astype(np.float32), heatmaps
+        return GradCamOutput(
+            probabilities=probabilities.astype(np.float32),
+            heatmaps=heatmaps,
+            outputs={name: value.numpy() for name, value in zip(self.extra_outputs, extras, strict=True)},
+        )
+
+
+def _named_output(model: keras.Model, name: str) -> keras.KerasTensor:
+    """The model's output called ``name`` (a key of its output dict), else the output of its layer
+    of that name."""
+    outputs = model.output
+    if isinstance(outputs, dict) and name in outputs:
+        return outputs[name]
+    try:
+        return model.get_layer(name).output
+    except ValueError as exc:
+        known = sorted(outputs) if isinstance(outputs, dict) else []
+        raise ValueError(
+            f"Model {model.name!r} has no output or layer {name!r} (its named outputs: {known}); "
+            "ask only for outputs the model has."
+        ) from exc
 
 
 def overlay_heatmap(

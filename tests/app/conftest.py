@@ -1,4 +1,4 @@
-"""Fixtures for service tests: a tiny model bundle, settings in a temporary folder, a client."""
+"""Fixtures for service tests: tiny model bundles, settings in a temporary folder, a client."""
 
 from __future__ import annotations
 
@@ -101,6 +101,48 @@ def seg_model_store(model_store: Path, tmp_path_factory: pytest.TempPathFactory)
     shutil.copytree(model_store / "ich-compact" / "0.0.2", store / "ich-compact" / "0.0.2")
     keras.utils.set_random_seed(7)
     save_bundle(build_unet((64, 64, 1), width=4), tiny_seg_card(), store / "ich-unet" / "0.0.1")
+    return store
+
+
+def tiny_multitask_card(name: str = "ich-multitask", version: str = "0.0.1") -> dict[str, object]:
+    """A multitask card: a classifier card with the segmentation card's outline fields, for a tiny
+    untrained ``build_multitask`` network on the classifier's input."""
+    from ml.models.multitask import GRADCAM_LAYER
+
+    classifier, segmentation = tiny_card(name, version), tiny_seg_card(name, version)
+    outline_fields = ("blood_threshold", "min_component_px", "subtypes", "subtype_colours", "pointing_game")
+    return {
+        **classifier,
+        "kind": "multitask",
+        "gradcam_layer": GRADCAM_LAYER,
+        "study_aggregation": "max",
+        "study_threshold": 0.5,
+        **{key: segmentation[key] for key in outline_fields},
+        "training": segmentation["training"],
+        "metrics": {
+            "test": {
+                **classifier["metrics"]["test"],  # type: ignore[index]
+                **segmentation["metrics"]["test"],  # type: ignore[index]
+            }
+        },
+        "limitations": ["Tiny untrained multitask test model."],
+    }
+
+
+@pytest.fixture(scope="session")
+def multitask_model_store(seg_model_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny, untrained multitask model (ich-multitask 0.0.1) beside the tiny classifier and the
+    tiny segmentation model, which must not outline what the multitask model analyses."""
+    import keras
+
+    from ml.models.multitask import build_multitask
+
+    store = tmp_path_factory.mktemp("multitask_model_store")
+    shutil.copytree(seg_model_store, store, dirs_exist_ok=True)
+    keras.utils.set_random_seed(13)
+    save_bundle(
+        build_multitask((64, 64, 1), width=4), tiny_multitask_card(), store / "ich-multitask" / "0.0.1"
+    )
     return store
 
 

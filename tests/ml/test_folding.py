@@ -9,6 +9,7 @@ import pytest
 from ml.explain.gradcam import GradCam
 from ml.models.classifier import GRADCAM_LAYERS, build_classifier
 from ml.models.folding import fold_batch_norms
+from ml.models.multitask import GRADCAM_LAYER, build_multitask
 from ml.models.unet import build_unet
 
 
@@ -65,6 +66,29 @@ def test_the_unet_folded_gives_the_same_masks_and_subtypes() -> None:
     expected, actual = model(images, training=False), folded(images, training=False)
     for name in ("mask", "subtypes"):
         np.testing.assert_allclose(actual[name], expected[name], atol=1e-5)
+
+
+def test_the_multitask_network_folded_gives_the_same_heads_and_grad_cam() -> None:
+    keras.utils.set_random_seed(8)
+    model = build_multitask((64, 64, 1), width=4)
+    _trained_statistics(model, 8)
+    images = np.random.default_rng(9).random((3, 64, 64, 1)).astype(np.float32)
+
+    folded = fold_batch_norms(model)
+
+    assert _normalisations(model) > 0 and _normalisations(folded) == 0
+    assert [layer.name for layer in folded.layers] == [layer.name for layer in model.layers]
+    expected, actual = model(images, training=False), folded(images, training=False)
+    assert set(actual) == {"probability", "subtypes", "mask"}
+    for name in ("probability", "subtypes", "mask"):
+        np.testing.assert_allclose(actual[name], expected[name], atol=1e-5)
+    heads = ("subtypes", "mask")
+    original = GradCam(model, GRADCAM_LAYER, extra_outputs=heads).explain(images, 0.5)
+    served = GradCam(folded, GRADCAM_LAYER, extra_outputs=heads).explain(images, 0.5)
+    np.testing.assert_allclose(served.probabilities, original.probabilities, atol=1e-5)
+    np.testing.assert_allclose(served.heatmaps, original.heatmaps, atol=1e-4)
+    for name in heads:
+        np.testing.assert_allclose(served.outputs[name], original.outputs[name], atol=1e-5)
 
 
 def test_a_convolution_read_elsewhere_is_not_folded() -> None:

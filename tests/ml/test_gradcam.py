@@ -9,6 +9,7 @@ import pytest
 from ml.data.preprocessing import Geometry
 from ml.explain.gradcam import GradCam, overlay_heatmap
 from ml.models.classifier import GRADCAM_LAYERS, build_classifier
+from ml.models.multitask import GRADCAM_LAYER, build_multitask
 
 SIZE = 64
 
@@ -99,6 +100,54 @@ def test_predicted_class_is_explained_by_default(tiny_model: keras.Model, batch:
 def test_unknown_layer_is_rejected(tiny_model: keras.Model) -> None:
     with pytest.raises(ValueError, match="no layer 'conv5_block3_out'"):
         GradCam(tiny_model, "conv5_block3_out")
+
+
+def test_a_classifier_explained_with_extra_outputs_gives_the_same_results(
+    tiny_model: keras.Model, batch: np.ndarray
+) -> None:
+    layer = GRADCAM_LAYERS["tiny"]
+    probabilities, heatmaps = GradCam(tiny_model, layer)(batch)
+
+    plain = GradCam(tiny_model, layer).explain(batch)
+    with_features = GradCam(tiny_model, layer, extra_outputs=(layer,)).explain(batch)
+
+    assert plain.outputs == {}
+    for result in (plain, with_features):
+        np.testing.assert_array_equal(result.probabilities, probabilities)
+        np.testing.assert_array_equal(result.heatmaps, heatmaps)
+    features = keras.Model(tiny_model.inputs[0], tiny_model.get_layer(layer).output)(batch, training=False)
+    np.testing.assert_allclose(with_features.outputs[layer], features, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def multitask_model() -> keras.Model:
+    keras.utils.set_random_seed(12)
+    return build_multitask((SIZE, SIZE, 1), width=4)
+
+
+def test_one_pass_gives_the_multitask_heads_beside_grad_cam(
+    multitask_model: keras.Model, batch: np.ndarray
+) -> None:
+    joint = GradCam(multitask_model, GRADCAM_LAYER, extra_outputs=("subtypes", "mask"))
+
+    result = joint.explain(batch, threshold=0.5)
+
+    direct = multitask_model(batch, training=False)
+    np.testing.assert_allclose(result.probabilities, direct["probability"].numpy()[:, 0], atol=1e-5)
+    assert set(result.outputs) == {"subtypes", "mask"}
+    np.testing.assert_allclose(result.outputs["subtypes"], direct["subtypes"], atol=1e-5)
+    np.testing.assert_allclose(result.outputs["mask"], direct["mask"], atol=1e-5)
+    assert result.outputs["mask"].shape == (len(batch), SIZE, SIZE, 6)
+    # The heat maps are those of the probability head alone, as without the extra outputs.
+    probabilities, heatmaps = GradCam(multitask_model, GRADCAM_LAYER)(batch, threshold=0.5)
+    np.testing.assert_allclose(result.probabilities, probabilities, atol=1e-6)
+    np.testing.assert_allclose(result.heatmaps, heatmaps, atol=1e-5)
+    assert joint(batch, threshold=0.5)[1].shape == heatmaps.shape
+
+
+def test_an_unknown_extra_output_is_rejected(multitask_model: keras.Model) -> None:
+    with pytest.raises(ValueError, match=r"no output or layer 'outline'.*'mask', 'probability', 'subtypes'"):
+        GradCam(multitask_model, GRADCAM_LAYER, extra_outputs=("outline",))
 
 
 def test_overlay_is_rgb_uint8_of_the_image_size() -> None:

@@ -20,7 +20,9 @@ def read_health() -> Health:
 def read_readiness(request: Request) -> JSONResponse:
     """The default model is loaded, the database answers and storage is writable.
 
-    ``models`` names what serves; the segmentation model is optional and does not decide readiness.
+    ``models`` names what serves: the default classifier and what outlines its slices (the
+    segmentation model, or the classifier itself when it is a multitask model). Outlines are
+    optional and do not decide readiness.
     """
     state = request.app.state
     registry = state.registry
@@ -34,10 +36,10 @@ def read_readiness(request: Request) -> JSONResponse:
     if registry.ready:
         serving = registry.get()
         classifier = f"{serving.name}/{serving.version}"
-    segmenter = registry.segmenter()
+    outliner = registry.outliner()
     models = {
         "classification": classifier,
-        "segmentation": f"{segmenter.name}/{segmenter.version}" if segmenter is not None else None,
+        "segmentation": f"{outliner.name}/{outliner.version}" if outliner is not None else None,
     }
     body = Readiness(status="ready" if ready else "not ready", checks=checks, models=models)
     return JSONResponse(status_code=200 if ready else 503, content=body.model_dump())

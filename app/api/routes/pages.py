@@ -966,15 +966,16 @@ def model_page(request: Request, user: PageUser, registry: RegistryDep) -> Respo
         }
         for name, (title, alt) in PLOTS.items()
     ]
-    segmenter = registry.segmenter()
+    outliner = registry.outliner(classifier)
     segmentation = None
-    if segmenter is not None:
-        limitations = segmenter.card.get("limitations")
+    if outliner is not None:
+        limitations = outliner.card.get("limitations")
         segmentation = {
-            "name": segmenter.name,
-            "version": segmenter.version,
-            "help": help_sentences(segmenter.card),
-            "intended_use": segmenter.card.get("intended_use"),
+            "name": outliner.name,
+            "version": outliner.version,
+            "same_model": outliner is classifier,
+            "help": help_sentences(outliner.card),
+            "intended_use": outliner.card.get("intended_use"),
             "limitations": [str(item) for item in limitations] if isinstance(limitations, list) else [],
         }
     return render(
