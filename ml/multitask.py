@@ -72,6 +72,9 @@ INTRAPARENCHYMAL = SUBTYPES.index("intraparenchymal")
 FLAG_VALID = 1
 FLAG_BOX = 2
 COLLECTIONS = ("ct_ich", "head_ct", "phe_sich", "bhsd_seg")
+# Changes with what preparation makes of a slice (orientation, pixel labels), so that a cache of
+# another preparation is never read.
+PREPARATION = "2: phe_sich face up with derived blood; no-head slices ignored"
 
 
 @dataclass
@@ -317,6 +320,7 @@ def _cache_path(
     if cache_dir is None:
         return None
     digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
+    digest.update(f"{PREPARATION}\n".encode())
     digest.update("\n".join(ids).encode())
     return Path(cache_dir) / f"multitask-{name}-{digest.hexdigest()[:16]}.npz"
 

@@ -2,8 +2,9 @@
 
 Each perturbation mimics how the same slice may reach the service from another hospital or
 export: lower resolution, a black frame, burnt-in annotation text in the corners, a larger
-canvas (twice the pixel size), and lossy JPEG compression. None of them changes what the slice
-shows, so none should change the answer.
+canvas (twice the pixel size), lossy JPEG compression, and a quarter turn (collections and
+viewers do not agree on which way is up). None of them changes what the slice shows, so none
+should change the answer.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ __all__ = [
     "halve_resolution",
     "jpeg_compress",
     "robustness_report",
+    "rotate_quarter_turn",
 ]
 
 
@@ -91,12 +93,18 @@ def jpeg_compress(image: np.ndarray, quality: int = 75) -> np.ndarray:
     return np.asarray(decoded).reshape(image.shape)
 
 
+def rotate_quarter_turn(image: np.ndarray) -> np.ndarray:
+    """Turn the image a quarter turn clockwise (height and width swap)."""
+    return np.ascontiguousarray(np.rot90(image, k=-1, axes=(0, 1)))
+
+
 PERTURBATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "half_resolution": halve_resolution,
     "black_border_10pct": add_black_border,
     "corner_text": add_corner_text,
     "double_size": double_size,
     "jpeg_quality_75": jpeg_compress,
+    "rotate_90": rotate_quarter_turn,
 }
 # Each perturbation in words, for readers of the model card.
 PERTURBATION_TITLES: dict[str, str] = {
@@ -105,6 +113,7 @@ PERTURBATION_TITLES: dict[str, str] = {
     "corner_text": "Annotation text in the corners",
     "double_size": "Twice the pixel size",
     "jpeg_quality_75": "JPEG compression (quality 75)",
+    "rotate_90": "A quarter turn",
 }
 
 

@@ -14,6 +14,7 @@ from ml.evaluation.robustness import (
     double_size,
     halve_resolution,
     jpeg_compress,
+    rotate_quarter_turn,
 )
 
 
@@ -91,4 +92,16 @@ def test_the_check_applies_every_perturbation_and_names_each_in_words() -> None:
         "corner_text",
         "double_size",
         "jpeg_quality_75",
+        "rotate_90",
     }
+
+
+def test_a_quarter_turn_turns_the_image_clockwise() -> None:
+    image = np.zeros((4, 6, 3), np.uint8)
+    image[0, 0] = 255  # top left
+    turned = rotate_quarter_turn(image)
+    assert turned.shape == (6, 4, 3)
+    assert turned[0, -1].tolist() == [255, 255, 255]  # now top right
+    assert rotate_quarter_turn(
+        rotate_quarter_turn(rotate_quarter_turn(rotate_quarter_turn(image)))
+    ).tolist() == (image.tolist())

@@ -134,15 +134,36 @@ def test_targets_on_the_test_split(
         assert binary_metrics(patient_labels, patient_probs, threshold)["sensitivity"] == 1.0
 
 
-def test_resolution_and_border_do_not_change_the_answer(
-    bundle: ModelBundle, test_split: tuple[list[Sample], np.ndarray]
-) -> None:
+# Measured on the test split when rotation joined the check: ich-compact 1.1.0 was trained with
+# turns of at most 15 degrees, and a quarter turn moves its probability by 0.114 on average and
+# flips 16.0% of its decisions.
+NOT_YET_ROBUST = {"rotate_90": "a quarter turn: mean change 0.114, 16.0% flips (1.1.0)"}
+
+
+@pytest.fixture(scope="module")
+def robustness(bundle: ModelBundle, test_split: tuple[list[Sample], np.ndarray]) -> dict[str, Any]:
     samples, _ = test_split
-    report = robustness_report(bundle.model, samples, bundle.preprocess_config, bundle.threshold)
-    assert set(report) == {"n", *PERTURBATIONS}
-    for perturbation in PERTURBATIONS:
-        assert report[perturbation]["mean_abs_change"] < 0.05, (perturbation, report[perturbation])
-        assert report[perturbation]["flip_rate"] <= 0.05, (perturbation, report[perturbation])
+    return robustness_report(bundle.model, samples, bundle.preprocess_config, bundle.threshold)
+
+
+def test_the_robustness_check_applies_every_perturbation(robustness: dict[str, Any]) -> None:
+    assert set(robustness) == {"n", *PERTURBATIONS}
+
+
+@pytest.mark.parametrize(
+    "perturbation",
+    [
+        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=NOT_YET_ROBUST[name]))
+        if name in NOT_YET_ROBUST
+        else name
+        for name in PERTURBATIONS
+    ],
+)
+def test_changes_that_carry_no_diagnosis_do_not_change_the_answer(
+    robustness: dict[str, Any], perturbation: str
+) -> None:
+    assert robustness[perturbation]["mean_abs_change"] < 0.05, (perturbation, robustness[perturbation])
+    assert robustness[perturbation]["flip_rate"] <= 0.05, (perturbation, robustness[perturbation])
 
 
 def test_card_sensitivity_on_an_unseen_collection_is_reproduced(bundle: ModelBundle, data_dir: Path) -> None:

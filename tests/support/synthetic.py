@@ -96,6 +96,16 @@ def noise(size: tuple[int, int] = (256, 256), seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, size).astype(np.uint8)
 
 
+def noise_in_head_shape(size: tuple[int, int] = (256, 256), seed: int = 0) -> np.ndarray:
+    """A solid, head-shaped ellipse filled with bright grey noise instead of tissue."""
+    height, width = size
+    rows, cols = np.mgrid[:height, :width]
+    inside = ((rows - height / 2) / (0.4 * height)) ** 2 + ((cols - width / 2) / (0.33 * width)) ** 2 < 1
+    image = np.zeros(size, np.uint8)
+    image[inside] = np.random.default_rng(seed).integers(60, 256, int(inside.sum()))
+    return image
+
+
 def not_head_ct() -> dict[str, np.ndarray]:
     """Every synthetic image that must be judged out of scope, by name."""
     return {
@@ -109,4 +119,5 @@ def not_head_ct() -> dict[str, np.ndarray]:
         "blank_grey": blank(level=128),
         "noise": noise(),
         "noise_large": noise((512, 512), seed=1),
+        "noise_in_head_shape": noise_in_head_shape(),
     }
