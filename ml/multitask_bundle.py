@@ -1,0 +1,264 @@
+"""Command line: turn a multitask training run into a model bundle the service serves.
+
+Everything the card decides is chosen on the validation split: the slice threshold (the highest
+with sensitivity >= 0.95 on the reliable validation slices of every collection), the study
+aggregation and threshold (patient sensitivity >= 0.95 on the CT-ICH and phe_sich validation
+series, then the most CT-ICH normal patients cleared), and the outline post-processing (best
+``bhsd_seg`` Dice with >= 0.93 of normal CT-ICH slices clear). The test split is then measured
+once and written into the card::
+
+    python -m ml.multitask_bundle --run-dir artifacts/experiments/multitask-stage2 \\
+        --output model_store/ich-multitask/0.1.0
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from ml.cli import ArgumentParser, data_errors
+from ml.data.augmentation import AugmentationConfig
+from ml.data.datasets import default_data_dir
+from ml.data.segmentation import SUBTYPE_COLOURS, SUBTYPES
+from ml.evaluation.metrics import choose_threshold, json_number, summarize, wilson_interval
+from ml.evaluation.study import compare_aggregations
+from ml.model_io import save_bundle
+from ml.models.multitask import GRADCAM_LAYER
+from ml.multitask import MultitaskConfig, Part, predict_parts, prepare_parts
+from ml.seg_training import _clear_rate, _pooled_blood_dice, choose_postprocessing
+from ml.training import measure_latency
+
+logger = logging.getLogger(__name__)
+
+SLICE_SENSITIVITY = 0.95
+STUDY_SENSITIVITY = 0.95
+CLASSIFIED = ("ct_ich", "head_ct", "phe_sich")
+SERIES = ("ct_ich", "phe_sich")
+
+LIMITATIONS = [
+    "Trained from scratch on public slices of a few hundred patients from a few hospitals "
+    "(CT-ICH, head_ct figures, PHE-SICH-CT-IDS, BHSD/MBH-Seg samples): other scanners and "
+    "populations may give other results.",
+    "PHE-SICH-CT-IDS is licensed for non-commercial use only; this model, trained on it, inherits "
+    "that restriction.",
+    "Every PHE-SICH-CT-IDS patient has a spontaneous intraparenchymal haemorrhage: that collection "
+    "teaches no patient-level specificity, and its outlines inside each box are derived (the hyperdense "
+    "region), not drawn.",
+    "Judges slices one at a time; the study decision combines them with the rule in this card.",
+]
+
+
+def _config(run_dir: Path) -> MultitaskConfig:
+    values = json.loads((run_dir / "train_config.json").read_text(encoding="utf-8"))
+    known = {field.name for field in fields(MultitaskConfig)}
+    values = {key: value for key, value in values.items() if key in known}
+    values["collections"] = tuple(values.get("collections", MultitaskConfig().collections))
+    return MultitaskConfig(**values)
+
+
+def _predictions(model: keras.Model, parts: dict[str, Part]) -> dict[str, dict[str, np.ndarray]]:
+    out = {}
+    for name, part in parts.items():
+        probabilities, subtypes, _ = predict_parts(model, part)
+        out[name] = {"probability": probabilities, "subtypes": subtypes}
+    return out
+
+
+def _masks(model: keras.Model, part: Part) -> np.ndarray:
+    masks = []
+    for start in range(0, len(part), 16):
+        batch = part.images[start : start + 16, :, :, np.newaxis].astype(np.float32) / 255.0
+        masks.append(np.asarray(model(batch, training=False)["mask"]).astype(np.float16))
+    return np.concatenate(masks)
+
+
+def _pooled_reliable(
+    parts: dict[str, Part], predictions: dict[str, dict[str, np.ndarray]]
+) -> tuple[np.ndarray, np.ndarray]:
+    labels, probabilities = [], []
+    for name in CLASSIFIED:
+        keep = parts[name].label_weights > 0
+        labels.append(parts[name].labels[keep])
+        probabilities.append(predictions[name]["probability"][keep])
+    return np.concatenate(labels), np.concatenate(probabilities)
+
+
+def _series(parts: dict[str, Part], predictions: dict[str, dict[str, np.ndarray]]) -> dict[str, Any]:
+    """Patient labels and study probabilities under every aggregation (every slice of a series,
+    the uncertain ones too), and which collection each patient comes from."""
+    labels = np.concatenate([parts[name].labels for name in SERIES])
+    probabilities = np.concatenate([predictions[name]["probability"] for name in SERIES])
+    groups = [group for name in SERIES for group in parts[name].groups]
+    by_method = compare_aggregations(labels, probabilities, groups)
+    names = sorted(set(groups))
+    source = {group: name for name in SERIES for group in parts[name].groups}
+    return {"by_method": by_method, "sources": np.array([source[n] for n in names])}
+
+
+def choose_study_rule(series: dict[str, Any]) -> dict[str, Any]:
+    """For each aggregation the highest threshold keeping the patient sensitivity; the chosen one
+    clears the most CT-ICH normal patients (then the higher patient AUC)."""
+    from sklearn.metrics import roc_auc_score
+
+    table = []
+    for method, values in series["by_method"].items():
+        labels, scores = values["labels"], values["probabilities"]
+        threshold = choose_threshold(labels, scores, STUDY_SENSITIVITY)
+        normal = (labels == 0) & (series["sources"] == "ct_ich")
+        table.append(
+            {
+                "aggregation": method,
+                "threshold": round(float(threshold), 6),
+                "sensitivity": json_number(float(np.mean(scores[labels == 1] >= threshold))),
+                "ct_ich_normal_cleared": int(np.sum(scores[normal] < threshold)),
+                "ct_ich_normal_patients": int(normal.sum()),
+                "patient_auc": json_number(float(roc_auc_score(labels, scores))),
+            }
+        )
+    best = max(table, key=lambda row: (row["ct_ich_normal_cleared"], row["patient_auc"] or 0.0))
+    return {"chosen": best, "candidates": table}
+
+
+def study_metrics(series: dict[str, Any], aggregation: str, threshold: float) -> dict[str, Any]:
+    values = series["by_method"][aggregation]
+    labels, scores = values["labels"], values["probabilities"]
+    report: dict[str, Any] = {}
+    for name in ("all", *SERIES):
+        chosen = np.ones(len(labels), bool) if name == "all" else series["sources"] == name
+        positives = int(np.sum(labels[chosen] == 1))
+        negatives = int(np.sum(labels[chosen] == 0))
+        flagged = int(np.sum(scores[chosen & (labels == 1)] >= threshold))
+        cleared = int(np.sum(scores[chosen & (labels == 0)] < threshold))
+        report[name] = {
+            "patients": int(chosen.sum()),
+            "sensitivity": {
+                "value": json_number(flagged / positives) if positives else None,
+                "ci95": wilson_interval(flagged, positives),
+                "count": f"{flagged}/{positives}",
+            },
+            "specificity": {
+                "value": json_number(cleared / negatives) if negatives else None,
+                "ci95": wilson_interval(cleared, negatives),
+                "count": f"{cleared}/{negatives}",
+            },
+        }
+    return report
+
+
+def make_bundle(
+    run_dir: Path, output: Path, data_dir: Path, name: str, version: str, cache_dir: Path | None
+) -> dict[str, Any]:
+    config = _config(run_dir)
+    model = keras.models.load_model(run_dir / "model.keras", compile=False)
+    parts = prepare_parts(data_dir, config, cache_dir)
+    validation, test = parts["validation"], parts["test"]
+    val_predictions = _predictions(model, validation)
+
+    labels, probabilities = _pooled_reliable(validation, val_predictions)
+    threshold = choose_threshold(labels, probabilities, SLICE_SENSITIVITY)
+    study_rule = choose_study_rule(_series(validation, val_predictions))
+    chosen = study_rule["chosen"]
+    bhsd_val = validation["bhsd_seg"]
+    normal_val = validation["ct_ich"].subset(validation["ct_ich"].labels == 0)
+    post = choose_postprocessing(_masks(model, bhsd_val), bhsd_val.masks, _masks(model, normal_val))
+    blood_threshold = float(post["chosen"]["blood_threshold"])
+    min_px = int(post["chosen"]["min_component_px"])
+
+    # The test split, once.
+    test_predictions = _predictions(model, test)
+    slices: dict[str, Any] = {}
+    for collection in CLASSIFIED:
+        part = test[collection]
+        keep = part.label_weights > 0
+        slices[collection] = summarize(
+            part.labels[keep],
+            test_predictions[collection]["probability"][keep],
+            threshold,
+            [g for g, k in zip(part.groups, keep, strict=True) if k],
+        )
+    bhsd_test = test["bhsd_seg"]
+    normal_test = test["ct_ich"].subset(test["ct_ich"].labels == 0)
+    outlines = {
+        "bhsd_seg_any_blood_dice": json_number(
+            _pooled_blood_dice(_masks(model, bhsd_test), bhsd_test.masks, blood_threshold, min_px)
+        ),
+        "bhsd_seg_slices": len(bhsd_test),
+        "normal_ct_ich_slices_clear": json_number(
+            _clear_rate(_masks(model, normal_test), blood_threshold, min_px)
+        ),
+        "normal_ct_ich_slices": len(normal_test),
+    }
+    studies = study_metrics(_series(test, test_predictions), chosen["aggregation"], chosen["threshold"])
+    size = config.image_size
+    card: dict[str, Any] = {
+        "kind": "multitask",
+        "name": name,
+        "version": version,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "task": "Intracranial haemorrhage on one axial brain CT slice: probability, five subtypes, and an outline of blood by subtype, from one network.",
+        "parameters": int(model.count_params()),
+        "input_shape": [size, size, 1],
+        "threshold": round(float(threshold), 6),
+        "threshold_rule": f"highest threshold with sensitivity >= {SLICE_SENSITIVITY} on the reliable validation slices of ct_ich, head_ct and phe_sich",
+        "study_aggregation": chosen["aggregation"],
+        "study_threshold": chosen["threshold"],
+        "study_selection": {
+            "rule": f"per aggregation the highest threshold with patient sensitivity >= {STUDY_SENSITIVITY} on the validation CT-ICH and phe_sich series; chosen: the most CT-ICH normal patients cleared, then patient AUC",
+            **study_rule,
+        },
+        "gradcam_layer": GRADCAM_LAYER,
+        "preprocessing": config.preprocess_config.to_dict(),
+        "augmentation": {**AugmentationConfig().to_dict(), "quarter_turns": config.rotate_90},
+        "blood_threshold": blood_threshold,
+        "min_component_px": min_px,
+        "postprocessing_selection": post,
+        "subtypes": list(SUBTYPES),
+        "subtype_colours": {
+            key: "#{:02x}{:02x}{:02x}".format(*colour) for key, colour in SUBTYPE_COLOURS.items()
+        },
+        "training": {
+            "datasets": list(config.collections),
+            "split_manifest": "split_manifest.json",
+            "counts": {split: {n: len(p) for n, p in members.items()} for split, members in parts.items()},
+            "config": json.loads((run_dir / "train_config.json").read_text(encoding="utf-8")),
+            "licence": "PHE-SICH-CT-IDS: non-commercial use only",
+        },
+        "metrics": {"test": {"slices": slices, "studies": studies, "outlines": outlines}},
+        "cpu_latency_ms_per_slice": round(measure_latency(model, size), 1),
+        "intended_use": "Research and decision support only: flags axial brain CT slices and series that may show intracranial haemorrhage for a qualified reader to review. Not for clinical use; not a diagnosis.",
+        "limitations": LIMITATIONS,
+        "reproduce": f"python -m ml.train_multitask ... (see training.config); python -m ml.multitask_bundle --run-dir {run_dir} --output {output}",
+    }
+    save_bundle(model, card, output)
+    shutil.copy(run_dir / "split_manifest.json", Path(output) / "split_manifest.json")
+    for extra in ("training_log.csv", "train_config.json"):
+        if (run_dir / extra).is_file():
+            shutil.copy(run_dir / extra, Path(output) / extra)
+    return card
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    parser = ArgumentParser(prog="python -m ml.multitask_bundle", description=__doc__.splitlines()[0])
+    parser.add_argument("--run-dir", type=Path, required=True)
+    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir())
+    parser.add_argument("--cache-dir", type=Path, default=Path(".cache"))
+    parser.add_argument("--name", default="ich-multitask")
+    parser.add_argument("--version", default="0.1.0")
+    args = parser.parse_args(argv)
+    with data_errors(parser):
+        card = make_bundle(args.run_dir, args.output, args.data_dir, args.name, args.version, args.cache_dir)
+    print(json.dumps(card["metrics"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
