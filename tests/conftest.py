@@ -21,7 +21,8 @@ DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "datasets"
 DATA_FIXTURES = frozenset({"data_dir", "png_bytes", "jpeg_bytes", "dicom_bytes", "series"})
 # fixtures that start a real server,
 INTEGRATION_FIXTURES = frozenset({"postgres_server", "orthanc"})
-# and modules whose every test starts a real server, program or browser.
+# and modules whose every test starts a real server, program or browser (a test that starts one
+# of the project's own command-line tools is marked 'integration' where it is defined).
 MODULE_TIERS = {
     "test_browser.py": ("e2e", "integration", "data"),
     "test_deployment.py": ("integration", "data"),

@@ -114,6 +114,7 @@ CASES: dict[str, tuple[list[str], str, dict[str, str]]] = {
 }
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("case", list(CASES))
 def test_tool_answers_a_usage_or_data_error_in_one_line(case: str, tmp_path: Path) -> None:
     (tmp_path / "bad.csv").write_text("brain_path,label,patient_id\n,1,049\n", encoding="utf-8")
