@@ -29,10 +29,8 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
-from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Scope
 
 from app.api.deps import (
     KeyStoreDep,
@@ -72,7 +70,6 @@ SECURITY_HEADERS = {
         "default-src 'self'; img-src 'self' data: blob:; frame-ancestors 'none'; "
         "base-uri 'self'; form-action 'self'"
     ),
-    "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
 }
 HOME = "/upload"
@@ -996,15 +993,6 @@ def model_plot(plot_name: str, user: PageUser, registry: RegistryDep) -> Respons
     return Response(
         path.read_bytes(), media_type="image/png", headers={"Cache-Control": "private, max-age=300"}
     )
-
-
-class StaticAssets(StaticFiles):
-    """The pages' CSS, JavaScript and icon, served with ``nosniff``."""
-
-    async def get_response(self, path: str, scope: Scope) -> Response:
-        response = await super().get_response(path, scope)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        return response
 
 
 def wants_html(request: Request) -> bool:
