@@ -231,10 +231,6 @@ class Database:
         if after != before:
             logger.info("Database schema upgraded from revision %s to %s.", before or "(empty)", after)
 
-    def create_schema(self) -> None:
-        """Create or upgrade the schema (the same as ``migrate()``)."""
-        self.migrate()
-
     def revision(self) -> str | None:
         """The schema revision the database is at, or ``None`` for an unversioned database."""
         from alembic.runtime.migration import MigrationContext

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from app.api.routes import health, metrics, models, pages, predictions, studies
 from app.core.config import PROJECT_ROOT, Settings, get_settings
@@ -170,7 +171,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.router)
     app.add_middleware(SessionMiddleware, settings=settings)
     app.include_router(pages.router)
-    app.mount("/static", pages.StaticAssets(directory=PROJECT_ROOT / "static"), name="static")
+    app.mount("/static", StaticFiles(directory=PROJECT_ROOT / "static"), name="static")
     pages.install_page_error_handler(app)
     app.add_middleware(SecurityHeaders)
     # Added last, so it is the outermost layer and sees every response, including 413 and 500.

@@ -84,13 +84,30 @@ class ClaimLost(AnalysisInProgress):
     """This worker's claim on an analysis was taken over (it looked stuck); its work is dropped."""
 
 
-def _describe_validation(exc: RequestValidationError) -> str:
+def describe_validation(exc: RequestValidationError) -> str:
+    """What was wrong with a request, in words: ``field: message`` for each error, joined by ``; ``."""
     parts = []
     for error in exc.errors():
         location = [str(item) for item in error.get("loc", ()) if item not in ("body", "query", "path")]
         field = ".".join(location) or "request"
         parts.append(f"{field}: {error.get('msg', 'invalid')}")
-    return "Invalid request. " + "; ".join(parts)
+    return "; ".join(parts)
+
+
+def malformed_id(exc: RequestValidationError) -> NotFound | None:
+    """The 404 for a path id that is not a UUID, or None when anything else was wrong.
+
+    Such an id names nothing, so it answers as an unknown id does (``No study with id 'x'.``)
+    rather than with a 422: ``prediction_id`` and ``study_id`` are ``uuid.UUID`` path parameters.
+    """
+    errors = exc.errors()
+    if not errors or any(error.get("type") != "uuid_parsing" for error in errors):
+        return None
+    location = errors[0].get("loc", ())
+    if len(location) != 2 or location[0] != "path" or not str(location[1]).endswith("_id"):
+        return None
+    kind = str(location[1]).removesuffix("_id")
+    return NotFound(f"No {kind} with id {errors[0].get('input')!r}.")
 
 
 def _count_error(request: Request, error_type: str) -> None:
@@ -113,12 +130,18 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def handle_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        not_found = malformed_id(exc)
+        if not_found is not None:
+            return await handle_service_error(request, not_found)
         _count_error(request, "RequestValidationError")
         errors = [
             {"loc": list(error.get("loc", ())), "msg": error.get("msg", ""), "type": error.get("type", "")}
             for error in exc.errors()
         ]
-        return JSONResponse(status_code=422, content={"detail": _describe_validation(exc), "errors": errors})
+        return JSONResponse(
+            status_code=422,
+            content={"detail": "Invalid request. " + describe_validation(exc), "errors": errors},
+        )
 
     document_validation_errors(app)
 

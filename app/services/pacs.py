@@ -27,7 +27,7 @@ import pydicom
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
-from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import EncapsulatedPDFStorage, ExplicitVRLittleEndian, generate_uid
 
 from app.core.errors import (
     AnalysisInProgress,
@@ -54,7 +54,6 @@ MANUFACTURER = "ICH Detect"
 WARNING_TEXT = "AI generated, not for clinical use"
 BURNED_WARNING = "AI GENERATED - NOT FOR CLINICAL USE"
 SERIES_DESCRIPTION = "ICH Detect \u2014 AI generated, not for clinical use"
-ENCAPSULATED_PDF_STORAGE = "1.2.840.10008.5.1.4.1.1.104.1"
 # Series numbers of the stored objects: high, so viewers list them after the acquired series.
 SC_SERIES_NUMBER = 9001
 PDF_SERIES_NUMBER = 9002
@@ -468,11 +467,11 @@ class PacsService:
         pdf = self.studies.read_file(study.id, "report.pdf")
         now = datetime.now(UTC)
         meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = UID(ENCAPSULATED_PDF_STORAGE)
+        meta.MediaStorageSOPClassUID = EncapsulatedPDFStorage
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         # A file dataset with its preamble: STOW-RS sends Part 10 files, which archives keep as sent.
         dataset = FileDataset("", Dataset(), file_meta=meta, preamble=b"\x00" * 128)
-        dataset.SOPClassUID = ENCAPSULATED_PDF_STORAGE
+        dataset.SOPClassUID = EncapsulatedPDFStorage
         dataset.SOPInstanceUID = generate_uid()
         dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
         _copy_patient_and_study(source, dataset)

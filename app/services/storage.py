@@ -168,12 +168,6 @@ class FileStore:
             os.replace(folder, trash)
             shutil.rmtree(trash, ignore_errors=True)
 
-    def stored_ids(self, kind: FileKind = PREDICTIONS) -> set[str]:
-        base = self.base(kind)
-        if not base.is_dir():
-            return set()
-        return {entry.name for entry in base.iterdir() if entry.is_dir() and not entry.name.startswith(".")}
-
     def remove_incomplete(
         self, known_ids: set[str], min_age_seconds: float = 300.0, kind: FileKind = PREDICTIONS
     ) -> int:

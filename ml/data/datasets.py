@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -188,7 +188,3 @@ def load_image(path: Path) -> np.ndarray:
     if image is None:
         raise DataError(f"Could not decode image {path}.")
     return image
-
-
-def labels_of(samples: Sequence[Sample]) -> np.ndarray:
-    return np.array([sample.label for sample in samples], dtype=np.int32)

@@ -256,6 +256,8 @@ def test_errors_are_html_pages_not_json(browser: TestClient) -> None:
         assert response.status_code == code, path
         assert_html_page(response)
         assert not response.text.lstrip().startswith("{")
+    malformed = browser.get("/studies/not-an-id", headers={"Accept": "text/html,application/xhtml+xml"})
+    assert malformed.status_code == 404 and "No study with id &#39;not-an-id&#39;." in malformed.text
     unknown = browser.get("/no-such-page", headers={"Accept": "text/html,application/xhtml+xml"})
     assert unknown.status_code == 404
     assert_html_page(unknown)

@@ -160,6 +160,7 @@ def test_delete_removes_row_and_files(client: TestClient, settings: Settings, pn
     [
         (f"/api/v1/predictions/{uuid.uuid4()}", "No prediction"),
         ("/api/v1/predictions/not-a-uuid", "No prediction"),
+        ("/api/v1/predictions/not-a-uuid/overlay.png", "No prediction with id 'not-a-uuid'."),
         (f"/api/v1/predictions/{uuid.uuid4()}/overlay.png", "No prediction"),
         (f"/api/v1/predictions/{uuid.uuid4()}/secrets.txt", "No file"),
         ("/api/v1/predictions/..%2F..%2Fich.sqlite3/original.png", "Not Found"),
@@ -170,6 +171,12 @@ def test_unknown_ids_and_files_are_404(client: TestClient, path: str, message: s
     response = client.get(path)
     assert response.status_code == 404
     assert message in response.json()["detail"]
+
+
+def test_a_malformed_id_is_404_for_every_method(client: TestClient) -> None:
+    for response in (client.get("/api/v1/predictions/12345"), client.delete("/api/v1/predictions/12345")):
+        assert response.status_code == 404
+        assert response.json() == {"detail": "No prediction with id '12345'."}
 
 
 def test_missing_file_field_is_422(client: TestClient) -> None:

@@ -250,6 +250,8 @@ def test_real_rsna_files(client: TestClient) -> None:
 def test_unknown_study_and_file_are_404(client: TestClient, series: list[tuple[str, bytes]]) -> None:
     assert client.get(f"/api/v1/studies/{uuid.uuid4()}").status_code == 404
     assert client.get("/api/v1/studies/not-a-uuid").json()["detail"] == "No study with id 'not-a-uuid'."
+    assert client.get("/api/v1/studies/not-a-uuid/report.pdf").status_code == 404
+    assert client.delete("/api/v1/studies/not-a-uuid").json() == {"detail": "No study with id 'not-a-uuid'."}
     body = post_study(client, series[:2]).json()
     assert client.get(f"{body['links']['self']}/overlay_999.png").status_code == 404
     assert client.get(f"{body['links']['self']}/../../etc/passwd").status_code == 404

@@ -29,10 +29,8 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
-from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Scope
 
 from app.api.deps import (
     KeyStoreDep,
@@ -45,7 +43,7 @@ from app.api.deps import (
 from app.api.routes.predictions import FILE_TYPES, read_limited
 from app.api.routes.studies import file_type, read_uploads
 from app.core.config import PROJECT_ROOT, Settings
-from app.core.errors import InvalidUpload, ServiceError
+from app.core.errors import InvalidUpload, ServiceError, describe_validation, malformed_id
 from app.core.sessions import CSRF_FIELD, csrf_token, csrf_valid, end_session, start_signed_in_session
 from app.db import Prediction, Study
 from app.services.auth import Principal, hash_key
@@ -72,7 +70,6 @@ SECURITY_HEADERS = {
         "default-src 'self'; img-src 'self' data: blob:; frame-ancestors 'none'; "
         "base-uri 'self'; form-action 'self'"
     ),
-    "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
 }
 HOME = "/upload"
@@ -159,14 +156,6 @@ def signin_url(request: Request) -> str:
     return "/signin"
 
 
-def describe_validation(exc: RequestValidationError) -> str:
-    parts = []
-    for error in exc.errors():
-        field = ".".join(str(item) for item in error.get("loc", ()) if item not in ("body", "query", "path"))
-        parts.append(f"{field or 'request'}: {error.get('msg', 'invalid')}")
-    return "The request was not understood. " + "; ".join(parts)
-
-
 def render_error(request: Request, status_code: int, message: str, title: str | None = None) -> HTMLResponse:
     titles = {
         400: "The request could not be used",
@@ -210,7 +199,12 @@ class PageRoute(APIRoute):
             except StarletteHTTPException as exc:
                 response = render_error(request, exc.status_code, str(exc.detail))
             except RequestValidationError as exc:
-                response = render_error(request, status.HTTP_400_BAD_REQUEST, describe_validation(exc))
+                not_found = malformed_id(exc)
+                if not_found is not None:
+                    response = render_error(request, not_found.status_code, not_found.detail)
+                else:
+                    message = "The request was not understood. " + describe_validation(exc)
+                    response = render_error(request, status.HTTP_400_BAD_REQUEST, message)
             except Exception:
                 # The trace goes to the log; the browser gets a page, never the trace.
                 logger.exception("Unexpected error on page %s", self.path)
@@ -310,13 +304,6 @@ def format_percent(value: float | None) -> str:
 
 templates.env.filters["datetime"] = format_datetime
 templates.env.filters["percent"] = format_percent
-
-
-def checked_id(prediction_id: str) -> str:
-    try:
-        return str(uuid.UUID(prediction_id))
-    except ValueError as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"No analysis with id {prediction_id!r}.") from exc
 
 
 def result_view(prediction: Prediction) -> dict[str, Any]:
@@ -734,10 +721,10 @@ def study_view(record: StudyRecord) -> dict[str, Any]:
 
 @router.get("/studies/{study_id}", response_class=HTMLResponse)
 def study_page(
-    study_id: str, request: Request, user: PageUser, service: StudyServiceDep, registry: RegistryDep
+    study_id: uuid.UUID, request: Request, user: PageUser, service: StudyServiceDep, registry: RegistryDep
 ) -> Response:
     """One study: the decision, a slice scroller with the overlay on each slice, the chart and the volumes."""
-    record = service.get(checked_id(study_id))
+    record = service.get(str(study_id))
     stored = (record.study.details or {}).get("segmentation")
     segmentation = study_segmentation_view(stored, registry.outline_card(stored))
     return render(
@@ -752,7 +739,7 @@ def study_page(
 
 @router.get("/studies/{study_id}/{file_name}")
 def study_file(
-    study_id: str,
+    study_id: uuid.UUID,
     file_name: str,
     user: PageUser,
     service: StudyServiceDep,
@@ -760,7 +747,7 @@ def study_file(
     """A slice image, an overlay or the PDF report of one study, for the signed-in browser."""
     if not STUDIES.allows(file_name):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"No file {file_name!r} belongs to a study.")
-    identifier = checked_id(study_id)
+    identifier = str(study_id)
     data = service.read_file(identifier, file_name)
     headers = {"Cache-Control": "private, max-age=300"}
     if file_name.endswith(".pdf"):
@@ -770,7 +757,7 @@ def study_file(
 
 @router.post("/studies/{study_id}/delete")
 def delete_study_page(
-    study_id: str,
+    study_id: uuid.UUID,
     request: Request,
     user: PageUser,
     service: StudyServiceDep,
@@ -778,17 +765,21 @@ def delete_study_page(
 ) -> RedirectResponse:
     """Delete one study analysis and its files."""
     check_csrf(request, csrf)
-    service.delete(checked_id(study_id))
+    service.delete(str(study_id))
     request.session["flash"] = "The study analysis and its images were deleted."
     return RedirectResponse("/worklist", status.HTTP_303_SEE_OTHER)
 
 
 @router.get("/predictions/{prediction_id}", response_class=HTMLResponse)
 def result_page(
-    prediction_id: str, request: Request, user: PageUser, service: PredictionServiceDep, registry: RegistryDep
+    prediction_id: uuid.UUID,
+    request: Request,
+    user: PageUser,
+    service: PredictionServiceDep,
+    registry: RegistryDep,
 ) -> Response:
     """One analysis: the slice with its outlines beside its heat map, the probability, the model, downloads."""
-    prediction = service.get(checked_id(prediction_id))
+    prediction = service.get(str(prediction_id))
     view = result_view(prediction)
     stored = (prediction.details or {}).get("segmentation")
     segmentation = None
@@ -810,7 +801,7 @@ def result_page(
 
 @router.get("/predictions/{prediction_id}/{file_name}")
 def prediction_file(
-    prediction_id: str,
+    prediction_id: uuid.UUID,
     file_name: str,
     user: PageUser,
     service: PredictionServiceDep,
@@ -819,7 +810,7 @@ def prediction_file(
     """An image or the PDF report of one analysis, for the signed-in browser."""
     if file_name not in FILE_TYPES:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"No file {file_name!r} belongs to an analysis.")
-    identifier = checked_id(prediction_id)
+    identifier = str(prediction_id)
     data = service.read_file(identifier, file_name)
     headers = {"Cache-Control": "private, max-age=300"}
     if download or file_name.endswith(".pdf"):
@@ -831,7 +822,7 @@ def prediction_file(
 
 @router.post("/predictions/{prediction_id}/delete")
 def delete_analysis(
-    prediction_id: str,
+    prediction_id: uuid.UUID,
     request: Request,
     user: PageUser,
     service: PredictionServiceDep,
@@ -839,7 +830,7 @@ def delete_analysis(
 ) -> RedirectResponse:
     """Delete one analysis and its files."""
     check_csrf(request, csrf)
-    service.delete(checked_id(prediction_id))
+    service.delete(str(prediction_id))
     request.session["flash"] = "The analysis and its images were deleted."
     return RedirectResponse("/worklist", status.HTTP_303_SEE_OTHER)
 
@@ -1002,15 +993,6 @@ def model_plot(plot_name: str, user: PageUser, registry: RegistryDep) -> Respons
     return Response(
         path.read_bytes(), media_type="image/png", headers={"Cache-Control": "private, max-age=300"}
     )
-
-
-class StaticAssets(StaticFiles):
-    """The pages' CSS, JavaScript and icon, served with ``nosniff``."""
-
-    async def get_response(self, path: str, scope: Scope) -> Response:
-        response = await super().get_response(path, scope)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        return response
 
 
 def wants_html(request: Request) -> bool:

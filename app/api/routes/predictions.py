@@ -94,13 +94,6 @@ def to_schema(prediction: Prediction, request: Request) -> PredictionOut:
     )
 
 
-def _checked_id(prediction_id: str) -> str:
-    try:
-        return str(uuid.UUID(prediction_id))
-    except ValueError as exc:
-        raise NotFound(f"No prediction with id {prediction_id!r}.") from exc
-
-
 async def read_limited(upload: UploadFile, limit: int) -> bytes:
     """Read an upload, refusing it as soon as it passes ``limit`` bytes."""
     chunks = []
@@ -162,10 +155,10 @@ def list_predictions(
 
 @router.get("/{prediction_id}", response_model=PredictionOut)
 def read_prediction(
-    prediction_id: str, request: Request, user: CurrentUser, service: PredictionServiceDep
+    prediction_id: uuid.UUID, request: Request, user: CurrentUser, service: PredictionServiceDep
 ) -> PredictionOut:
     """One prediction."""
-    return to_schema(service.get(_checked_id(prediction_id)), request)
+    return to_schema(service.get(str(prediction_id)), request)
 
 
 @router.get(
@@ -174,12 +167,12 @@ def read_prediction(
     response_class=Response,
 )
 def read_prediction_file(
-    prediction_id: str, file_name: str, user: CurrentUser, service: PredictionServiceDep
+    prediction_id: uuid.UUID, file_name: str, user: CurrentUser, service: PredictionServiceDep
 ) -> Response:
     """A file of a prediction: original.png, overlay.png, heatmap.png, mask.png, contours.png or report.pdf."""
     if file_name not in FILE_TYPES:
         raise NotFound(f"No file {file_name!r}; available: {', '.join(FILE_TYPES)}.")
-    data = service.read_file(_checked_id(prediction_id), file_name)
+    data = service.read_file(str(prediction_id), file_name)
     headers = {"Cache-Control": "private, max-age=3600"}
     if file_name.endswith(".pdf"):
         headers["Content-Disposition"] = f'attachment; filename="ich-report-{prediction_id}.pdf"'
@@ -187,7 +180,7 @@ def read_prediction_file(
 
 
 @router.delete("/{prediction_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
-def delete_prediction(prediction_id: str, user: CurrentUser, service: PredictionServiceDep) -> Response:
+def delete_prediction(prediction_id: uuid.UUID, user: CurrentUser, service: PredictionServiceDep) -> Response:
     """Delete a prediction and its files."""
-    service.delete(_checked_id(prediction_id))
+    service.delete(str(prediction_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -152,13 +152,6 @@ def to_schema(record: StudyRecord, request: Request) -> StudyOut:
     )
 
 
-def checked_study_id(study_id: str) -> str:
-    try:
-        return str(uuid.UUID(study_id))
-    except ValueError as exc:
-        raise NotFound(f"No study with id {study_id!r}.") from exc
-
-
 async def read_uploads(uploads: list[UploadFile], limit: int) -> list[tuple[str, bytes]]:
     """Read every uploaded file, refusing the lot as soon as together they pass ``limit`` bytes."""
     files = []
@@ -244,9 +237,11 @@ def list_studies(
 
 
 @router.get("/{study_id}", response_model=StudyOut)
-def read_study(study_id: str, request: Request, user: CurrentUser, service: StudyServiceDep) -> StudyOut:
+def read_study(
+    study_id: uuid.UUID, request: Request, user: CurrentUser, service: StudyServiceDep
+) -> StudyOut:
     """One study analysis with its per-slice results."""
-    return to_schema(service.get(checked_study_id(study_id)), request)
+    return to_schema(service.get(str(study_id)), request)
 
 
 @router.get(
@@ -254,14 +249,16 @@ def read_study(study_id: str, request: Request, user: CurrentUser, service: Stud
     responses={200: {"content": {"image/png": {}, "application/pdf": {}}}},
     response_class=Response,
 )
-def read_study_file(study_id: str, file_name: str, user: CurrentUser, service: StudyServiceDep) -> Response:
+def read_study_file(
+    study_id: uuid.UUID, file_name: str, user: CurrentUser, service: StudyServiceDep
+) -> Response:
     """A file of a study: report.pdf, slice_NNN.png, overlay_NNN.png, mask_NNN.png or contours_NNN.png (NNN from 000)."""
     if not STUDIES.allows(file_name):
         raise NotFound(
             f"No file {file_name!r}; available: report.pdf, slice_NNN.png, overlay_NNN.png, mask_NNN.png, "
             "contours_NNN.png."
         )
-    identifier = checked_study_id(study_id)
+    identifier = str(study_id)
     data = service.read_file(identifier, file_name)
     headers = {"Cache-Control": "private, max-age=3600"}
     if file_name.endswith(".pdf"):
@@ -270,7 +267,7 @@ def read_study_file(study_id: str, file_name: str, user: CurrentUser, service: S
 
 
 @router.delete("/{study_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
-def delete_study(study_id: str, user: CurrentUser, service: StudyServiceDep) -> Response:
+def delete_study(study_id: uuid.UUID, user: CurrentUser, service: StudyServiceDep) -> Response:
     """Delete a study analysis and its files (nothing stored in the PACS is touched)."""
-    service.delete(checked_study_id(study_id))
+    service.delete(str(study_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
