@@ -8,12 +8,12 @@ compiled call as its probability and Grad-CAM, and no segmentation model runs fo
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,7 +22,6 @@ from typing import Any, TypeVar
 
 import cv2
 import numpy as np
-from PIL import Image, PngImagePlugin
 
 from app.core.errors import InvalidUpload, ModelUnavailable, NotFound, UnsupportedImage
 from app.services.operating_points import OperatingPointInUse
@@ -130,18 +129,21 @@ def encode_png(image: np.ndarray) -> bytes:
     return buffer.tobytes()
 
 
-def encode_labelled_png(image: np.ndarray, text: dict[str, str]) -> bytes:
-    """PNG bytes of a greyscale, RGB or RGBA uint8 image with ``text`` as PNG text chunks.
-
-    The pixels are those :func:`encode_png` writes; Pillow writes the text (Latin-1 ``tEXt``, or
-    ``iTXt`` for text outside Latin-1). Compression level 1 is the one OpenCV uses by default.
-    """
-    info = PngImagePlugin.PngInfo()
-    for keyword, value in text.items():
-        info.add_text(keyword, value)
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG", pnginfo=info, compress_level=1)
-    return buffer.getvalue()
+def with_png_text(data: bytes, entries: dict[str, str]) -> bytes:
+    """The PNG with ``tEXt`` chunks (Latin-1 keyword and text) inserted after its header chunk."""
+    signature_and_header = 8 + 4 + 4 + 13 + 4
+    if not data.startswith(b"\x89PNG\r\n\x1a\n") or data[12:16] != b"IHDR":
+        raise ValueError("Not a PNG image.")
+    chunks = []
+    for keyword, text in entries.items():
+        body = keyword.encode("latin-1") + b"\x00" + text.encode("latin-1", "replace")
+        kind_and_body = b"tEXt" + body
+        chunks.append(
+            len(body).to_bytes(4, "big")
+            + kind_and_body
+            + (zlib.crc32(kind_and_body) & 0xFFFFFFFF).to_bytes(4, "big")
+        )
+    return data[:signature_and_header] + b"".join(chunks) + data[signature_and_header:]
 
 
 OVERLAY_WARNING = "Not for clinical use"
@@ -170,8 +172,8 @@ def labelled_overlay_png(overlay: np.ndarray, model_name: str, model_version: st
     """PNG of a Grad-CAM overlay that names its model and says it is not for clinical use, both
     in the pixels (a caption band) and as PNG text."""
     label = f"{model_name} {model_version} - {OVERLAY_WARNING}"
-    return encode_labelled_png(
-        caption(overlay, label),
+    return with_png_text(
+        encode_png(caption(overlay, label)),
         {
             "Software": f"ICH Detect, model {model_name} {model_version}",
             "Description": "Grad-CAM heat map over the slice: where the classifier looked.",

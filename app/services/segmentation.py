@@ -16,7 +16,7 @@ from typing import Any, overload
 import cv2
 import numpy as np
 
-from app.services.inference import SliceSegmentation, encode_labelled_png
+from app.services.inference import SliceSegmentation, encode_png, with_png_text
 from ml.data.segmentation import SUBTYPE_COLOURS, SUBTYPES
 from ml.evaluation.segmentation import POINTING_GAME_TARGET, abc2_volume_ml, voxel_volume_ml
 from ml.segmenter import MULTITASK_KIND, contour_overlay
@@ -76,8 +76,8 @@ def mask_png(segmentation: SliceSegmentation) -> bytes:
     """The class of each pixel as a PNG at the uploaded image's size, naming the model that drew it
     and saying that it is not for clinical use (PNG text)."""
     classes = ", ".join(f"{index} {name}" for index, name in enumerate(SUBTYPES, start=1))
-    return encode_labelled_png(
-        segmentation.result.class_map,
+    return with_png_text(
+        encode_png(segmentation.result.class_map),
         {"Description": f"Class of each pixel: 0 none, {classes}.", **_provenance(segmentation)},
     )
 
@@ -85,8 +85,8 @@ def mask_png(segmentation: SliceSegmentation) -> bytes:
 def contours_png(segmentation: SliceSegmentation) -> bytes:
     """The outlines, one colour per subtype, as a transparent PNG at the uploaded image's size, with
     the same provenance text as :func:`mask_png`."""
-    return encode_labelled_png(
-        contour_overlay(segmentation.result.class_map),
+    return with_png_text(
+        encode_png(contour_overlay(segmentation.result.class_map)),
         {
             "Description": "Outlines of possible haemorrhage, one colour per subtype.",
             **_provenance(segmentation),

@@ -10,13 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.services.inference import (
-    OVERLAY_WARNING,
-    caption,
-    encode_labelled_png,
-    encode_png,
-    labelled_overlay_png,
-)
+from app.services.inference import OVERLAY_WARNING, caption, labelled_overlay_png
 
 
 def png_text(data: bytes) -> dict[str, str]:
@@ -55,17 +49,6 @@ def test_labelled_overlay_png_carries_model_and_warning_as_text() -> None:
     text = png_text(data)
     assert "ich-compact 1.2.3" in text["Software"]
     assert OVERLAY_WARNING in text["Disclaimer"]
-
-
-@pytest.mark.parametrize("shape", [(30, 40), (30, 40, 3), (30, 40, 4)])
-def test_labelled_png_holds_the_same_pixels_as_the_plain_png(shape: tuple[int, ...]) -> None:
-    image = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
-    labelled = encode_labelled_png(image, {"Software": "ICH Detect", "Disclaimer": "Not for clinical use."})
-    plain = encode_png(image)
-    with Image.open(io.BytesIO(labelled)) as read, Image.open(io.BytesIO(plain)) as read_plain:
-        assert read.mode == read_plain.mode
-        assert np.array_equal(np.asarray(read), image) and np.array_equal(np.asarray(read_plain), image)
-    assert png_text(labelled) == {"Software": "ICH Detect", "Disclaimer": "Not for clinical use."}
 
 
 def test_served_overlay_names_the_model(client: TestClient, png_bytes: bytes) -> None:
