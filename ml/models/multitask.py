@@ -16,24 +16,11 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from ml.models.classifier import BN_MOMENTUM
-from ml.models.unet import SEGMENTATION_CLASSES
+from ml.models.unet import SEGMENTATION_CLASSES, conv_block, conv_unit
 
 __all__ = ["GRADCAM_LAYER", "build_multitask"]
 
 GRADCAM_LAYER = "gradcam_features"
-
-
-def _conv(x: keras.KerasTensor, filters: int, name: str, separable: bool = False) -> keras.KerasTensor:
-    conv = layers.SeparableConv2D if separable else layers.Conv2D
-    x = conv(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
-    return layers.Activation("relu", name=f"{name}_relu")(x)
-
-
-def _block(x: keras.KerasTensor, filters: int, name: str, separable: bool) -> keras.KerasTensor:
-    x = _conv(x, filters, f"{name}a", separable)
-    return _conv(x, filters, f"{name}b", separable)
 
 
 def build_multitask(
@@ -60,14 +47,14 @@ def build_multitask(
     filters = [max(4, int(width * m)) for m in multipliers]
     inputs = keras.Input(shape=input_shape, name="image")
     # Full resolution: one cheap strided-free convolution for the finest skip connection.
-    skips = [_conv(inputs, filters[0], "enc0")]
+    skips = [conv_unit(inputs, filters[0], "enc0")]
     x = skips[0]
     for level in range(1, 4):
         x = layers.MaxPooling2D(2, name=f"pool{level}")(x)
-        x = _block(x, filters[level], f"enc{level}", separable=level >= 2)
+        x = conv_block(x, filters[level], f"enc{level}", separable=level >= 2)
         skips.append(x)
     x = layers.MaxPooling2D(2, name="pool4")(x)
-    x = _block(x, filters[4], "bottleneck", separable=True)
+    x = conv_block(x, filters[4], "bottleneck", separable=True)
     bottleneck = layers.Activation("linear", name=GRADCAM_LAYER)(x)
 
     # Average and maximum: a small bleed lights few cells of the map, which an average dilutes.
@@ -88,9 +75,9 @@ def build_multitask(
         x = layers.UpSampling2D(2, interpolation="bilinear", name=f"up{level}")(x)
         x = layers.Concatenate(name=f"skip{level}")([x, skips[level]])
         if level == 0:
-            x = _conv(x, filters[0], "dec0")
+            x = conv_unit(x, filters[0], "dec0")
         else:
-            x = _block(x, filters[level], f"dec{level}", separable=level >= 2)
+            x = conv_block(x, filters[level], f"dec{level}", separable=level >= 2)
     mask_logits = layers.Conv2D(num_subtypes + 1, 1, name="mask_logits")(x)
     mask = layers.Activation("softmax", name="mask", dtype="float32")(mask_logits)
     return keras.Model(

@@ -16,21 +16,23 @@ from keras import layers
 
 from ml.models.classifier import BN_MOMENTUM
 
-__all__ = ["SEGMENTATION_CLASSES", "build_unet"]
+__all__ = ["SEGMENTATION_CLASSES", "build_unet", "conv_block", "conv_unit"]
 
 SEGMENTATION_CLASSES = 6
 
 
-def _conv(x: keras.KerasTensor, filters: int, name: str, separable: bool = False) -> keras.KerasTensor:
+def conv_unit(x: keras.KerasTensor, filters: int, name: str, separable: bool = False) -> keras.KerasTensor:
+    """A 3 x 3 convolution (separable when asked), batch normalisation and ReLU."""
     conv = layers.SeparableConv2D if separable else layers.Conv2D
     x = conv(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
     x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
 
-def _block(x: keras.KerasTensor, filters: int, name: str, separable: bool) -> keras.KerasTensor:
-    x = _conv(x, filters, f"{name}a", separable)
-    return _conv(x, filters, f"{name}b", separable)
+def conv_block(x: keras.KerasTensor, filters: int, name: str, separable: bool) -> keras.KerasTensor:
+    """Two :func:`conv_unit` in a row."""
+    x = conv_unit(x, filters, f"{name}a", separable)
+    return conv_unit(x, filters, f"{name}b", separable)
 
 
 def build_unet(
@@ -52,14 +54,14 @@ def build_unet(
     multipliers = (1, 1.5, 3, 6, 10)
     filters = [max(4, int(width * m)) for m in multipliers]
     inputs = keras.Input(shape=input_shape, name="image")
-    skips = [_conv(inputs, filters[0], "enc0")]
+    skips = [conv_unit(inputs, filters[0], "enc0")]
     x = skips[0]
     for level in range(1, 4):
         x = layers.MaxPooling2D(2, name=f"pool{level}")(x)
-        x = _block(x, filters[level], f"enc{level}", separable=level >= 3)
+        x = conv_block(x, filters[level], f"enc{level}", separable=level >= 3)
         skips.append(x)
     x = layers.MaxPooling2D(2, name="pool4")(x)
-    bottleneck = _block(x, filters[4], "bottleneck", separable=True)
+    bottleneck = conv_block(x, filters[4], "bottleneck", separable=True)
 
     pooled = layers.Concatenate(name="subtype_pool")(
         [
@@ -76,9 +78,9 @@ def build_unet(
         x = layers.UpSampling2D(2, interpolation="bilinear", name=f"up{level}")(x)
         x = layers.Concatenate(name=f"skip{level}")([x, skips[level]])
         if level == 0:
-            x = _conv(x, filters[0], "dec0")
+            x = conv_unit(x, filters[0], "dec0")
         else:
-            x = _block(x, filters[level], f"dec{level}", separable=level >= 3)
+            x = conv_block(x, filters[level], f"dec{level}", separable=level >= 3)
     logits = layers.Conv2D(num_subtypes + 1, 1, name="mask_logits")(x)
     mask = layers.Activation("softmax", name="mask", dtype="float32")(logits)
     return keras.Model(inputs, {"mask": mask, "subtypes": subtypes}, name="ich_unet")
