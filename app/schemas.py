@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from app.core.labels import Label, StudyLabel
+
 
 class ModelRef(BaseModel):
     name: str
@@ -125,7 +127,7 @@ class PredictionOut(BaseModel):
     id: str
     created_at: datetime
     probability: float = Field(ge=0.0, le=1.0, description="Probability of intracranial haemorrhage.")
-    label: Literal["hemorrhage", "no_hemorrhage", "out_of_scope"] = Field(
+    label: Label = Field(
         description="'out_of_scope' when the image is not a head CT slice: the probability is then "
         "no haemorrhage assessment and must not be read as one."
     )
@@ -231,7 +233,7 @@ class StudyOut(BaseModel):
     id: str
     created_at: datetime
     probability: float = Field(ge=0.0, le=1.0, description="Study probability of intracranial haemorrhage.")
-    label: Literal["hemorrhage", "no_hemorrhage"]
+    label: StudyLabel
     threshold: float = Field(description="The study threshold; label is 'hemorrhage' at or above it.")
     operating_point: str = Field(
         description="Which operating point set the study threshold: 'model card default', or the site "
@@ -262,7 +264,7 @@ class StudySummary(BaseModel):
     id: str
     created_at: datetime
     probability: float
-    label: Literal["hemorrhage", "no_hemorrhage"]
+    label: StudyLabel
     threshold: float
     operating_point: str
     aggregation: str

@@ -10,6 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import CurrentUser, PredictionServiceDep, SegmentWanted, SettingsDep, UploadUser
 from app.core.errors import NotFound, UploadTooLarge
+from app.core.labels import Label
 from app.db import Prediction
 from app.schemas import (
     ImageInfo,
@@ -142,7 +143,10 @@ def list_predictions(
     service: PredictionServiceDep,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=200)] = 20,
-    label: Annotated[Literal["hemorrhage", "no_hemorrhage", "out_of_scope"] | None, Query()] = None,
+    # A Literal of the members rather than Label: a wrong value is a literal_error, as for studies.
+    label: Annotated[
+        Literal[Label.HEMORRHAGE, Label.NO_HEMORRHAGE, Label.OUT_OF_SCOPE] | None, Query()
+    ] = None,
     patient_id: Annotated[str | None, Query(max_length=100)] = None,
     positives_first: bool = False,
 ) -> PredictionPage:

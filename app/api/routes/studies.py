@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
@@ -18,6 +18,7 @@ from app.api.deps import (
 )
 from app.api.routes.predictions import segmentation_schema
 from app.core.errors import InvalidUpload, NotFound, UploadTooLarge
+from app.core.labels import StudyLabel
 from app.db import Study
 from app.schemas import (
     Abc2Out,
@@ -225,7 +226,7 @@ def list_studies(
     service: StudyServiceDep,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=200)] = 20,
-    label: Annotated[Literal["hemorrhage", "no_hemorrhage"] | None, Query()] = None,
+    label: Annotated[StudyLabel | None, Query()] = None,
     patient_id: Annotated[str | None, Query(max_length=100)] = None,
     positives_first: bool = False,
 ) -> StudyPage:
