@@ -47,6 +47,15 @@ class StudyFields(BaseModel):
     requesting_clinician: str | None = None
 
 
+class UploadForm(BaseModel):
+    """The optional patient and study fields of an upload's form; they override the DICOM's."""
+
+    patient_name: str | None = None
+    patient_id: str | None = None
+    study_description: str | None = None
+    requesting_clinician: str | None = None
+
+
 class SubtypeOut(BaseModel):
     probability: float = Field(
         ge=0.0,

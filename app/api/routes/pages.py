@@ -47,6 +47,7 @@ from app.core.errors import InvalidUpload, ServiceError, describe_validation, ma
 from app.core.labels import Label
 from app.core.sessions import CSRF_FIELD, csrf_token, csrf_valid, end_session, start_signed_in_session
 from app.db import Prediction, Study
+from app.schemas import UploadForm
 from app.services.auth import Principal, hash_key
 from app.services.inference import ModelRegistry
 from app.services.operating_points import OperatingPointInUse
@@ -579,27 +580,19 @@ async def upload(
     user: PageUser,
     service: PredictionServiceDep,
     settings: SettingsDep,
+    form: Annotated[UploadForm, Form()],
     csrf: CsrfField = "",
     file: Annotated[UploadFile | None, File()] = None,
-    patient_name: Annotated[str | None, Form()] = None,
-    patient_id: Annotated[str | None, Form()] = None,
-    study_description: Annotated[str | None, Form()] = None,
-    requesting_clinician: Annotated[str | None, Form()] = None,
 ) -> Response:
     """Analyse the uploaded slice, then show its result (errors re-show the form with a message)."""
     check_csrf(request, csrf)
-    values = upload_values(
-        patient_name=patient_name,
-        patient_id=patient_id,
-        study_description=study_description,
-        requesting_clinician=requesting_clinician,
-    )
+    values = upload_values(**form.model_dump())
     file_name = file.filename if file is not None and file.filename else ""
     try:
         limit_upload(request, user)
         if file is None or (not file_name and not file.size):
             raise InvalidUpload("Choose a CT slice to analyse: a PNG, JPEG or DICOM file.")
-        fields = UploadFields.from_form(patient_name, patient_id, study_description, requesting_clinician)
+        fields = UploadFields.from_form(**form.model_dump())
         data = await read_limited(file, settings.max_upload_bytes)
         if not data:
             raise InvalidUpload("The file is empty. Choose a CT slice: a PNG, JPEG or DICOM file.")

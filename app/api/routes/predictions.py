@@ -23,6 +23,7 @@ from app.schemas import (
     SegmentationOut,
     StudyFields,
     SubtypeOut,
+    UploadForm,
 )
 from app.services.predictions import UploadFields, prediction_scope
 from app.services.segmentation import CONTOURS_FILE, MASK_FILE, colour_hex
@@ -122,16 +123,13 @@ async def create_prediction(
     file: Annotated[
         UploadFile, File(description="One CT slice: PNG, JPEG or DICOM (detected from content).")
     ],
-    patient_name: Annotated[str | None, Form()] = None,
-    patient_id: Annotated[str | None, Form()] = None,
-    study_description: Annotated[str | None, Form()] = None,
-    requesting_clinician: Annotated[str | None, Form()] = None,
+    form: Annotated[UploadForm, Form()],
     model: Annotated[str | None, Query(description="Model name; default model when omitted.")] = None,
     model_version: Annotated[str | None, Query(description="Model version; newest when omitted.")] = None,
 ) -> PredictionOut:
     """Analyse one CT slice: haemorrhage probability, Grad-CAM heat map, outlines by subtype and a PDF report."""
     data = await read_limited(file, settings.max_upload_bytes)
-    fields = UploadFields.from_form(patient_name, patient_id, study_description, requesting_clinician)
+    fields = UploadFields.from_form(**form.model_dump())
     prediction = await run_in_threadpool(service.create, data, fields, model, model_version, segment)
     return to_schema(prediction, request)
 

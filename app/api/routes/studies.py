@@ -35,6 +35,7 @@ from app.schemas import (
     StudySliceOut,
     StudySubtypeOut,
     StudySummary,
+    UploadForm,
 )
 from app.services.predictions import UploadFields
 from app.services.segmentation import colour_hex, study_slice_record
@@ -183,16 +184,13 @@ async def create_study(
         list[UploadFile],
         File(description="The DICOM files of one CT series (repeat the field), or one ZIP of them."),
     ],
-    patient_name: Annotated[str | None, Form()] = None,
-    patient_id: Annotated[str | None, Form()] = None,
-    study_description: Annotated[str | None, Form()] = None,
-    requesting_clinician: Annotated[str | None, Form()] = None,
+    form: Annotated[UploadForm, Form()],
     model: Annotated[str | None, Query(description="Model name; default model when omitted.")] = None,
     model_version: Annotated[str | None, Query(description="Model version; newest when omitted.")] = None,
 ) -> StudyOut:
     """Analyse a whole CT series: per-slice probabilities and outlines, a study decision, volumes and a report."""
     uploads = await read_uploads(files, settings.max_study_upload_bytes)
-    fields = UploadFields.from_form(patient_name, patient_id, study_description, requesting_clinician)
+    fields = UploadFields.from_form(**form.model_dump())
     record = await run_in_threadpool(service.create, uploads, fields, model, model_version, segment)
     return to_schema(record, request)
 
