@@ -73,10 +73,8 @@ class Base(DeclarativeBase):
     pass
 
 
-class Prediction(Base):
-    """One analysed slice. Its files live in the storage folder under its id."""
-
-    __tablename__ = "predictions"
+class AnalysisColumns:
+    """The columns a slice prediction and a study share: the result, its model and the patient's fields."""
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
@@ -87,9 +85,6 @@ class Prediction(Base):
     threshold: Mapped[float] = mapped_column(Float)
     # Where the threshold came from, as it was when the result was decided.
     operating_point: Mapped[str] = mapped_column(Text, server_default=CARD_OPERATING_POINT)
-    source_format: Mapped[str] = mapped_column(String(10))
-    image_width: Mapped[int] = mapped_column(Integer)
-    image_height: Mapped[int] = mapped_column(Integer)
     patient_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
     patient_id: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)
     study_description: Mapped[str | None] = mapped_column(String(300), nullable=True)
@@ -99,32 +94,26 @@ class Prediction(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
-class Study(Base):
+class Prediction(AnalysisColumns, Base):
+    """One analysed slice. Its files live in the storage folder under its id."""
+
+    __tablename__ = "predictions"
+
+    source_format: Mapped[str] = mapped_column(String(10))
+    image_width: Mapped[int] = mapped_column(Integer)
+    image_height: Mapped[int] = mapped_column(Integer)
+
+
+class Study(AnalysisColumns, Base):
     """One analysed CT series: the study-level result. Its files live under storage/studies/<id>."""
 
     __tablename__ = "studies"
 
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
-    model_name: Mapped[str] = mapped_column(String(100))
-    model_version: Mapped[str] = mapped_column(String(50))
-    probability: Mapped[float] = mapped_column(Float)
-    label: Mapped[str] = mapped_column(String(20), index=True)
-    threshold: Mapped[float] = mapped_column(Float)
-    # Where the study threshold came from, as it was when the study was decided.
-    operating_point: Mapped[str] = mapped_column(Text, server_default=CARD_OPERATING_POINT)
     aggregation: Mapped[str] = mapped_column(String(20))
     num_slices: Mapped[int] = mapped_column(Integer)
     source: Mapped[str] = mapped_column(String(10))
     study_instance_uid: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     series_instance_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    patient_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    patient_id: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)
-    study_description: Mapped[str | None] = mapped_column(String(300), nullable=True)
-    study_date: Mapped[str | None] = mapped_column(String(20), nullable=True)
-    requesting_clinician: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    timings_ms: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 class StudySlice(Base):

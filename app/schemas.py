@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from app.core.labels import Label, StudyLabel
+
 
 class ModelRef(BaseModel):
     name: str
@@ -42,6 +44,15 @@ class StudyFields(BaseModel):
     patient_id: str | None = None
     study_description: str | None = None
     study_date: str | None = None
+    requesting_clinician: str | None = None
+
+
+class UploadForm(BaseModel):
+    """The optional patient and study fields of an upload's form; they override the DICOM's."""
+
+    patient_name: str | None = None
+    patient_id: str | None = None
+    study_description: str | None = None
     requesting_clinician: str | None = None
 
 
@@ -125,7 +136,7 @@ class PredictionOut(BaseModel):
     id: str
     created_at: datetime
     probability: float = Field(ge=0.0, le=1.0, description="Probability of intracranial haemorrhage.")
-    label: Literal["hemorrhage", "no_hemorrhage", "out_of_scope"] = Field(
+    label: Label = Field(
         description="'out_of_scope' when the image is not a head CT slice: the probability is then "
         "no haemorrhage assessment and must not be read as one."
     )
@@ -231,7 +242,7 @@ class StudyOut(BaseModel):
     id: str
     created_at: datetime
     probability: float = Field(ge=0.0, le=1.0, description="Study probability of intracranial haemorrhage.")
-    label: Literal["hemorrhage", "no_hemorrhage"]
+    label: StudyLabel
     threshold: float = Field(description="The study threshold; label is 'hemorrhage' at or above it.")
     operating_point: str = Field(
         description="Which operating point set the study threshold: 'model card default', or the site "
@@ -262,7 +273,7 @@ class StudySummary(BaseModel):
     id: str
     created_at: datetime
     probability: float
-    label: Literal["hemorrhage", "no_hemorrhage"]
+    label: StudyLabel
     threshold: float
     operating_point: str
     aggregation: str

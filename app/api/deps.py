@@ -56,7 +56,9 @@ SEGMENT_HELP = (
 
 def segment_wanted(
     segment: Annotated[bool, Query(description=SEGMENT_HELP)] = True,
-    segment_field: Annotated[bool | None, Form(alias="segment", description=SEGMENT_HELP)] = None,
+    segment_field: Annotated[
+        bool | None, Form(alias="segment", title="Segment", description=SEGMENT_HELP)
+    ] = None,
 ) -> bool:
     """Whether an upload is to be outlined: false when either the query or the form says so."""
     return segment and segment_field is not False

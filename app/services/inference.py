@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from app.core.errors import InvalidUpload, ModelUnavailable, NotFound, UnsupportedImage
+from app.core.labels import Label
 from app.services.operating_points import OperatingPointInUse
 from ml.data.imaging import DecodedImage, ImageDecodeError, UnsupportedImageError, decode_image
 from ml.data.preprocessing import preprocess
@@ -43,10 +44,6 @@ from ml.segmenter import (
 
 logger = logging.getLogger(__name__)
 
-POSITIVE_LABEL = "hemorrhage"
-NEGATIVE_LABEL = "no_hemorrhage"
-# Stored instead of either when the image is not a head CT slice (ml.data.scope).
-OUT_OF_SCOPE_LABEL = "out_of_scope"
 CLASSIFICATION_KIND = "classification"
 
 _Item = TypeVar("_Item")
@@ -92,7 +89,7 @@ class SliceResult:
     """Everything one slice's analysis produced."""
 
     probability: float
-    label: str
+    label: Label
     threshold: float
     # Where the threshold came from: "model card default" or the site operating point's description.
     operating_point: str
@@ -358,7 +355,7 @@ class SliceClassifier:
         threshold = self.operating_point.slice
         return SliceResult(
             probability=float(probability),
-            label=POSITIVE_LABEL if threshold.flags(probability) else NEGATIVE_LABEL,
+            label=Label.decided(threshold.flags(probability)),
             threshold=threshold.value,
             operating_point=threshold.source,
             model_name=self.name,

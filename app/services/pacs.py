@@ -37,8 +37,8 @@ from app.core.errors import (
     PacsUnavailable,
     ServiceError,
 )
+from app.core.labels import Label
 from app.services.claims import AnalysisKey, Claim, ClaimStore, FinishedAnalysis
-from app.services.inference import POSITIVE_LABEL
 from app.services.predictions import UploadFields, short_id
 from app.services.storage import STUDIES
 from app.services.studies import StudyRecord, StudyService, slice_file
@@ -533,7 +533,7 @@ class PacsService:
 
         study = record.study
         contains = RelationshipTypeValues.CONTAINS
-        finding = PRESENT_CODE if study.label == POSITIVE_LABEL else ABSENT_CODE
+        finding = PRESENT_CODE if study.label == Label.HEMORRHAGE else ABSENT_CODE
         items = [
             CodeContentItem(name=ICH_CODE, value=finding, relationship_type=contains),
             NumContentItem(

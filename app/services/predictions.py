@@ -16,10 +16,10 @@ import numpy as np
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.core.errors import InvalidUpload, NotFound, StorageUnavailable
+from app.core.labels import Label
 from app.core.metrics import Metrics
 from app.db import Database, Prediction, list_records, utcnow
 from app.services.inference import (
-    OUT_OF_SCOPE_LABEL,
     ModelRegistry,
     SliceResult,
     decode_upload,
@@ -102,7 +102,7 @@ def prediction_scope(prediction: Prediction) -> tuple[bool, list[str]]:
     """
     scope = (prediction.details or {}).get("scope")
     if not isinstance(scope, dict):
-        return prediction.label != OUT_OF_SCOPE_LABEL, []
+        return prediction.label != Label.OUT_OF_SCOPE, []
     reasons = scope.get("reasons")
     listed = [str(item) for item in reasons] if isinstance(reasons, list) else []
     return bool(scope.get("in_scope", True)), listed
@@ -244,7 +244,7 @@ class PredictionService:
             model_name=result.model_name,
             model_version=result.model_version,
             probability=result.probability,
-            label=result.label if scope.in_scope else OUT_OF_SCOPE_LABEL,
+            label=result.label if scope.in_scope else Label.OUT_OF_SCOPE,
             threshold=result.threshold,
             operating_point=result.operating_point,
             source_format=result.decoded.format,
@@ -340,7 +340,7 @@ class PredictionService:
         segmentation = (prediction.details or {}).get("segmentation")
         section = None
         # Outlines on an image that is not a head CT slice mean nothing, as its probability does.
-        in_scope = prediction.label != OUT_OF_SCOPE_LABEL
+        in_scope = prediction.label != Label.OUT_OF_SCOPE
         if in_scope and isinstance(segmentation, dict) and self.files.exists(prediction.id, CONTOURS_FILE):
             section = slice_report_section(
                 segmentation,

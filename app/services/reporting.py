@@ -43,11 +43,10 @@ from reportlab.platypus import (
     TableStyle,
 )
 
+from app.core.labels import Label
+
 logger = logging.getLogger(__name__)
 
-HEMORRHAGE = "hemorrhage"
-NO_HEMORRHAGE = "no_hemorrhage"
-OUT_OF_SCOPE = "out_of_scope"
 # The thresholds written in the model card, as opposed to an operating point a site chose.
 CARD_OPERATING_POINT = "model card default"
 OUT_OF_SCOPE_VERDICT = "Not a head CT slice"
@@ -348,7 +347,7 @@ def study_decision_sentence(report: StudyReport) -> str:
         f"Study probability {shown_probability} ({method}, aggregation '{report.aggregation}') "
         f"over {count} slice{'s' if count != 1 else ''}, against a study threshold of {shown_threshold}."
     )
-    if report.label == HEMORRHAGE:
+    if report.label == Label.HEMORRHAGE:
         where = f" Most likely on slice {report.key_slices[0].index + 1}." if report.key_slices else ""
         return f"{lead} Haemorrhage suspected: a radiologist should review this study promptly.{where}"
     return (
@@ -440,7 +439,7 @@ def slice_probability_chart(
 
 
 def _study_finding_section(report: StudyReport, styles: _Styles) -> list[Flowable]:
-    positive = report.label == HEMORRHAGE
+    positive = report.label == Label.HEMORRHAGE
     accent = _POSITIVE if positive else _NEGATIVE
     tint = _POSITIVE_TINT if positive else _NEGATIVE_TINT
     verdict = "Haemorrhage suspected" if positive else "No haemorrhage detected"
@@ -555,17 +554,17 @@ def _validate(report: SliceReport | StudyReport) -> None:
     for name, value in (("probability", report.probability), ("threshold", report.threshold)):
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {value!r}.")
-    allowed = [HEMORRHAGE, NO_HEMORRHAGE]
+    allowed = [Label.HEMORRHAGE, Label.NO_HEMORRHAGE]
     if isinstance(report, SliceReport):
-        allowed.append(OUT_OF_SCOPE)
+        allowed.append(Label.OUT_OF_SCOPE)
     if report.label not in allowed:
         raise ValueError(f"label must be one of {', '.join(map(repr, allowed))}, got {report.label!r}.")
-    if report.label == HEMORRHAGE and report.probability < report.threshold:
+    if report.label == Label.HEMORRHAGE and report.probability < report.threshold:
         raise ValueError(
             f"label {report.label!r} contradicts probability {report.probability} below "
             f"threshold {report.threshold}."
         )
-    if report.label == NO_HEMORRHAGE and report.probability > report.threshold:
+    if report.label == Label.NO_HEMORRHAGE and report.probability > report.threshold:
         raise ValueError(
             f"label {report.label!r} contradicts probability {report.probability} above "
             f"threshold {report.threshold}."
@@ -629,13 +628,13 @@ def finding_sentence(probability: float, threshold: float, label: str) -> str:
     Returns:
         One or two sentences of plain text.
     """
-    if label == OUT_OF_SCOPE:
+    if label == Label.OUT_OF_SCOPE:
         return (
             "The image does not look like a brain-window head CT slice, so no haemorrhage assessment "
             "was made; the model's output for it means nothing. Send an axial head CT slice."
         )
     shown_probability, shown_threshold = _percent_pair(probability, threshold)
-    if label == HEMORRHAGE:
+    if label == Label.HEMORRHAGE:
         relation = "above" if probability > threshold else "at"
         return (
             f"The model's probability of {shown_probability} is {relation} its decision threshold of "
@@ -891,11 +890,11 @@ def _source_text(report: SliceReport | StudyReport) -> str | None:
 
 
 def _finding_section(report: SliceReport, styles: _Styles) -> list[Flowable]:
-    positive = report.label == HEMORRHAGE
+    positive = report.label == Label.HEMORRHAGE
     accent = _POSITIVE if positive else _NEGATIVE
     tint = _POSITIVE_TINT if positive else _NEGATIVE_TINT
     verdict = "Haemorrhage suspected" if positive else "No haemorrhage detected"
-    if report.label == OUT_OF_SCOPE:
+    if report.label == Label.OUT_OF_SCOPE:
         accent, tint, verdict = _MUTED, _LABEL_GREY, OUT_OF_SCOPE_VERDICT
     shown_probability, shown_threshold = _percent_pair(report.probability, report.threshold)
     verdict_style = ParagraphStyle("verdict_colour", parent=styles.verdict, textColor=accent)
@@ -912,7 +911,7 @@ def _finding_section(report: SliceReport, styles: _Styles) -> list[Flowable]:
         Spacer(1, 1 * mm),
         Paragraph(f"Decision threshold: <b>{_markup(shown_threshold)}</b>", styles.muted_right),
     ]
-    if report.label == OUT_OF_SCOPE:
+    if report.label == Label.OUT_OF_SCOPE:
         right = [
             Paragraph("&ndash;", number_style),
             Paragraph("no haemorrhage assessment", styles.muted_right),
@@ -936,7 +935,7 @@ def _finding_section(report: SliceReport, styles: _Styles) -> list[Flowable]:
         )
     )
     flowables: list[Flowable] = [Paragraph("Finding", styles.heading), table]
-    if report.label != OUT_OF_SCOPE:
+    if report.label != Label.OUT_OF_SCOPE:
         flowables += [Spacer(1, 1.5 * mm), _operating_point_line(report.operating_point, styles)]
     if report.extra_findings:
         flowables += [

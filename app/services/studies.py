@@ -30,11 +30,10 @@ from app.core.errors import (
     UnsupportedImage,
     UploadTooLarge,
 )
+from app.core.labels import Label
 from app.core.metrics import Metrics
 from app.db import CARD_OPERATING_POINT, AnalysisClaim, Database, Study, StudySlice, list_records, utcnow
 from app.services.inference import (
-    NEGATIVE_LABEL,
-    POSITIVE_LABEL,
     ModelRegistry,
     SliceClassifier,
     SliceSegmenter,
@@ -242,7 +241,7 @@ class StudyService:
             claim.heartbeat if claim else None,
         )
         probability = aggregate(analysis.probabilities, decision.aggregation)
-        label = POSITIVE_LABEL if probability >= decision.threshold else NEGATIVE_LABEL
+        label = Label.decided(probability >= decision.threshold)
         key_slices = key_slice_indices(analysis.probabilities)
         metadata = series.metadata
         segmentation: dict[str, Any] = {}

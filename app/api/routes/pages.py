@@ -44,10 +44,12 @@ from app.api.routes.predictions import FILE_TYPES, read_limited
 from app.api.routes.studies import file_type, read_uploads
 from app.core.config import PROJECT_ROOT, Settings
 from app.core.errors import InvalidUpload, ServiceError, describe_validation, malformed_id
+from app.core.labels import Label
 from app.core.sessions import CSRF_FIELD, csrf_token, csrf_valid, end_session, start_signed_in_session
 from app.db import Prediction, Study
+from app.schemas import UploadForm
 from app.services.auth import Principal, hash_key
-from app.services.inference import NEGATIVE_LABEL, OUT_OF_SCOPE_LABEL, POSITIVE_LABEL, ModelRegistry
+from app.services.inference import ModelRegistry
 from app.services.operating_points import OperatingPointInUse
 from app.services.predictions import UploadFields, prediction_scope
 from app.services.segmentation import (
@@ -74,10 +76,10 @@ SECURITY_HEADERS = {
 }
 HOME = "/upload"
 STUDY_UPLOAD_PAGE = "/studies/upload"
-LABEL_TEXT = {
-    "hemorrhage": "Haemorrhage suspected",
-    "no_hemorrhage": "No haemorrhage detected",
-    "out_of_scope": "Not a head CT slice",
+LABEL_TEXT: dict[str, str] = {
+    Label.HEMORRHAGE: "Haemorrhage suspected",
+    Label.NO_HEMORRHAGE: "No haemorrhage detected",
+    Label.OUT_OF_SCOPE: "Not a head CT slice",
 }
 DATASET_TITLES = {"all": "All images", "head_ct": "head_ct (Kaggle)", "ct_ich": "CT-ICH (PhysioNet)"}
 METRIC_TITLES = {
@@ -283,7 +285,7 @@ def page_context(request: Request, **values: Any) -> dict[str, Any]:
         "model": default_model(request),
         "flash": flash if isinstance(flash, str) else None,
         "label_text": LABEL_TEXT,
-        "positive_label": POSITIVE_LABEL,
+        "positive_label": Label.HEMORRHAGE,
         **values,
     }
 
@@ -308,7 +310,7 @@ templates.env.filters["percent"] = format_percent
 
 def result_view(prediction: Prediction) -> dict[str, Any]:
     """What the result page shows, worked out here so the template stays simple."""
-    positive = prediction.label == POSITIVE_LABEL
+    positive = prediction.label == Label.HEMORRHAGE
     in_scope, scope_reasons = prediction_scope(prediction)
     study = [
         ("Patient name", prediction.patient_name),
@@ -578,27 +580,19 @@ async def upload(
     user: PageUser,
     service: PredictionServiceDep,
     settings: SettingsDep,
+    form: Annotated[UploadForm, Form()],
     csrf: CsrfField = "",
     file: Annotated[UploadFile | None, File()] = None,
-    patient_name: Annotated[str | None, Form()] = None,
-    patient_id: Annotated[str | None, Form()] = None,
-    study_description: Annotated[str | None, Form()] = None,
-    requesting_clinician: Annotated[str | None, Form()] = None,
 ) -> Response:
     """Analyse the uploaded slice, then show its result (errors re-show the form with a message)."""
     check_csrf(request, csrf)
-    values = upload_values(
-        patient_name=patient_name,
-        patient_id=patient_id,
-        study_description=study_description,
-        requesting_clinician=requesting_clinician,
-    )
+    values = upload_values(**form.model_dump())
     file_name = file.filename if file is not None and file.filename else ""
     try:
         limit_upload(request, user)
         if file is None or (not file_name and not file.size):
             raise InvalidUpload("Choose a CT slice to analyse: a PNG, JPEG or DICOM file.")
-        fields = UploadFields.from_form(patient_name, patient_id, study_description, requesting_clinician)
+        fields = UploadFields.from_form(**form.model_dump())
         data = await read_limited(file, settings.max_upload_bytes)
         if not data:
             raise InvalidUpload("The file is empty. Choose a CT slice: a PNG, JPEG or DICOM file.")
@@ -664,7 +658,7 @@ def study_view(record: StudyRecord) -> dict[str, Any]:
     """What the study page shows: the decision, the slices for the scroller and the chart's geometry."""
     study = record.study
     segmented = isinstance((study.details or {}).get("segmentation"), dict)
-    positive = study.label == POSITIVE_LABEL
+    positive = study.label == Label.HEMORRHAGE
     key_slices = record.key_slices
     count = max(1, len(record.slices))
 
@@ -846,7 +840,7 @@ def current_decision(
     or ``"unknown"`` (its model is no longer loaded, or the image was not a head CT slice).
     """
     point = registry.operating_point(record.model_name, record.model_version)
-    if point is None or record.label == OUT_OF_SCOPE_LABEL:
+    if point is None or record.label == Label.OUT_OF_SCOPE:
         return {"state": "unknown"}
     if isinstance(record, Study):
         if record.aggregation != point.aggregation:
@@ -856,7 +850,7 @@ def current_decision(
         threshold = point.slice
     if threshold.value == record.threshold:
         return {"state": "same", "source": threshold.source}
-    label = POSITIVE_LABEL if threshold.flags(record.probability) else NEGATIVE_LABEL
+    label = Label.decided(threshold.flags(record.probability))
     return {
         "state": "different",
         "threshold": threshold.value,
@@ -874,7 +868,7 @@ def worklist_page(
     study_service: StudyServiceDep,
     registry: RegistryDep,
     patient_id: Annotated[str, Query(max_length=100)] = "",
-    result: Literal["all", "hemorrhage", "no_hemorrhage", "out_of_scope"] = "all",
+    result: Literal["all", Label.HEMORRHAGE, Label.NO_HEMORRHAGE, Label.OUT_OF_SCOPE] = "all",
     order: Literal["newest", "positives"] = "newest",
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=100)] = 20,

@@ -10,6 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import CurrentUser, PredictionServiceDep, SegmentWanted, SettingsDep, UploadUser
 from app.core.errors import NotFound, UploadTooLarge
+from app.core.labels import Label
 from app.db import Prediction
 from app.schemas import (
     ImageInfo,
@@ -22,6 +23,7 @@ from app.schemas import (
     SegmentationOut,
     StudyFields,
     SubtypeOut,
+    UploadForm,
 )
 from app.services.predictions import UploadFields, prediction_scope
 from app.services.segmentation import CONTOURS_FILE, MASK_FILE, colour_hex
@@ -121,16 +123,13 @@ async def create_prediction(
     file: Annotated[
         UploadFile, File(description="One CT slice: PNG, JPEG or DICOM (detected from content).")
     ],
-    patient_name: Annotated[str | None, Form()] = None,
-    patient_id: Annotated[str | None, Form()] = None,
-    study_description: Annotated[str | None, Form()] = None,
-    requesting_clinician: Annotated[str | None, Form()] = None,
+    form: Annotated[UploadForm, Form()],
     model: Annotated[str | None, Query(description="Model name; default model when omitted.")] = None,
     model_version: Annotated[str | None, Query(description="Model version; newest when omitted.")] = None,
 ) -> PredictionOut:
     """Analyse one CT slice: haemorrhage probability, Grad-CAM heat map, outlines by subtype and a PDF report."""
     data = await read_limited(file, settings.max_upload_bytes)
-    fields = UploadFields.from_form(patient_name, patient_id, study_description, requesting_clinician)
+    fields = UploadFields.from_form(**form.model_dump())
     prediction = await run_in_threadpool(service.create, data, fields, model, model_version, segment)
     return to_schema(prediction, request)
 
@@ -142,7 +141,10 @@ def list_predictions(
     service: PredictionServiceDep,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=200)] = 20,
-    label: Annotated[Literal["hemorrhage", "no_hemorrhage", "out_of_scope"] | None, Query()] = None,
+    # A Literal of the members rather than Label: a wrong value is a literal_error, as for studies.
+    label: Annotated[
+        Literal[Label.HEMORRHAGE, Label.NO_HEMORRHAGE, Label.OUT_OF_SCOPE] | None, Query()
+    ] = None,
     patient_id: Annotated[str | None, Query(max_length=100)] = None,
     positives_first: bool = False,
 ) -> PredictionPage:

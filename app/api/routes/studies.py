@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
@@ -18,6 +18,7 @@ from app.api.deps import (
 )
 from app.api.routes.predictions import segmentation_schema
 from app.core.errors import InvalidUpload, NotFound, UploadTooLarge
+from app.core.labels import StudyLabel
 from app.db import Study
 from app.schemas import (
     Abc2Out,
@@ -34,6 +35,7 @@ from app.schemas import (
     StudySliceOut,
     StudySubtypeOut,
     StudySummary,
+    UploadForm,
 )
 from app.services.predictions import UploadFields
 from app.services.segmentation import colour_hex, study_slice_record
@@ -182,16 +184,13 @@ async def create_study(
         list[UploadFile],
         File(description="The DICOM files of one CT series (repeat the field), or one ZIP of them."),
     ],
-    patient_name: Annotated[str | None, Form()] = None,
-    patient_id: Annotated[str | None, Form()] = None,
-    study_description: Annotated[str | None, Form()] = None,
-    requesting_clinician: Annotated[str | None, Form()] = None,
+    form: Annotated[UploadForm, Form()],
     model: Annotated[str | None, Query(description="Model name; default model when omitted.")] = None,
     model_version: Annotated[str | None, Query(description="Model version; newest when omitted.")] = None,
 ) -> StudyOut:
     """Analyse a whole CT series: per-slice probabilities and outlines, a study decision, volumes and a report."""
     uploads = await read_uploads(files, settings.max_study_upload_bytes)
-    fields = UploadFields.from_form(patient_name, patient_id, study_description, requesting_clinician)
+    fields = UploadFields.from_form(**form.model_dump())
     record = await run_in_threadpool(service.create, uploads, fields, model, model_version, segment)
     return to_schema(record, request)
 
@@ -225,7 +224,7 @@ def list_studies(
     service: StudyServiceDep,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=200)] = 20,
-    label: Annotated[Literal["hemorrhage", "no_hemorrhage"] | None, Query()] = None,
+    label: Annotated[StudyLabel | None, Query()] = None,
     patient_id: Annotated[str | None, Query(max_length=100)] = None,
     positives_first: bool = False,
 ) -> StudyPage:
