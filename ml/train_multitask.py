@@ -15,13 +15,14 @@ import json
 import logging
 from pathlib import Path
 
+from ml.cli import ArgumentParser, data_errors
 from ml.data.datasets import default_data_dir
 from ml.multitask import COLLECTIONS, MultitaskConfig, train_multitask
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     defaults = MultitaskConfig()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m ml.train_multitask", description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=default_data_dir())
     parser.add_argument("--output", type=Path, required=True, help="folder for the model and its log")
     parser.add_argument("--cache-dir", type=Path, default=Path(".cache"))
@@ -42,14 +43,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=list(COLLECTIONS),
         help="collections to learn from",
     )
+    parser.add_argument(
+        "--shares",
+        nargs="+",
+        metavar="COLLECTION=SHARE",
+        help=f"share of each batch per collection (default: {' '.join(f'{k}={v}' for k, v in defaults.shares.items())})",
+    )
     parser.add_argument("--no-rotate-90", action="store_true", help="no random quarter turns in augmentation")
     parser.add_argument("--init-from", help="start from the weights of an earlier model.keras")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(
+    argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None
+) -> argparse.Namespace:
+    defaults = MultitaskConfig()
+    parser = parser or build_parser()
+    args = parser.parse_args(argv)
+    shares = defaults.shares
+    if args.shares:
+        try:
+            shares = {name: float(value) for name, value in (item.split("=", 1) for item in args.shares)}
+        except ValueError:
+            parser.error(f"--shares takes COLLECTION=SHARE pairs, got {' '.join(args.shares)}.")
+        unknown = sorted(set(shares) - set(COLLECTIONS))
+        if unknown:
+            parser.error(f"--shares names unknown collections {unknown}; known: {list(COLLECTIONS)}.")
+    args.shares = shares
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    args = parse_args(argv)
+    parser = build_parser()
+    args = parse_args(argv, parser)
     config = MultitaskConfig(
         image_size=args.image_size,
         width=args.width,
@@ -63,9 +90,11 @@ def main(argv: list[str] | None = None) -> None:
         split_manifest=args.split_manifest,
         collections=tuple(args.collections),
         rotate_90=not args.no_rotate_90,
+        shares=args.shares,
         init_from=args.init_from,
     )
-    summary = train_multitask(config, args.data_dir, args.output, args.cache_dir)
+    with data_errors(parser):
+        summary = train_multitask(config, args.data_dir, args.output, args.cache_dir)
     logging.info("Validation: %s", json.dumps(summary["validation"]))
     logging.info("Written to %s", args.output)
 

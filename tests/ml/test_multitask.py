@@ -181,3 +181,16 @@ def test_batches_hold_both_labels_of_each_collection_in_equal_shares() -> None:
     boxes = targets["mask"].numpy()[..., -1].reshape(64, -1).max(axis=1)
     assert np.all(boxes[labels == 1] == 1.0)
     assert np.all(boxes[labels == 0] == 0.0)
+
+
+def test_batch_shares_are_read_from_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from ml.train_multitask import parse_args
+
+    args = parse_args(["--output", "run", "--shares", "ct_ich=0.5", "phe_sich=0.5"])
+    assert args.shares == {"ct_ich": 0.5, "phe_sich": 0.5}
+    assert parse_args(["--output", "run"]).shares == MultitaskConfig().shares
+    for wrong in (["brain=1"], ["ct_ich"], ["ct_ich=half"]):
+        with pytest.raises(SystemExit) as raised:
+            parse_args(["--output", "run", "--shares", *wrong])
+        assert raised.value.code == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
