@@ -40,6 +40,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from bench.service import ServiceProcess
 from ml.data.imaging import DEFAULT_MAX_PIXELS
 from ml.errors import MissingDataFile
 
@@ -601,7 +602,7 @@ class HttpBench:
             "ICH_RATE_LIMIT_PER_MINUTE": "0",
             "TF_CPP_MIN_LOG_LEVEL": "2",
         }
-        self.server: Any = None
+        self.server: ServiceProcess | None = None
         self.posted = 0
 
     @property
@@ -622,8 +623,6 @@ class HttpBench:
 
     def start(self) -> float:
         """Launch the service; seconds from launching the process to /readyz answering 200."""
-        from tests.support.server import ServiceProcess
-
         self.server = ServiceProcess(self.env, startup_timeout=180.0)
         started = time.perf_counter()
         self.server.start()

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from pypdf import PdfReader
 
-from app.api.routes.pages import safe_next
+from app.api.web_auth import safe_next
 from app.core.config import Settings
 from app.core.sessions import SECRET_FILE, SESSION_COOKIE, SessionSigner
 from app.db import Prediction

@@ -143,7 +143,7 @@ def test_quick_run_writes_every_figure(
     memory = http["memory"]
     assert memory["rss_after_start_mib"] > 0 and memory["rss_after_requests_mib"] > 0
     assert memory["requests"] >= config.memory_requests
-    # The server runs with the malloc settings of `make run` and the container (tests.support.server).
+    # The server runs with the malloc settings of `make run` and the container (bench.service).
     assert "MALLOC_ARENA_MAX" in memory["malloc_environment"]
     assert isinstance(http["study"]["available"], bool)
     assert http["served_models"]["classification"].startswith("ich-compact/")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 import uuid
 from collections.abc import Callable, Coroutine
 from datetime import datetime
@@ -13,7 +12,6 @@ from urllib.parse import urlencode
 
 from fastapi import (
     APIRouter,
-    Depends,
     FastAPI,
     File,
     Form,
@@ -42,13 +40,24 @@ from app.api.deps import (
 )
 from app.api.routes.predictions import FILE_TYPES, read_limited
 from app.api.routes.studies import file_type, read_uploads
+from app.api.web_auth import (
+    HOME,
+    CsrfField,
+    CsrfRejected,
+    PageUser,
+    SignInRequired,
+    check_csrf,
+    safe_next,
+    session_principal,
+    signin_url,
+)
 from app.core.config import PROJECT_ROOT, Settings
 from app.core.errors import InvalidUpload, ServiceError, describe_validation, malformed_id
 from app.core.labels import Label
-from app.core.sessions import CSRF_FIELD, csrf_token, csrf_valid, end_session, start_signed_in_session
+from app.core.sessions import CSRF_FIELD, csrf_token, end_session, start_signed_in_session
 from app.db import Prediction, Study
 from app.schemas import UploadForm
-from app.services.auth import Principal, hash_key
+from app.services.auth import hash_key
 from app.services.inference import ModelRegistry
 from app.services.operating_points import OperatingPointInUse
 from app.services.predictions import UploadFields, prediction_scope
@@ -74,7 +83,6 @@ SECURITY_HEADERS = {
     ),
     "Referrer-Policy": "same-origin",
 }
-HOME = "/upload"
 STUDY_UPLOAD_PAGE = "/studies/upload"
 LABEL_TEXT: dict[str, str] = {
     Label.HEMORRHAGE: "Haemorrhage suspected",
@@ -123,14 +131,6 @@ CSRF_MESSAGE = (
 )
 
 
-class SignInRequired(Exception):
-    """The page needs a signed-in browser session."""
-
-
-class CsrfRejected(Exception):
-    """A form arrived without its session's CSRF token."""
-
-
 AnyResponse = TypeVar("AnyResponse", bound=Response)
 
 
@@ -139,23 +139,6 @@ def add_security_headers(response: AnyResponse) -> AnyResponse:
         response.headers.setdefault(name, value)
     response.headers.setdefault("Cache-Control", "no-store")
     return response
-
-
-def safe_next(target: str | None) -> str:
-    """A local path to go to after sign-in; anything else (another site) becomes the home page."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
-        return HOME
-    if target.startswith("/signin") or any(ord(character) < 32 for character in target):
-        return HOME
-    return target
-
-
-def signin_url(request: Request) -> str:
-    if request.method == "GET":
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        if target not in ("/", HOME):
-            return "/signin?" + urlencode({"next": target})
-    return "/signin"
 
 
 def render_error(request: Request, status_code: int, message: str, title: str | None = None) -> HTMLResponse:
@@ -217,47 +200,6 @@ class PageRoute(APIRoute):
 
 
 router = APIRouter(tags=["pages"], route_class=PageRoute, include_in_schema=False)
-
-
-def session_principal(request: Request) -> Principal | None:
-    """The signed-in caller of this browser session, checked against the key store on every request."""
-    cached: Principal | None = getattr(request.state, "principal", None)
-    if cached is not None:
-        return cached
-    state = request.app.state
-    settings: Settings = state.settings
-    if not settings.auth_enabled:
-        principal: Principal | None = Principal(name="anonymous", prefix="")
-    else:
-        session = request.session
-        digest, prefix = session.get("key_digest"), session.get("key_prefix")
-        signed_in_at = session.get("signed_in_at")
-        if not isinstance(digest, str) or not isinstance(prefix, str) or not isinstance(signed_in_at, int):
-            return None
-        expired = time.time() - signed_in_at > settings.session_hours * 3600
-        principal = None if expired else state.keys.authenticate_digest(digest, prefix)
-        if principal is None:
-            end_session(session)
-            session["flash"] = "Your sign-in has ended (it expired or the key was revoked). Sign in again."
-            return None
-    request.state.principal = principal
-    return principal
-
-
-def require_page_user(request: Request) -> Principal:
-    principal = session_principal(request)
-    if principal is None:
-        raise SignInRequired
-    return principal
-
-
-PageUser = Annotated[Principal, Depends(require_page_user)]
-CsrfField = Annotated[str, Form(alias=CSRF_FIELD)]
-
-
-def check_csrf(request: Request, submitted: str) -> None:
-    if not csrf_valid(request.session, submitted):
-        raise CsrfRejected
 
 
 def default_model(request: Request) -> dict[str, str] | None:
