@@ -16,7 +16,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from ml.models.unet import SEGMENTATION_CLASSES, conv_block, conv_unit
+from ml.models.unet import SEGMENTATION_CLASSES, decoder, encoder, stage_filters
 
 __all__ = ["GRADCAM_LAYER", "build_multitask"]
 
@@ -43,18 +43,9 @@ def build_multitask(
     """
     if len(input_shape) != 3 or input_shape[0] % 16 or input_shape[1] % 16:
         raise ValueError(f"input_shape must be (height, width, channels) divisible by 16, got {input_shape}.")
-    multipliers = (1, 1.5, 3, 6, 10)
-    filters = [max(4, int(width * m)) for m in multipliers]
+    filters = stage_filters(width)
     inputs = keras.Input(shape=input_shape, name="image")
-    # Full resolution: one cheap strided-free convolution for the finest skip connection.
-    skips = [conv_unit(inputs, filters[0], "enc0")]
-    x = skips[0]
-    for level in range(1, 4):
-        x = layers.MaxPooling2D(2, name=f"pool{level}")(x)
-        x = conv_block(x, filters[level], f"enc{level}", separable=level >= 2)
-        skips.append(x)
-    x = layers.MaxPooling2D(2, name="pool4")(x)
-    x = conv_block(x, filters[4], "bottleneck", separable=True)
+    x, skips = encoder(inputs, filters, separable_from=2)
     bottleneck = layers.Activation("linear", name=GRADCAM_LAYER)(x)
 
     # Average and maximum: a small bleed lights few cells of the map, which an average dilutes.
@@ -70,14 +61,7 @@ def build_multitask(
     subtype_logits = layers.Dense(num_subtypes, name="subtype_logits")(pooled)
     subtypes = layers.Activation("sigmoid", name="subtypes", dtype="float32")(subtype_logits)
 
-    x = bottleneck
-    for level in range(3, -1, -1):
-        x = layers.UpSampling2D(2, interpolation="bilinear", name=f"up{level}")(x)
-        x = layers.Concatenate(name=f"skip{level}")([x, skips[level]])
-        if level == 0:
-            x = conv_unit(x, filters[0], "dec0")
-        else:
-            x = conv_block(x, filters[level], f"dec{level}", separable=level >= 2)
+    x = decoder(bottleneck, skips, filters, separable_from=2)
     mask_logits = layers.Conv2D(num_subtypes + 1, 1, name="mask_logits")(x)
     mask = layers.Activation("softmax", name="mask", dtype="float32")(mask_logits)
     return keras.Model(

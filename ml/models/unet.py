@@ -16,7 +16,15 @@ from keras import layers
 
 from ml.models.classifier import BN_MOMENTUM
 
-__all__ = ["SEGMENTATION_CLASSES", "build_unet", "conv_block", "conv_unit"]
+__all__ = [
+    "SEGMENTATION_CLASSES",
+    "build_unet",
+    "conv_block",
+    "conv_unit",
+    "decoder",
+    "encoder",
+    "stage_filters",
+]
 
 SEGMENTATION_CLASSES = 6
 
@@ -35,6 +43,40 @@ def conv_block(x: keras.KerasTensor, filters: int, name: str, separable: bool) -
     return conv_unit(x, filters, f"{name}b", separable)
 
 
+def stage_filters(width: int) -> list[int]:
+    """Filters at full resolution, at 1/2, 1/4, 1/8 and in the 1/16 bottleneck."""
+    return [max(4, int(width * m)) for m in (1, 1.5, 3, 6, 10)]
+
+
+def encoder(
+    inputs: keras.KerasTensor, filters: list[int], separable_from: int
+) -> tuple[keras.KerasTensor, list[keras.KerasTensor]]:
+    """The bottleneck (1/16 of the grid) and the skip connections at 1, 1/2, 1/4 and 1/8;
+    stages from ``separable_from`` on use separable convolutions."""
+    skips = [conv_unit(inputs, filters[0], "enc0")]
+    x = skips[0]
+    for level in range(1, 4):
+        x = layers.MaxPooling2D(2, name=f"pool{level}")(x)
+        x = conv_block(x, filters[level], f"enc{level}", separable=level >= separable_from)
+        skips.append(x)
+    x = layers.MaxPooling2D(2, name="pool4")(x)
+    return conv_block(x, filters[4], "bottleneck", separable=True), skips
+
+
+def decoder(
+    x: keras.KerasTensor, skips: list[keras.KerasTensor], filters: list[int], separable_from: int
+) -> keras.KerasTensor:
+    """Back up to the full grid, joining each skip connection on the way."""
+    for level in range(3, -1, -1):
+        x = layers.UpSampling2D(2, interpolation="bilinear", name=f"up{level}")(x)
+        x = layers.Concatenate(name=f"skip{level}")([x, skips[level]])
+        if level == 0:
+            x = conv_unit(x, filters[0], "dec0")
+        else:
+            x = conv_block(x, filters[level], f"dec{level}", separable=level >= separable_from)
+    return x
+
+
 def build_unet(
     input_shape: tuple[int, int, int] = (224, 224, 1),
     width: int = 16,
@@ -51,17 +93,9 @@ def build_unet(
     """
     if input_shape[0] % 16 or input_shape[1] % 16:
         raise ValueError(f"Height and width must be divisible by 16, got {input_shape[:2]}.")
-    multipliers = (1, 1.5, 3, 6, 10)
-    filters = [max(4, int(width * m)) for m in multipliers]
+    filters = stage_filters(width)
     inputs = keras.Input(shape=input_shape, name="image")
-    skips = [conv_unit(inputs, filters[0], "enc0")]
-    x = skips[0]
-    for level in range(1, 4):
-        x = layers.MaxPooling2D(2, name=f"pool{level}")(x)
-        x = conv_block(x, filters[level], f"enc{level}", separable=level >= 3)
-        skips.append(x)
-    x = layers.MaxPooling2D(2, name="pool4")(x)
-    bottleneck = conv_block(x, filters[4], "bottleneck", separable=True)
+    bottleneck, skips = encoder(inputs, filters, separable_from=3)
 
     pooled = layers.Concatenate(name="subtype_pool")(
         [
@@ -73,14 +107,7 @@ def build_unet(
     subtype_logits = layers.Dense(num_subtypes, name="subtype_logits")(pooled)
     subtypes = layers.Activation("sigmoid", name="subtypes", dtype="float32")(subtype_logits)
 
-    x = bottleneck
-    for level in range(3, -1, -1):
-        x = layers.UpSampling2D(2, interpolation="bilinear", name=f"up{level}")(x)
-        x = layers.Concatenate(name=f"skip{level}")([x, skips[level]])
-        if level == 0:
-            x = conv_unit(x, filters[0], "dec0")
-        else:
-            x = conv_block(x, filters[level], f"dec{level}", separable=level >= 3)
+    x = decoder(bottleneck, skips, filters, separable_from=3)
     logits = layers.Conv2D(num_subtypes + 1, 1, name="mask_logits")(x)
     mask = layers.Activation("softmax", name="mask", dtype="float32")(logits)
     return keras.Model(inputs, {"mask": mask, "subtypes": subtypes}, name="ich_unet")
