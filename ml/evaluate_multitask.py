@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,21 +26,16 @@ import tensorflow as tf
 from ml.cli import ArgumentParser, data_errors
 from ml.data.datasets import default_data_dir
 from ml.data.preprocessing import PreprocessConfig, preprocess
-from ml.evaluation.metrics import bootstrap_intervals, json_number
+from ml.evaluation.metrics import json_number, summarize
 from ml.evaluation.segmentation import overlap_counts
-from ml.evaluation.study import compare_aggregations
 from ml.model_io import load_bundle
-from ml.multitask import _bhsd_slices, _ct_ich_slices, _head_ct_slices, _phe_sich_slices, _Slice
+from ml.multitask import READERS, _Slice
+from ml.multitask_bundle import SERIES, choose_study_rule, series_scores
 from ml.segmenter import class_map_from_probabilities, class_map_to_original, load_segmenter
 
 logger = logging.getLogger(__name__)
 
-READERS: dict[str, Callable[[Path], list[_Slice]]] = {
-    "ct_ich": _ct_ich_slices,
-    "head_ct": _head_ct_slices,
-    "phe_sich": _phe_sich_slices,
-    "bhsd_seg": _bhsd_slices,
-}
+CLASSIFIED = ("ct_ich", "head_ct", "phe_sich")
 
 
 def split_slices(data_dir: Path, manifest_path: Path, split: str) -> dict[str, list[_Slice]]:
@@ -50,48 +45,28 @@ def split_slices(data_dir: Path, manifest_path: Path, split: str) -> dict[str, l
     return {name: [s for s in reader(data_dir) if s.group in patients] for name, reader in READERS.items()}
 
 
-class _Forward:
-    """A compiled forward pass of a Keras model over preprocessed batches."""
+class _Model:
+    """A compiled forward pass of one model, on its own preprocessing, over decoded images."""
 
-    def __init__(self, model: keras.Model) -> None:
+    def __init__(self, model: keras.Model, config: PreprocessConfig, key: str | None) -> None:
         spec = tf.TensorSpec([None, *model.inputs[0].shape[1:]], tf.float32)
         self._call = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+        self.config = config
+        self.key = key
 
-    def __call__(self, batch: np.ndarray) -> Any:
-        return self._call(tf.convert_to_tensor(batch, tf.float32))
-
-
-def _preprocessed(slices: Sequence[_Slice], config: PreprocessConfig) -> tuple[np.ndarray, list[Any]]:
-    results = [preprocess(item.load(), config) for item in slices]
-    return np.stack([r.image for r in results]), [r.geometry for r in results]
-
-
-def slice_probabilities(
-    forward: _Forward, slices: Sequence[_Slice], config: PreprocessConfig, key: str | None
-) -> np.ndarray:
-    out = []
-    for start in range(0, len(slices), 32):
-        batch, _ = _preprocessed(slices[start : start + 32], config)
-        outputs = forward(batch)
-        values = outputs[key] if key else outputs
-        out.append(np.asarray(values).ravel())
-    return np.concatenate(out) if out else np.zeros(0)
+    def probabilities(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        out = []
+        for start in range(0, len(images), 32):
+            batch = np.stack([preprocess(image, self.config).image for image in images[start : start + 32]])
+            outputs = self._call(tf.convert_to_tensor(batch, tf.float32))
+            out.append(np.asarray(outputs[self.key] if self.key else outputs).ravel())
+        return np.concatenate(out) if out else np.zeros(0)
 
 
 def auc_with_interval(labels: np.ndarray, probabilities: np.ndarray, groups: Sequence[str]) -> dict[str, Any]:
-    from sklearn.metrics import roc_auc_score
-
-    if len(np.unique(labels)) < 2:
-        return {"value": None, "ci95": [None, None], "n": len(labels)}
-    value = float(roc_auc_score(labels, probabilities))
-    intervals = bootstrap_intervals(labels, probabilities, 0.5, groups, num_resamples=500, seed=0)
-    low, high = intervals["auc"]
-    return {
-        "value": json_number(value),
-        "ci95": [json_number(low), json_number(high)],
-        "n": len(labels),
-        "positives": int(labels.sum()),
-    }
+    """Slice AUC with its patient-bootstrap 95% interval (``ml.evaluation.metrics.summarize``)."""
+    summary = summarize(labels, probabilities, 0.5, groups, num_resamples=500)
+    return {**summary["metrics"]["auc"], "n": summary["n"], "positives": summary["n_positive"]}
 
 
 def pooled_dice(class_maps: Sequence[np.ndarray], truths: Sequence[np.ndarray]) -> float | None:
@@ -99,42 +74,6 @@ def pooled_dice(class_maps: Sequence[np.ndarray], truths: Sequence[np.ndarray]) 
     for predicted, truth in zip(class_maps, truths, strict=True):
         counts += overlap_counts(predicted > 0, truth > 0)
     return json_number(2 * counts[0] / (counts[1] + counts[2])) if counts[1] + counts[2] else None
-
-
-def study_figures(
-    labels: np.ndarray,
-    probabilities: np.ndarray,
-    groups: Sequence[str],
-    datasets: Sequence[str],
-    sensitivity: float,
-) -> dict[str, Any]:
-    """Each aggregation's patient AUC, and the highest threshold keeping ``sensitivity`` of the
-    haemorrhage patients, with the CT-ICH normal patients it clears."""
-    from sklearn.metrics import roc_auc_score
-
-    report: dict[str, Any] = {}
-    dataset_of = dict(zip(groups, datasets, strict=True))
-    for method, values in compare_aggregations(labels, probabilities, groups).items():
-        patient_labels, scores = values["labels"], values["probabilities"]
-        names = sorted(set(groups))
-        positives = np.sort(scores[patient_labels == 1])
-        # Highest threshold that flags at least the asked share of positive patients.
-        keep = int(np.ceil(sensitivity * len(positives)))
-        threshold = float(positives[len(positives) - keep]) if keep else 1.0
-        normal = [
-            i for i, name in enumerate(names) if patient_labels[i] == 0 and dataset_of[name] == "ct_ich"
-        ]
-        cleared = int(sum(scores[i] < threshold for i in normal))
-        flagged = int(sum(scores[i] >= threshold for i, label in enumerate(patient_labels) if label == 1))
-        report[method] = {
-            "patient_auc": json_number(float(roc_auc_score(patient_labels, scores)))
-            if 0 < patient_labels.sum() < len(patient_labels)
-            else None,
-            "threshold": round(threshold, 6),
-            "haemorrhage_patients_flagged": f"{flagged}/{int(patient_labels.sum())}",
-            "ct_ich_normal_patients_cleared": f"{cleared}/{len(normal)}",
-        }
-    return report
 
 
 def evaluate(
@@ -147,55 +86,55 @@ def evaluate(
     card = json.loads((multitask_dir / "train_config.json").read_text(encoding="utf-8"))
     config = PreprocessConfig(image_size=int(card["image_size"]))
     multitask = keras.models.load_model(multitask_dir / "model.keras", compile=False)
-    models: dict[str, tuple[_Forward, PreprocessConfig, str | None]] = {
-        "multitask": (_Forward(multitask), config, "probability")
-    }
+    models = {"multitask": _Model(multitask, config, "probability")}
     if classifier_dir is not None:
         bundle = load_bundle(classifier_dir)
-        models[f"{bundle.name} {bundle.version}"] = (_Forward(bundle.model), bundle.preprocess_config, None)
+        models[f"{bundle.name} {bundle.version}"] = _Model(bundle.model, bundle.preprocess_config, None)
     report: dict[str, Any] = {"slices": {}, "studies": {}, "outlines": {}}
-    study_inputs: dict[str, dict[str, list[Any]]] = {
-        name: {"p": [], "l": [], "g": [], "d": []} for name in models
-    }
-    for dataset in ("ct_ich", "head_ct", "phe_sich"):
+    series: dict[str, list[np.ndarray]] = {name: [] for name in models}
+    for dataset in CLASSIFIED:
         slices = parts[dataset]
+        images = [item.load() for item in slices]
         labels = np.array([s.label for s in slices])
         reliable = np.array([s.label_weight > 0 for s in slices])
         groups = [s.group for s in slices]
         entry: dict[str, Any] = {}
-        for name, (forward, preprocess_config, key) in models.items():
-            probabilities = slice_probabilities(forward, slices, preprocess_config, key)
+        for name, model in models.items():
+            probabilities = model.probabilities(images)
             entry[name] = auc_with_interval(
                 labels[reliable],
                 probabilities[reliable],
                 [g for g, r in zip(groups, reliable, strict=True) if r],
             )
-            if dataset in ("ct_ich", "phe_sich"):
-                # A series holds every slice, the uncertain ones too; the patient label is known.
-                study_inputs[name]["p"].extend(probabilities)
-                study_inputs[name]["l"].extend(labels)
-                study_inputs[name]["g"].extend(groups)
-                study_inputs[name]["d"].extend([dataset] * len(slices))
+            if dataset in SERIES:
+                series[name].append(probabilities)
         report["slices"][dataset] = entry
         logger.info("%s: %s", dataset, json.dumps(entry))
     report["slices"]["mean_source_auc"] = {
-        name: json_number(
-            float(np.mean([report["slices"][d][name]["value"] for d in ("ct_ich", "head_ct", "phe_sich")]))
-        )
+        name: json_number(float(np.mean([report["slices"][d][name]["value"] for d in CLASSIFIED])))
         for name in models
     }
-    for name, values in study_inputs.items():
-        report["studies"][name] = study_figures(
-            np.array(values["l"]), np.array(values["p"]), values["g"], values["d"], study_sensitivity
+    # A series holds every slice, the uncertain ones too; the patient's label is known.
+    series_slices = [item for dataset in SERIES for item in parts[dataset]]
+    for name, chunks in series.items():
+        report["studies"][name] = choose_study_rule(
+            series_scores(
+                [item.label for item in series_slices],
+                np.concatenate(chunks),
+                [item.group for item in series_slices],
+                [dataset for dataset in SERIES for _ in parts[dataset]],
+            ),
+            study_sensitivity,
         )
 
     bhsd = parts["bhsd_seg"]
-    truths = [item.load_mask(preprocess(item.load(), config).geometry.original_shape) for item in bhsd]  # type: ignore[misc]
-    batch, geometries = _preprocessed(bhsd, config)
-    masks = multitask(batch, training=False)["mask"].numpy()
+    images = [item.load() for item in bhsd]
+    prepared = [preprocess(image, config) for image in images]
+    truths = [item.load_mask(image.shape[:2]) for item, image in zip(bhsd, images, strict=True)]  # type: ignore[misc]
+    masks = multitask(np.stack([r.image for r in prepared]), training=False)["mask"].numpy()
     maps = [
-        class_map_to_original(class_map_from_probabilities(mask, 0.5, 0), geometry)
-        for mask, geometry in zip(masks, geometries, strict=True)
+        class_map_to_original(class_map_from_probabilities(mask, 0.5, 0), r.geometry)
+        for mask, r in zip(masks, prepared, strict=True)
     ]
     report["outlines"]["multitask (blood >= 0.5)"] = {
         "dice_any_blood": pooled_dice(maps, truths),
@@ -203,11 +142,11 @@ def evaluate(
     }
     if segmenter_dir is not None:
         segmenter = load_segmenter(segmenter_dir)
-        batch, geometries = _preprocessed(bhsd, segmenter.config)
-        seg_masks, seg_subtypes = segmenter.probabilities(batch)
+        prepared = [preprocess(image, segmenter.config) for image in images]
+        seg_masks, seg_subtypes = segmenter.probabilities(np.stack([r.image for r in prepared]))
         maps = [
-            segmenter.result(mask, subtypes, geometry).class_map
-            for mask, subtypes, geometry in zip(seg_masks, seg_subtypes, geometries, strict=True)
+            segmenter.result(mask, subtypes, r.geometry).class_map
+            for mask, subtypes, r in zip(seg_masks, seg_subtypes, prepared, strict=True)
         ]
         report["outlines"][f"{segmenter.name} {segmenter.version}"] = {
             "dice_any_blood": pooled_dice(maps, truths),

@@ -47,6 +47,8 @@ from ml.data.segmentation import (
     volume_split,
 )
 from ml.data.splits import patient_split
+from ml.evaluation.metrics import binary_metrics
+from ml.evaluation.segmentation import overlap_counts
 from ml.models.multitask import build_multitask
 from ml.models.unet import SEGMENTATION_CLASSES
 from ml.training import TimeBudget, measure_latency
@@ -56,6 +58,9 @@ __all__ = [
     "FLAG_VALID",
     "MultitaskConfig",
     "Part",
+    "Outputs",
+    "Predictor",
+    "READERS",
     "mask_loss",
     "prepare_parts",
     "probability_loss",
@@ -314,6 +319,15 @@ def _phe_sich_slices(data_dir: Path, derived_blood: bool = True) -> list[_Slice]
     return slices
 
 
+# What each collection brings: its slices with every label it has.
+READERS: dict[str, Callable[[Path], list[_Slice]]] = {
+    "ct_ich": _ct_ich_slices,
+    "head_ct": _head_ct_slices,
+    "phe_sich": _phe_sich_slices,
+    "bhsd_seg": _bhsd_slices,
+}
+
+
 def _cache_path(
     cache_dir: Path | None, name: str, ids: Sequence[str], config: PreprocessConfig
 ) -> Path | None:
@@ -330,15 +344,9 @@ def prepare_parts(
 ) -> dict[str, dict[str, Part]]:
     """Every collection, split by patient (bhsd_seg by volume), preprocessed: ``{split: {dataset: Part}}``."""
     manifest = json.loads(Path(config.split_manifest).read_text(encoding="utf-8"))
-    readers = {
-        "ct_ich": _ct_ich_slices,
-        "head_ct": _head_ct_slices,
-        "phe_sich": _phe_sich_slices,
-        "bhsd_seg": _bhsd_slices,
-    }
     parts: dict[str, dict[str, Part]] = {"train": {}, "validation": {}, "test": {}}
     for name in config.collections:
-        slices = readers[name](Path(data_dir))
+        slices = READERS[name](Path(data_dir))
         if name in ("ct_ich", "head_ct"):
             assignment = {patient: split for split in parts for patient in manifest[split]["patients"]}
         elif name == "phe_sich":
@@ -485,67 +493,64 @@ def training_data(parts: dict[str, Part], config: MultitaskConfig, augmenter: Au
     return dataset.map(augment, num_parallel_calls=2).prefetch(2)
 
 
-_FORWARDS: dict[int, Callable[[tf.Tensor], dict[str, tf.Tensor]]] = {}
+@dataclass(frozen=True)
+class Outputs:
+    """The network's answers for every slice of a part: slice probabilities (N,), subtype
+    probabilities (N x 5), and per-pixel maps (N x S x S blood probability, or with ``masks``
+    N x S x S x 6 class probabilities), float16."""
+
+    probability: np.ndarray
+    subtypes: np.ndarray
+    maps: np.ndarray
+
+    @property
+    def blood(self) -> np.ndarray:
+        return self.maps if self.maps.ndim == 3 else (1.0 - self.maps[..., 0]).astype(np.float16)
 
 
-def predict_parts(
-    model: keras.Model, part: Part, batch_size: int = 16
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Slice probabilities (N,), subtype probabilities (N x 5) and blood probability maps
-    (N x S x S, float16) for every slice of ``part``."""
-    forward = _FORWARDS.get(id(model))
-    if forward is None:
-        forward = _FORWARDS[id(model)] = tf.function(
-            lambda x: model(x, training=False), reduce_retracing=True
-        )
-    probabilities, subtypes, blood = [], [], []
-    for start in range(0, len(part), batch_size):
-        batch = part.images[start : start + batch_size, :, :, np.newaxis].astype(np.float32) / 255.0
-        outputs = forward(tf.convert_to_tensor(batch))
-        probabilities.append(outputs["probability"].numpy().ravel())
-        subtypes.append(outputs["subtypes"].numpy())
-        blood.append((1.0 - outputs["mask"].numpy()[..., 0]).astype(np.float16))
-    if not probabilities:
-        size = part.images.shape[1]
-        return np.zeros(0), np.zeros((0, NUM_SUBTYPES)), np.zeros((0, size, size), np.float16)
-    return np.concatenate(probabilities), np.concatenate(subtypes), np.concatenate(blood)
+class Predictor:
+    """One compiled forward pass of a multitask model over prepared parts."""
+
+    def __init__(self, model: keras.Model) -> None:
+        self._forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+    def __call__(self, part: Part, masks: bool = False, batch_size: int = 16) -> Outputs:
+        probabilities, subtypes, maps = [], [], []
+        for start in range(0, len(part), batch_size):
+            batch = part.images[start : start + batch_size, :, :, np.newaxis].astype(np.float32) / 255.0
+            outputs = self._forward(tf.convert_to_tensor(batch))
+            probabilities.append(outputs["probability"].numpy().ravel())
+            subtypes.append(outputs["subtypes"].numpy())
+            mask = outputs["mask"].numpy()
+            maps.append((mask if masks else 1.0 - mask[..., 0]).astype(np.float16))
+        if not probabilities:
+            size = part.images.shape[1]
+            shape = (0, size, size, SEGMENTATION_CLASSES) if masks else (0, size, size)
+            return Outputs(np.zeros(0), np.zeros((0, NUM_SUBTYPES)), np.zeros(shape, np.float16))
+        return Outputs(np.concatenate(probabilities), np.concatenate(subtypes), np.concatenate(maps))
 
 
-def validation_figures(model: keras.Model, parts: dict[str, Part]) -> dict[str, float]:
+def validation_figures(parts: dict[str, Part], outputs: dict[str, Outputs]) -> dict[str, float]:
     """Per-collection slice AUC (learnable labels only), their mean, the pooled any-blood Dice
     on bhsd_seg at 0.5, and the share of normal CT-ICH slices with no pixel above 0.5."""
     figures: dict[str, float] = {}
     aucs = []
     for name in ("ct_ich", "head_ct", "phe_sich"):
-        part = parts.get(name)
-        if part is None or not len(part):
+        if name not in parts or not len(parts[name]):
             continue
+        part, answer = parts[name], outputs[name]
         keep = part.label_weights > 0
-        probabilities, _, blood = predict_parts(model, part.subset(keep))
-        auc = _auc(part.labels[keep], probabilities)
+        auc = binary_metrics(part.labels[keep], answer.probability[keep], 0.5)["auc"]
         figures[f"auc_{name}"] = auc
         aucs.append(auc)
         if name == "ct_ich":
-            normal = part.labels[keep] == 0
-            figures["clear_ct_ich"] = float(np.mean((blood[normal] > 0.5).sum(axis=(1, 2)) < 10))
+            normal = keep & (part.labels == 0)
+            figures["clear_ct_ich"] = float(np.mean((answer.blood[normal] > 0.5).sum(axis=(1, 2)) < 10))
     figures["mean_source_auc"] = float(np.mean(aucs)) if aucs else math.nan
-    bhsd = parts.get("bhsd_seg")
-    if bhsd is not None and len(bhsd):
-        _, _, blood = predict_parts(model, bhsd)
-        predicted = blood > 0.5
-        truth = bhsd.masks > 0
-        overlap = float(np.sum(predicted & truth))
-        total = float(predicted.sum() + truth.sum())
-        figures["dice_bhsd"] = 2 * overlap / total if total else math.nan
+    if "bhsd_seg" in parts and len(parts["bhsd_seg"]):
+        tp, predicted, truth = overlap_counts(outputs["bhsd_seg"].blood > 0.5, parts["bhsd_seg"].masks > 0)
+        figures["dice_bhsd"] = 2 * tp / (predicted + truth) if predicted + truth else math.nan
     return figures
-
-
-def _auc(labels: np.ndarray, probabilities: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    if len(np.unique(labels)) < 2:
-        return math.nan
-    return float(roc_auc_score(labels, probabilities))
 
 
 class ValidationScore(keras.callbacks.Callback):
@@ -555,10 +560,16 @@ class ValidationScore(keras.callbacks.Callback):
     def __init__(self, parts: dict[str, Part]) -> None:
         super().__init__()
         self.parts = parts
+        self.predictor: Predictor | None = None
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.predictor = Predictor(self.model)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = logs if logs is not None else {}
-        figures = validation_figures(self.model, self.parts)
+        predictor = self.predictor or Predictor(self.model)
+        outputs = {name: predictor(part) for name, part in self.parts.items()}
+        figures = validation_figures(self.parts, outputs)
         score = np.nan_to_num(figures["mean_source_auc"]) + 0.1 * np.nan_to_num(figures.get("dice_bhsd", 0.0))
         logs.update({f"val_{key}": value for key, value in figures.items()}, val_score=float(score))
         logger.info(
@@ -628,12 +639,13 @@ def train_multitask(
         data, epochs=config.epochs, steps_per_epoch=config.steps_per_epoch, callbacks=callbacks, verbose=2
     )
     best = keras.models.load_model(output_dir / "model.keras", compile=False)
-    figures = validation_figures(best, parts["validation"])
+    predictor = Predictor(best)
+    outputs = {name: predictor(part) for name, part in parts["validation"].items()}
+    figures = validation_figures(parts["validation"], outputs)
     predictions: dict[str, Any] = {}
     for name, part in parts["validation"].items():
-        probabilities, subtypes, _ = predict_parts(best, part)
-        predictions[f"{name}_probability"] = probabilities
-        predictions[f"{name}_subtypes"] = subtypes
+        predictions[f"{name}_probability"] = outputs[name].probability
+        predictions[f"{name}_subtypes"] = outputs[name].subtypes
         predictions[f"{name}_labels"] = part.labels
         predictions[f"{name}_weights"] = part.label_weights
         predictions[f"{name}_groups"] = np.array(part.groups)

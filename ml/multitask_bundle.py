@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Sequence
 from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,12 +29,12 @@ from ml.cli import ArgumentParser, data_errors
 from ml.data.augmentation import AugmentationConfig
 from ml.data.datasets import default_data_dir
 from ml.data.segmentation import SUBTYPE_COLOURS, SUBTYPES
-from ml.evaluation.metrics import choose_threshold, json_number, summarize, wilson_interval
+from ml.evaluation.metrics import binary_metrics, choose_threshold, json_number, summarize, wilson_interval
 from ml.evaluation.study import compare_aggregations
 from ml.model_io import save_bundle
 from ml.models.multitask import GRADCAM_LAYER
-from ml.multitask import MultitaskConfig, Part, predict_parts, prepare_parts
-from ml.seg_training import _clear_rate, _pooled_blood_dice, choose_postprocessing
+from ml.multitask import MultitaskConfig, Outputs, Part, Predictor, prepare_parts
+from ml.seg_training import choose_postprocessing, clear_rate, pooled_blood_dice
 from ml.training import measure_latency
 
 logger = logging.getLogger(__name__)
@@ -64,54 +65,52 @@ def _config(run_dir: Path) -> MultitaskConfig:
     return MultitaskConfig(**values)
 
 
-def _predictions(model: keras.Model, parts: dict[str, Part]) -> dict[str, dict[str, np.ndarray]]:
-    out = {}
-    for name, part in parts.items():
-        probabilities, subtypes, _ = predict_parts(model, part)
-        out[name] = {"probability": probabilities, "subtypes": subtypes}
-    return out
+def _outputs(predictor: Predictor, parts: dict[str, Part]) -> dict[str, Outputs]:
+    """One pass over every part; class maps kept where the outlines are measured."""
+    return {name: predictor(part, masks=name in ("bhsd_seg", "ct_ich")) for name, part in parts.items()}
 
 
-def _masks(model: keras.Model, part: Part) -> np.ndarray:
-    masks = []
-    for start in range(0, len(part), 16):
-        batch = part.images[start : start + 16, :, :, np.newaxis].astype(np.float32) / 255.0
-        masks.append(np.asarray(model(batch, training=False)["mask"]).astype(np.float16))
-    return np.concatenate(masks)
-
-
-def _pooled_reliable(
-    parts: dict[str, Part], predictions: dict[str, dict[str, np.ndarray]]
-) -> tuple[np.ndarray, np.ndarray]:
+def _pooled_reliable(parts: dict[str, Part], outputs: dict[str, Outputs]) -> tuple[np.ndarray, np.ndarray]:
     labels, probabilities = [], []
     for name in CLASSIFIED:
         keep = parts[name].label_weights > 0
         labels.append(parts[name].labels[keep])
-        probabilities.append(predictions[name]["probability"][keep])
+        probabilities.append(outputs[name].probability[keep])
     return np.concatenate(labels), np.concatenate(probabilities)
 
 
-def _series(parts: dict[str, Part], predictions: dict[str, dict[str, np.ndarray]]) -> dict[str, Any]:
-    """Patient labels and study probabilities under every aggregation (every slice of a series,
-    the uncertain ones too), and which collection each patient comes from."""
-    labels = np.concatenate([parts[name].labels for name in SERIES])
-    probabilities = np.concatenate([predictions[name]["probability"] for name in SERIES])
-    groups = [group for name in SERIES for group in parts[name].groups]
-    by_method = compare_aggregations(labels, probabilities, groups)
-    names = sorted(set(groups))
-    source = {group: name for name in SERIES for group in parts[name].groups}
-    return {"by_method": by_method, "sources": np.array([source[n] for n in names])}
+def series_scores(
+    labels: Sequence[int] | np.ndarray,
+    probabilities: Sequence[float] | np.ndarray,
+    groups: Sequence[str],
+    datasets: Sequence[str],
+) -> dict[str, Any]:
+    """Patient labels and study probabilities under every aggregation, and which collection each
+    patient comes from (patients in sorted order, as ``compare_aggregations`` gives them)."""
+    source = dict(zip(groups, datasets, strict=True))
+    return {
+        "by_method": compare_aggregations(labels, probabilities, groups),
+        "sources": np.array([source[name] for name in sorted(source)]),
+    }
 
 
-def choose_study_rule(series: dict[str, Any]) -> dict[str, Any]:
-    """For each aggregation the highest threshold keeping the patient sensitivity; the chosen one
-    clears the most CT-ICH normal patients (then the higher patient AUC)."""
-    from sklearn.metrics import roc_auc_score
+def _series(parts: dict[str, Part], outputs: dict[str, Outputs]) -> dict[str, Any]:
+    """Every slice of a series counts, the uncertain ones too: the patient's label is known."""
+    return series_scores(
+        np.concatenate([parts[name].labels for name in SERIES]),
+        np.concatenate([outputs[name].probability for name in SERIES]),
+        [group for name in SERIES for group in parts[name].groups],
+        [name for name in SERIES for _ in parts[name].groups],
+    )
 
+
+def choose_study_rule(series: dict[str, Any], sensitivity: float = STUDY_SENSITIVITY) -> dict[str, Any]:
+    """For each aggregation the highest threshold keeping ``sensitivity`` of the haemorrhage
+    patients; the chosen one clears the most CT-ICH normal patients (then the higher patient AUC)."""
     table = []
     for method, values in series["by_method"].items():
         labels, scores = values["labels"], values["probabilities"]
-        threshold = choose_threshold(labels, scores, STUDY_SENSITIVITY)
+        threshold = choose_threshold(labels, scores, sensitivity)
         normal = (labels == 0) & (series["sources"] == "ct_ich")
         table.append(
             {
@@ -120,7 +119,7 @@ def choose_study_rule(series: dict[str, Any]) -> dict[str, Any]:
                 "sensitivity": json_number(float(np.mean(scores[labels == 1] >= threshold))),
                 "ct_ich_normal_cleared": int(np.sum(scores[normal] < threshold)),
                 "ct_ich_normal_patients": int(normal.sum()),
-                "patient_auc": json_number(float(roc_auc_score(labels, scores))),
+                "patient_auc": json_number(binary_metrics(labels, scores, threshold)["auc"]),
             }
         )
     best = max(table, key=lambda row: (row["ct_ich_normal_cleared"], row["patient_auc"] or 0.0))
@@ -160,43 +159,44 @@ def make_bundle(
     model = keras.models.load_model(run_dir / "model.keras", compile=False)
     parts = prepare_parts(data_dir, config, cache_dir)
     validation, test = parts["validation"], parts["test"]
-    val_predictions = _predictions(model, validation)
+    predictor = Predictor(model)
+    val_outputs = _outputs(predictor, validation)
 
-    labels, probabilities = _pooled_reliable(validation, val_predictions)
+    labels, probabilities = _pooled_reliable(validation, val_outputs)
     threshold = choose_threshold(labels, probabilities, SLICE_SENSITIVITY)
-    study_rule = choose_study_rule(_series(validation, val_predictions))
+    study_rule = choose_study_rule(_series(validation, val_outputs))
     chosen = study_rule["chosen"]
-    bhsd_val = validation["bhsd_seg"]
-    normal_val = validation["ct_ich"].subset(validation["ct_ich"].labels == 0)
-    post = choose_postprocessing(_masks(model, bhsd_val), bhsd_val.masks, _masks(model, normal_val))
+    normal_val = validation["ct_ich"].labels == 0
+    post = choose_postprocessing(
+        val_outputs["bhsd_seg"].maps, validation["bhsd_seg"].masks, val_outputs["ct_ich"].maps[normal_val]
+    )
     blood_threshold = float(post["chosen"]["blood_threshold"])
     min_px = int(post["chosen"]["min_component_px"])
 
     # The test split, once.
-    test_predictions = _predictions(model, test)
+    test_outputs = _outputs(predictor, test)
     slices: dict[str, Any] = {}
     for collection in CLASSIFIED:
         part = test[collection]
         keep = part.label_weights > 0
         slices[collection] = summarize(
             part.labels[keep],
-            test_predictions[collection]["probability"][keep],
+            test_outputs[collection].probability[keep],
             threshold,
             [g for g, k in zip(part.groups, keep, strict=True) if k],
         )
-    bhsd_test = test["bhsd_seg"]
-    normal_test = test["ct_ich"].subset(test["ct_ich"].labels == 0)
+    normal_test = test["ct_ich"].labels == 0
     outlines = {
         "bhsd_seg_any_blood_dice": json_number(
-            _pooled_blood_dice(_masks(model, bhsd_test), bhsd_test.masks, blood_threshold, min_px)
+            pooled_blood_dice(test_outputs["bhsd_seg"].maps, test["bhsd_seg"].masks, blood_threshold, min_px)
         ),
-        "bhsd_seg_slices": len(bhsd_test),
+        "bhsd_seg_slices": len(test["bhsd_seg"]),
         "normal_ct_ich_slices_clear": json_number(
-            _clear_rate(_masks(model, normal_test), blood_threshold, min_px)
+            clear_rate(test_outputs["ct_ich"].maps[normal_test], blood_threshold, min_px)
         ),
-        "normal_ct_ich_slices": len(normal_test),
+        "normal_ct_ich_slices": int(normal_test.sum()),
     }
-    studies = study_metrics(_series(test, test_predictions), chosen["aggregation"], chosen["threshold"])
+    studies = study_metrics(_series(test, test_outputs), chosen["aggregation"], chosen["threshold"])
     size = config.image_size
     card: dict[str, Any] = {
         "kind": "multitask",

@@ -234,7 +234,7 @@ def predict_masks(
     return np.concatenate(masks), np.concatenate(subtypes)
 
 
-def _pooled_blood_dice(probabilities: np.ndarray, truth: np.ndarray, threshold: float, min_px: int) -> float:
+def pooled_blood_dice(probabilities: np.ndarray, truth: np.ndarray, threshold: float, min_px: int) -> float:
     counts = np.zeros(3)
     for index in range(len(truth)):
         predicted = (
@@ -244,7 +244,7 @@ def _pooled_blood_dice(probabilities: np.ndarray, truth: np.ndarray, threshold: 
     return 2 * counts[0] / (counts[1] + counts[2]) if counts[1] + counts[2] else math.nan
 
 
-def _clear_rate(probabilities: np.ndarray, threshold: float, min_px: int) -> float:
+def clear_rate(probabilities: np.ndarray, threshold: float, min_px: int) -> float:
     clear = [
         not class_map_from_probabilities(p.astype(np.float32), threshold, min_px).any() for p in probabilities
     ]
@@ -278,8 +278,8 @@ class ValidationScore(keras.callbacks.Callback):
         masks, _ = predict_masks(self.model, self.masked.images)
         ct_ich_masks, subtypes = predict_masks(self.model, self.ct_ich.images)
         normal_masks = ct_ich_masks[self.ct_ich.mask_known == 1]
-        dice_value = _pooled_blood_dice(masks, self.masked.masks, 0.5, 0)
-        clear = _clear_rate(normal_masks, 0.5, 10)
+        dice_value = pooled_blood_dice(masks, self.masked.masks, 0.5, 0)
+        clear = clear_rate(normal_masks, 0.5, 10)
         auc = _mean_auc(self.ct_ich.subtypes, subtypes)
         score = np.nan_to_num(dice_value) + 0.25 * np.nan_to_num(auc) - max(0.0, NORMAL_CLEAR_GOAL - clear)
         logs.update(val_dice=dice_value, val_clear=clear, val_subtype_auc=auc, val_score=float(score))
@@ -306,9 +306,9 @@ def choose_postprocessing(
                     "blood_threshold": threshold,
                     "min_component_px": min_px,
                     "dice": round(
-                        float(_pooled_blood_dice(masked_probabilities, truth, threshold, min_px)), 4
+                        float(pooled_blood_dice(masked_probabilities, truth, threshold, min_px)), 4
                     ),
-                    "clear": round(_clear_rate(normal_probabilities, threshold, min_px), 4),
+                    "clear": round(clear_rate(normal_probabilities, threshold, min_px), 4),
                 }
             )
     allowed = [row for row in table if row["clear"] >= NORMAL_CLEAR_GOAL]
