@@ -87,6 +87,12 @@ class Claim:
     study_id: str | None = None
     _last_beat: float = field(default_factory=time.monotonic)
 
+    def held(self, running: bool = False) -> list[ColumnElement[bool]]:
+        """The WHERE clauses that select this claim while this worker holds it (and, with
+        ``running``, while it is still being analysed)."""
+        clauses = [AnalysisClaim.id == self.id, AnalysisClaim.owner == self.owner]
+        return [*clauses, AnalysisClaim.status == RUNNING] if running else clauses
+
     def heartbeat(self, force: bool = False) -> None:
         """Show that this worker is alive; raises ``ClaimLost`` when another worker took over."""
         if not force and time.monotonic() - self._last_beat < self.store.heartbeat_interval:
@@ -104,12 +110,7 @@ class Claim:
         updated = rows_changed(
             session,
             update(AnalysisClaim)
-            .where(
-                AnalysisClaim.id == self.id,
-                AnalysisClaim.owner == self.owner,
-                AnalysisClaim.status == RUNNING,
-                AnalysisClaim.study_id.is_(None),
-            )
+            .where(*self.held(running=True), AnalysisClaim.study_id.is_(None))
             .values(study_id=study_id, heartbeat_at=now),
         )
         if updated != 1:
@@ -122,9 +123,7 @@ class Claim:
         with self.store.database.session() as session:
             updated = rows_changed(
                 session,
-                update(AnalysisClaim)
-                .where(AnalysisClaim.id == self.id, AnalysisClaim.owner == self.owner)
-                .values(status=DONE, heartbeat_at=utcnow()),
+                update(AnalysisClaim).where(*self.held()).values(status=DONE, heartbeat_at=utcnow()),
             )
         if updated != 1:
             # Another worker took over while the results were being stored back; it will store them again.
@@ -135,9 +134,7 @@ class Claim:
         try:
             with self.store.database.session() as session:
                 session.execute(
-                    update(AnalysisClaim)
-                    .where(AnalysisClaim.id == self.id, AnalysisClaim.owner == self.owner)
-                    .values(status=FAILED, heartbeat_at=utcnow())
+                    update(AnalysisClaim).where(*self.held()).values(status=FAILED, heartbeat_at=utcnow())
                 )
         except SQLAlchemyError as exc:
             # The claim then times out instead.
@@ -241,13 +238,7 @@ class ClaimStore:
         with self.database.session() as session:
             updated = rows_changed(
                 session,
-                update(AnalysisClaim)
-                .where(
-                    AnalysisClaim.id == claim.id,
-                    AnalysisClaim.owner == claim.owner,
-                    AnalysisClaim.status == RUNNING,
-                )
-                .values(heartbeat_at=utcnow()),
+                update(AnalysisClaim).where(*claim.held(running=True)).values(heartbeat_at=utcnow()),
             )
         if updated != 1:
             raise self.lost(claim)
