@@ -278,8 +278,10 @@ class SliceClassifier:
         # the same outputs as the trained model, one pass over each activation map fewer.
         self.model = fold_batch_norms(bundle.model)
         self.gradcam = GradCam(self.model, bundle.gradcam_layer)
-        # The card's thresholds until the site's own are applied (ModelRegistry.use_operating_point).
-        self.operating_point = OperatingPointInUse.from_card(bundle.card)
+        # The card's thresholds, read once; they decide until the site's own are applied
+        # (ModelRegistry.use_operating_point).
+        self.card_operating_point = OperatingPointInUse.from_card(bundle.card)
+        self.operating_point = self.card_operating_point
         # With outlines a multitask model's call computes its decoder too; without them
         # (segment=false) the plain call above leaves the decoder out.
         self.outlining_gradcam = (

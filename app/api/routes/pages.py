@@ -857,9 +857,8 @@ def worklist_page(
     )
 
 
-def operating_point_view(point: OperatingPointInUse, card: dict[str, Any]) -> dict[str, Any]:
+def operating_point_view(point: OperatingPointInUse, card_point: OperatingPointInUse) -> dict[str, Any]:
     """The thresholds the model decides with, where they come from, and the card's beside them."""
-    card_point = OperatingPointInUse.from_card(card)
     return {
         "site": point.from_site,
         "rows": [
@@ -911,7 +910,7 @@ def model_page(request: Request, user: PageUser, registry: RegistryDep) -> Respo
         title="Model",
         nav="model",
         card=card_view(bundle.card),
-        operating_point=operating_point_view(classifier.operating_point, bundle.card),
+        operating_point=operating_point_view(classifier.operating_point, classifier.card_operating_point),
         plots=plots,
         models=registry.describe(),
         segmentation=segmentation,
