@@ -47,9 +47,10 @@ from ml.data.segmentation import (
     volume_split,
 )
 from ml.data.splits import patient_split
+from ml.errors import DataError
 from ml.evaluation.metrics import binary_metrics
 from ml.evaluation.segmentation import overlap_counts
-from ml.models.multitask import build_multitask
+from ml.models.multitask import build_multitask, transfer_weights
 from ml.models.unet import SEGMENTATION_CLASSES
 from ml.training import TimeBudget, measure_latency
 
@@ -115,6 +116,10 @@ class MultitaskConfig:
     mask_loss_weight: float = 1.0
     rotate_90: bool = True
     init_from: str | None = None
+    # "unet" or "compact" (ml.models.multitask); a trained classifier's encoder and slice head
+    # can start a "compact" network (encoder_from).
+    backbone: str = "unet"
+    encoder_from: str | None = None
 
     @property
     def preprocess_config(self) -> PreprocessConfig:
@@ -608,7 +613,15 @@ def train_multitask(
     if config.init_from:
         model = keras.models.load_model(config.init_from, compile=False)
     else:
-        model = build_multitask((size, size, 1), width=config.width, dropout=config.dropout)
+        model = build_multitask(
+            (size, size, 1), width=config.width, dropout=config.dropout, backbone=config.backbone
+        )
+        if config.encoder_from:
+            source = keras.models.load_model(config.encoder_from, compile=False)
+            copied = transfer_weights(source, model)
+            if not copied:
+                raise DataError(f"{config.encoder_from} shares no layer with a {config.backbone!r} network.")
+            logger.info("Started %d layers from %s", len(copied), config.encoder_from)
     augmenter = Augmenter(AugmentationConfig(), seed=config.seed)
     data = training_data(parts["train"], config, augmenter)
     model.compile(

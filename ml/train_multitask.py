@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ml.cli import ArgumentParser, data_errors
 from ml.data.datasets import default_data_dir
+from ml.models.multitask import BACKBONES
 from ml.multitask import COLLECTIONS, MultitaskConfig, train_multitask
 
 
@@ -51,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-rotate-90", action="store_true", help="no random quarter turns in augmentation")
     parser.add_argument("--init-from", help="start from the weights of an earlier model.keras")
+    parser.add_argument("--backbone", choices=BACKBONES, default=defaults.backbone, help="encoder of a new network")
+    parser.add_argument(
+        "--encoder-from", help="start a new compact network's encoder and slice head from a trained classifier"
+    )
     return parser
 
 
@@ -92,6 +97,8 @@ def main(argv: list[str] | None = None) -> None:
         rotate_90=not args.no_rotate_90,
         shares=args.shares,
         init_from=args.init_from,
+        backbone=args.backbone,
+        encoder_from=args.encoder_from,
     )
     with data_errors(parser):
         summary = train_multitask(config, args.data_dir, args.output, args.cache_dir)

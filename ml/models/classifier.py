@@ -10,7 +10,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-__all__ = ["BACKBONES", "GRADCAM_LAYERS", "build_classifier"]
+__all__ = ["BACKBONES", "GRADCAM_LAYERS", "build_classifier", "compact_encoder"]
 
 # The layer whose activations Grad-CAM weighs, for each backbone.
 GRADCAM_LAYERS = {
@@ -33,18 +33,24 @@ def _conv_block(x: keras.KerasTensor, filters: int, name: str, separable: bool) 
     return x
 
 
-def _compact_features(inputs: keras.KerasTensor, width: int) -> keras.KerasTensor:
+def compact_encoder(
+    inputs: keras.KerasTensor, width: int
+) -> tuple[keras.KerasTensor, list[keras.KerasTensor]]:
+    """The compact backbone: the ``gradcam_features`` map at 1/16 of the grid, and the feature
+    maps at 1/2, 1/4 and 1/8 (before each pooling) that a decoder can join."""
     # Stem: a strided 5x5 convolution halves the grid cheaply (224 -> 112).
     x = layers.Conv2D(width, 5, strides=2, padding="same", use_bias=False, name="stem_conv")(inputs)
     x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="stem_bn")(x)
     x = layers.Activation("relu", name="stem_relu")(x)
+    skips = []
     # 112 -> 56 -> 28 -> 14; separable convolutions past the first block keep it light.
     for stage, multiplier in enumerate((1, 2, 4), start=1):
         x = _conv_block(x, width * multiplier, f"block{stage}", separable=stage > 1)
+        skips.append(x)
         x = layers.MaxPooling2D(2, name=f"block{stage}_pool")(x)
     x = _conv_block(x, width * 6, "block4", separable=True)
     # A 14 x 14 map is fine enough for Grad-CAM to point at a bleed.
-    return layers.Activation("linear", name="gradcam_features")(x)
+    return layers.Activation("linear", name="gradcam_features")(x), skips
 
 
 def build_classifier(
@@ -71,7 +77,7 @@ def build_classifier(
         raise ValueError(f"input_shape must be (height, width, channels), got {input_shape}.")
     inputs = keras.Input(shape=input_shape, name="image")
     if backbone == "compact":
-        features = _compact_features(inputs, width)
+        features, _ = compact_encoder(inputs, width)
     elif backbone == "tiny":
         x = layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="tiny_conv1")(inputs)
         x = layers.Conv2D(16, 3, strides=2, padding="same", activation="relu", name="tiny_conv2")(x)
