@@ -52,9 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-rotate-90", action="store_true", help="no random quarter turns in augmentation")
     parser.add_argument("--init-from", help="start from the weights of an earlier model.keras")
-    parser.add_argument("--backbone", choices=BACKBONES, default=defaults.backbone, help="encoder of a new network")
     parser.add_argument(
-        "--encoder-from", help="start a new compact network's encoder and slice head from a trained classifier"
+        "--backbone", choices=BACKBONES, default=defaults.backbone, help="encoder of a new network"
+    )
+    parser.add_argument(
+        "--encoder-from",
+        help="start a new compact network's encoder and slice head from a trained classifier",
     )
     return parser
 

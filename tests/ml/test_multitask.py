@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from ml.data.augmentation import AugmentationConfig, Augmenter
 from ml.explain.gradcam import GradCam
-from ml.models.multitask import GRADCAM_LAYER, build_multitask
+from ml.models.multitask import GRADCAM_LAYER, build_multitask, transfer_weights
 from ml.models.unet import SEGMENTATION_CLASSES
 from ml.multitask import (
     FLAG_BOX,
@@ -47,6 +47,29 @@ def test_one_pass_gives_probability_subtypes_and_mask(model) -> None:  # type: i
 def test_the_served_size_stays_small() -> None:
     network = build_multitask((256, 256, 1), width=16)
     assert network.count_params() * 4 / 2**20 < 3.0
+    compact = build_multitask((288, 288, 1), width=32, backbone="compact")
+    assert compact.count_params() * 4 / 2**20 < 3.0
+
+
+def test_the_compact_network_answers_like_the_classifier_it_starts_from() -> None:
+    import keras
+
+    from ml.models.classifier import build_classifier
+
+    keras.utils.set_random_seed(3)
+    classifier = build_classifier((SIZE, SIZE, 1), backbone="compact", width=4)
+    network = build_multitask((SIZE, SIZE, 1), width=4, backbone="compact")
+    copied = transfer_weights(classifier, network)
+    assert {"stem_conv", "block4_conv2", "block4_bn2", "logit"} <= set(copied)
+    images = np.random.default_rng(1).random((4, SIZE, SIZE, 1)).astype(np.float32)
+    outputs = network(images, training=False)
+    assert np.allclose(outputs["probability"].numpy(), classifier(images, training=False).numpy(), atol=1e-5)
+    assert outputs["mask"].shape == (4, SIZE, SIZE, SEGMENTATION_CLASSES)
+    assert outputs["subtypes"].shape == (4, 5)
+    _, heatmaps = GradCam(network, GRADCAM_LAYER)(images)
+    assert heatmaps.shape == (4, SIZE // 16, SIZE // 16)
+    with pytest.raises(ValueError, match="Unknown backbone"):
+        build_multitask((SIZE, SIZE, 1), backbone="resnet")
 
 
 def test_grad_cam_explains_the_probability_head(model) -> None:  # type: ignore[no-untyped-def]
