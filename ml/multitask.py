@@ -120,6 +120,10 @@ class MultitaskConfig:
     # can start a "compact" network (encoder_from).
     backbone: str = "unet"
     encoder_from: str | None = None
+    # What stays as it is while the rest learns: "none", "encoder" (the classifier's backbone
+    # and slice head: only the decoder and the subtype head learn) or "batchnorm" (every
+    # normalisation layer keeps its statistics and scale).
+    freeze: str = "none"
 
     @property
     def preprocess_config(self) -> PreprocessConfig:
@@ -585,6 +589,28 @@ class ValidationScore(keras.callbacks.Callback):
         )
 
 
+FREEZE_CHOICES = ("none", "encoder", "batchnorm")
+# The layers a compact network shares with the classifier it starts from.
+_ENCODER_PREFIXES = ("stem_", "block")
+
+
+def freeze_layers(model: keras.Model, what: str) -> list[str]:
+    """Stop the named part of ``model`` from learning (see ``MultitaskConfig.freeze``); a
+    frozen batch normalisation layer also uses its stored statistics in training."""
+    if what not in FREEZE_CHOICES:
+        raise ValueError(f"freeze must be one of {list(FREEZE_CHOICES)}, got {what!r}.")
+    frozen = []
+    for layer in model.layers:
+        if what == "encoder":
+            chosen = layer.name.startswith(_ENCODER_PREFIXES) or layer.name == "logit"
+        else:
+            chosen = what == "batchnorm" and isinstance(layer, keras.layers.BatchNormalization)
+        if chosen:
+            layer.trainable = False
+            frozen.append(layer.name)
+    return frozen
+
+
 def train_multitask(
     config: MultitaskConfig, data_dir: Path, output_dir: Path, cache_dir: Path | None = None
 ) -> dict[str, Any]:
@@ -622,6 +648,8 @@ def train_multitask(
             if not copied:
                 raise DataError(f"{config.encoder_from} shares no layer with a {config.backbone!r} network.")
             logger.info("Started %d layers from %s", len(copied), config.encoder_from)
+    frozen = freeze_layers(model, config.freeze)
+    logger.info("Frozen (%s): %d layers", config.freeze, len(frozen))
     augmenter = Augmenter(AugmentationConfig(), seed=config.seed)
     data = training_data(parts["train"], config, augmenter)
     model.compile(

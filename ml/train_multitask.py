@@ -18,7 +18,7 @@ from pathlib import Path
 from ml.cli import ArgumentParser, data_errors
 from ml.data.datasets import default_data_dir
 from ml.models.multitask import BACKBONES
-from ml.multitask import COLLECTIONS, MultitaskConfig, train_multitask
+from ml.multitask import COLLECTIONS, FREEZE_CHOICES, MultitaskConfig, train_multitask
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--init-from", help="start from the weights of an earlier model.keras")
     parser.add_argument(
         "--backbone", choices=BACKBONES, default=defaults.backbone, help="encoder of a new network"
+    )
+    parser.add_argument(
+        "--freeze",
+        choices=FREEZE_CHOICES,
+        default=defaults.freeze,
+        help="keep the classifier's encoder and slice head, or every batch normalisation, as they are",
     )
     parser.add_argument(
         "--encoder-from",
@@ -102,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
         init_from=args.init_from,
         backbone=args.backbone,
         encoder_from=args.encoder_from,
+        freeze=args.freeze,
     )
     with data_errors(parser):
         summary = train_multitask(config, args.data_dir, args.output, args.cache_dir)
