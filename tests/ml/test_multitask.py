@@ -217,3 +217,36 @@ def test_batch_shares_are_read_from_the_command_line(capsys: pytest.CaptureFixtu
             parse_args(["--output", "run", "--shares", *wrong])
         assert raised.value.code == 2
         assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_a_frozen_encoder_keeps_the_classifier_while_the_decoder_learns() -> None:
+    import keras
+
+    from ml.multitask import freeze_layers
+
+    keras.utils.set_random_seed(5)
+    network = build_multitask((SIZE, SIZE, 1), width=4, backbone="compact")
+    frozen = set(freeze_layers(network, "encoder"))
+    assert {"stem_conv", "block4_bn2", "logit"} <= frozen
+    assert not any(name.startswith(("dec", "mask_logits", "subtype_logits")) for name in frozen)
+    before = {
+        name: [w.copy() for w in network.get_layer(name).get_weights()] for name in ("logit", "mask_logits")
+    }
+    network.compile(optimizer=keras.optimizers.Adam(1e-2), loss={"mask": "categorical_crossentropy"})
+    images = np.random.default_rng(2).random((4, SIZE, SIZE, 1)).astype(np.float32)
+    masks = np.zeros((4, SIZE, SIZE, SEGMENTATION_CLASSES), np.float32)
+    masks[..., 0] = 1.0
+    network.fit(images, {"mask": masks}, epochs=2, verbose=0)
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(before["logit"], network.get_layer("logit").get_weights(), strict=True)
+    )
+    assert not np.array_equal(before["mask_logits"][0], network.get_layer("mask_logits").get_weights()[0])
+
+    unet = build_multitask((SIZE, SIZE, 1), width=4)
+    frozen_bn = freeze_layers(unet, "batchnorm")
+    assert frozen_bn and all(
+        isinstance(unet.get_layer(n), keras.layers.BatchNormalization) for n in frozen_bn
+    )
+    with pytest.raises(ValueError, match="freeze must be one of"):
+        freeze_layers(unet, "everything")
