@@ -104,7 +104,7 @@ def validate(report: ReportDetails, allowed: list[Label]) -> None:
         )
 
 
-def header(report: ReportDetails, created_utc: datetime, styles: Styles, subtitle: str) -> Flowable:
+def _header(report: ReportDetails, created_utc: datetime, styles: Styles, subtitle: str) -> Flowable:
     """The title and subtitle on the left, the report's id and creation time on the right."""
     left = [
         Paragraph(TITLE, styles.title),
@@ -129,7 +129,7 @@ def header(report: ReportDetails, created_utc: datetime, styles: Styles, subtitl
     return table
 
 
-def banner(styles: Styles) -> Flowable:
+def _banner(styles: Styles) -> Flowable:
     """The red "Not for clinical use" band across the page."""
     table = ReportTable([[Paragraph(BANNER_TEXT, styles.banner)]], colWidths=[CONTENT_WIDTH])
     table.setStyle(
@@ -144,7 +144,7 @@ def banner(styles: Styles) -> Flowable:
     return table
 
 
-def patient_section(report: ReportDetails, source_text: str | None, styles: Styles) -> list[Flowable]:
+def _patient_section(report: ReportDetails, source_text: str | None, styles: Styles) -> list[Flowable]:
     """The patient and study details in two columns, "not given" where one is missing."""
     fields = [
         ("Patient name", report.patient_name),
@@ -184,18 +184,22 @@ def opening_sections(
 ) -> list[Flowable]:
     """What every report starts with: the header, the banner and the patient table."""
     return [
-        header(report, created_utc, styles, subtitle),
+        _header(report, created_utc, styles, subtitle),
         Spacer(1, 3 * mm),
-        banner(styles),
+        _banner(styles),
         Spacer(1, SECTION_GAP),
-        *patient_section(report, source_text, styles),
+        *_patient_section(report, source_text, styles),
         Spacer(1, SECTION_GAP),
     ]
 
 
 def closing_sections(model: ReportModelInfo, limitations: list[str], styles: Styles) -> list[Flowable]:
     """What every report ends with: the model and its limitations."""
-    return [*model_section(model, styles), Spacer(1, SECTION_GAP), *limitations_section(limitations, styles)]
+    return [
+        *_model_section(model, styles),
+        Spacer(1, SECTION_GAP),
+        *_limitations_section(limitations, styles),
+    ]
 
 
 def operating_point_line(operating_point: str, styles: Styles) -> Flowable:
@@ -224,7 +228,7 @@ def verdict_box(
     return table
 
 
-def model_section(model: ReportModelInfo, styles: Styles) -> list[Flowable]:
+def _model_section(model: ReportModelInfo, styles: Styles) -> list[Flowable]:
     """The model's name, version and headline test metrics."""
     heading = Paragraph(
         f"Model: {markup(model.name)} <font color='#5A6570'>version {markup(model.version)}</font>",
@@ -242,7 +246,7 @@ def model_section(model: ReportModelInfo, styles: Styles) -> list[Flowable]:
     return [heading, table]
 
 
-def limitations_section(limitations: list[str], styles: Styles) -> list[Flowable]:
+def _limitations_section(limitations: list[str], styles: Styles) -> list[Flowable]:
     """The model's known limitations, one bullet each."""
     heading = Paragraph("Limitations", styles.heading)
     if not limitations:
