@@ -42,6 +42,9 @@ CONTENT_WIDTH = PAGE_WIDTH - 2 * MARGIN
 IMAGE_GAP = 6 * mm
 SECTION_GAP = 3.5 * mm
 IMAGE_MAX_HEIGHT = 62 * mm
+# A row of images (a study's key slices, its most outlined slices) holds three.
+IMAGES_PER_ROW = 3
+ROW_CELL_WIDTH = (CONTENT_WIDTH - (IMAGES_PER_ROW - 1) * IMAGE_GAP) / IMAGES_PER_ROW
 # Longest side, in pixels, of an embedded image: about 300 dpi at the printed size.
 _IMAGE_MAX_PIXELS = 1024
 

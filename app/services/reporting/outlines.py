@@ -18,6 +18,8 @@ from app.services.reporting.fonts import markup
 from app.services.reporting.layout import (
     CONTENT_WIDTH,
     IMAGE_GAP,
+    IMAGES_PER_ROW,
+    ROW_CELL_WIDTH,
     SECTION_GAP,
     ReportTable,
     Styles,
@@ -124,8 +126,7 @@ def outlines_section(section: SegmentationSection | None, styles: Styles) -> lis
         styles.heading,
     )
     summary: list[Flowable] = [Paragraph(markup(sentence), styles.body) for sentence in section.summary]
-    columns = 3
-    cell_width = (CONTENT_WIDTH - (columns - 1) * IMAGE_GAP) / columns
+    columns, cell_width = IMAGES_PER_ROW, ROW_CELL_WIDTH
     body: list[Flowable]
     if len(section.images) == 1:
         data, caption = section.images[0]

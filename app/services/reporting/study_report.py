@@ -18,11 +18,12 @@ from app.db import CARD_OPERATING_POINT
 from app.services.reporting.fonts import markup
 from app.services.reporting.layout import (
     CONTENT_WIDTH,
-    IMAGE_GAP,
+    IMAGES_PER_ROW,
     NEGATIVE,
     NEGATIVE_TINT,
     POSITIVE,
     POSITIVE_TINT,
+    ROW_CELL_WIDTH,
     SECTION_GAP,
     TITLE,
     Styles,
@@ -255,8 +256,7 @@ def _key_slices_section(report: StudyReport, styles: Styles) -> Flowable:
     heading = Paragraph("Key slices (most likely haemorrhage)", styles.heading)
     if not report.key_slices:
         return KeepTogether([heading, Paragraph("<i>None.</i>", styles.body)])
-    columns = 3
-    cell_width = (CONTENT_WIDTH - (columns - 1) * IMAGE_GAP) / columns
+    columns, cell_width = IMAGES_PER_ROW, ROW_CELL_WIDTH
     images: list[Any] = []
     captions: list[Any] = []
     for item in report.key_slices[:columns]:
