@@ -16,6 +16,7 @@ from ml.segmenter import contour_overlay
 
 
 def _provenance(segmentation: SliceSegmentation) -> dict[str, str]:
+    """The PNG text that names the model that drew the outlines and says they are not for clinical use."""
     return {
         "Software": f"ICH Detect, segmentation model {segmentation.model_name} {segmentation.model_version}",
         "Disclaimer": "AI generated. Not for clinical use.",
