@@ -32,7 +32,6 @@ from app.services.segmentation import (
     contours_png,
     mask_png,
     slice_record,
-    slice_report_section,
 )
 from app.services.storage import FileStore
 from ml.data.scope import ScopeAssessment, assess_scope
@@ -332,7 +331,12 @@ class PredictionService:
         return self.files.read(prediction_id, name)
 
     def render_report(self, prediction: Prediction) -> bytes:
-        from app.services.reporting import ReportModelInfo, SliceReport, render_slice_report
+        from app.services.reporting import (
+            ReportModelInfo,
+            SliceReport,
+            render_slice_report,
+            slice_report_section,
+        )
 
         card = self.registry.loaded_card(prediction.model_name, prediction.model_version)
         _, reasons = prediction_scope(prediction)

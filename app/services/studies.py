@@ -54,7 +54,6 @@ from app.services.segmentation import (
     composite_png,
     most_outlined_slices,
     pixel_spacing,
-    study_report_section,
 )
 from app.services.storage import STUDIES, FileStore
 from ml.data.imaging import UnsupportedImageError
@@ -436,7 +435,13 @@ class StudyService:
 
     def render_report(self, record: StudyRecord) -> bytes:
         """The PDF study report: chart of slice probabilities, key-slice overlays, the decision."""
-        from app.services.reporting import KeySlice, ReportModelInfo, StudyReport, render_study_report
+        from app.services.reporting import (
+            KeySlice,
+            ReportModelInfo,
+            StudyReport,
+            render_study_report,
+            study_report_section,
+        )
 
         study = record.study
         card = self.registry.loaded_card(study.model_name, study.model_version)

@@ -1,0 +1,138 @@
+"""The words and numbers a reader sees: verdicts, percentages, areas, volumes and findings.
+
+The PDF reports and the web pages say the same things about a result; writing each phrase and
+each number format once keeps them saying it the same way.
+"""
+
+from __future__ import annotations
+
+from app.core.labels import Label
+
+NOT_GIVEN = "not given"
+# What each label is called where a person reads it.
+VERDICTS: dict[str, str] = {
+    Label.HEMORRHAGE: "Haemorrhage suspected",
+    Label.NO_HEMORRHAGE: "No haemorrhage detected",
+    Label.OUT_OF_SCOPE: "Not a head CT slice",
+}
+OUT_OF_SCOPE_VERDICT = VERDICTS[Label.OUT_OF_SCOPE]
+AGGREGATION_TEXT = {
+    "max": "the highest slice probability",
+    "top3_mean": "the mean of the three highest slice probabilities",
+    "noisy_or": "the probability that at least one slice is positive (noisy-OR)",
+}
+
+
+def format_percent(value: float, decimals: int = 0) -> str:
+    """Format a fraction as a percentage that never rounds a non-zero value to 0% or 100%.
+
+    Args:
+        value: fraction in [0, 1].
+        decimals: digits after the decimal point.
+
+    Returns:
+        For example ``"87%"``, ``"<1%"`` or ``">99%"``.
+    """
+    percent = value * 100.0
+    text = f"{percent:.{decimals}f}"
+    smallest = 10.0**-decimals
+    if 0.0 < percent and float(text) == 0.0:
+        return f"<{smallest:g}%"
+    if percent < 100.0 and float(text) == 100.0:
+        return f">{100.0 - smallest:g}%"
+    return f"{text}%"
+
+
+def percent_pair(probability: float, threshold: float) -> tuple[str, str]:
+    """Probability and threshold as percentages, with a decimal when whole numbers would tie.
+
+    A reader compares the two: "42% against 42%" for a positive result would look contradictory.
+    """
+    for decimals in (0, 1, 2):
+        pair = format_percent(probability, decimals), format_percent(threshold, decimals)
+        if pair[0] != pair[1] or probability == threshold:
+            return pair
+    return pair
+
+
+def plural(count: int, noun: str) -> str:
+    """``count`` and ``noun``, with an ``s`` unless there is exactly one (``"1 slice"``, ``"3 slices"``)."""
+    return f"{count} {noun}{'s' if count != 1 else ''}"
+
+
+def area_text(area_px: int, area: float | None) -> str:
+    """An outlined area in square millimetres with its pixel count, or in pixels without a spacing."""
+    if area is not None:
+        return f"{area:,.1f} mm² ({area_px:,} px)"
+    return f"{area_px:,} px"
+
+
+def volume_text(volume_ml: float | None, area_px: int) -> str:
+    """A subtype's volume in millilitres, or its outlined pixels over the study without a volume."""
+    if volume_ml is not None:
+        return f"{volume_ml:.2f} mL"
+    return f"{area_px:,} px in all"
+
+
+def finding_sentence(probability: float, threshold: float, label: str) -> str:
+    """The plain-language explanation of a slice's finding.
+
+    Args:
+        probability: model probability of haemorrhage, in [0, 1].
+        threshold: the model's decision threshold, in [0, 1].
+        label: ``"hemorrhage"``, ``"no_hemorrhage"`` or ``"out_of_scope"``.
+
+    Returns:
+        One or two sentences of plain text.
+    """
+    if label == Label.OUT_OF_SCOPE:
+        return (
+            "The image does not look like a brain-window head CT slice, so no haemorrhage assessment "
+            "was made; the model's output for it means nothing. Send an axial head CT slice."
+        )
+    shown_probability, shown_threshold = percent_pair(probability, threshold)
+    if label == Label.HEMORRHAGE:
+        relation = "above" if probability > threshold else "at"
+        return (
+            f"The model's probability of {shown_probability} is {relation} its decision threshold of "
+            f"{shown_threshold}; a radiologist should review this slice promptly."
+        )
+    relation = "below" if probability < threshold else "at"
+    return (
+        f"The model's probability of {shown_probability} is {relation} its decision threshold of "
+        f"{shown_threshold}. A negative result does not exclude haemorrhage; the slice and the whole "
+        "study still need review by a radiologist."
+    )
+
+
+def study_decision_text(
+    probability: float,
+    threshold: float,
+    label: str,
+    aggregation: str,
+    num_slices: int,
+    key_slice_index: int | None,
+) -> str:
+    """The plain-language study decision, naming the aggregation and the most probable slice.
+
+    Args:
+        probability: study probability of haemorrhage, in [0, 1].
+        threshold: the study decision threshold, in [0, 1].
+        label: ``"hemorrhage"`` or ``"no_hemorrhage"``.
+        aggregation: how slice probabilities became the study's (a key of ``AGGREGATION_TEXT``).
+        num_slices: slices analysed.
+        key_slice_index: the most probable slice's index from 0, when there is one.
+    """
+    shown_probability, shown_threshold = percent_pair(probability, threshold)
+    method = AGGREGATION_TEXT.get(aggregation, aggregation)
+    lead = (
+        f"Study probability {shown_probability} ({method}, aggregation '{aggregation}') "
+        f"over {plural(num_slices, 'slice')}, against a study threshold of {shown_threshold}."
+    )
+    if label == Label.HEMORRHAGE:
+        where = f" Most likely on slice {key_slice_index + 1}." if key_slice_index is not None else ""
+        return f"{lead} Haemorrhage suspected: a radiologist should review this study promptly.{where}"
+    return (
+        f"{lead} No haemorrhage detected. A negative result does not exclude haemorrhage; the study "
+        "still needs review by a radiologist."
+    )

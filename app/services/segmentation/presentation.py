@@ -1,0 +1,176 @@
+"""The outlines in words and rows, for the pages and the reports alike.
+
+What the outlines are worth (read from the segmentation model's card), each subtype's row of the
+legend, and a study's volumes as sentences.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.core.wording import area_text
+from app.services.segmentation.records import as_mapping, finite_float
+from ml.data.segmentation import SUBTYPE_COLOURS, SUBTYPES
+from ml.evaluation.segmentation import POINTING_GAME_TARGET
+from ml.segmenter import MULTITASK_KIND
+
+SUBTYPE_TITLES = {
+    "epidural": "Epidural",
+    "intraparenchymal": "Intraparenchymal",
+    "intraventricular": "Intraventricular",
+    "subarachnoid": "Subarachnoid",
+    "subdural": "Subdural",
+}
+# Below this share of test slices where the heat map's peak lies in the bleed, users are told
+# that the heat map often does not point at the bleed.
+POINTING_GAME_POOR = POINTING_GAME_TARGET
+
+
+def colour_hex(name: str) -> str:
+    """A subtype's outline colour as ``#rrggbb``."""
+    red, green, blue = SUBTYPE_COLOURS[name]
+    return f"#{red:02x}{green:02x}{blue:02x}"
+
+
+def labelled_slices(card: dict[str, Any]) -> tuple[int | None, int | None]:
+    """``(slices with hand-drawn outlines, those kept for testing)`` from a segmentation card."""
+    counts = as_mapping(as_mapping(card.get("training")).get("counts"))
+    labelled = [
+        as_mapping(value).get("slices") for key, value in counts.items() if str(key).startswith("bhsd_")
+    ]
+    numbers = [int(item) for item in labelled if isinstance(item, int)]
+    test = as_mapping(counts.get("bhsd_test")).get("slices")
+    return (sum(numbers) if numbers else None), (int(test) if isinstance(test, int) else None)
+
+
+def any_blood_dice(card: dict[str, Any]) -> tuple[float | None, list[float] | None]:
+    """The test Dice of the outlines (any blood), with its 95% interval when the card has one."""
+    dice = as_mapping(
+        as_mapping(
+            as_mapping(as_mapping(as_mapping(card.get("metrics")).get("test")).get("segmentation")).get(
+                "any_blood"
+            )
+        ).get("dice")
+    )
+    interval = dice.get("ci95")
+    bounds = None
+    if isinstance(interval, list) and len(interval) == 2:
+        low, high = finite_float(interval[0]), finite_float(interval[1])
+        bounds = [low, high] if low is not None and high is not None else None
+    return finite_float(dice.get("value")), bounds
+
+
+def pointing_game(card: dict[str, Any]) -> tuple[float | None, int | None]:
+    """How often the Grad-CAM peak fell inside the bleed on test slices, and on how many slices."""
+    games = as_mapping(card.get("pointing_game"))
+    for key in ("test_volumes", "all_bhsd_seg_slices"):
+        entry = as_mapping(games.get(key))
+        rate = finite_float(entry.get("hit_rate"))
+        if rate is not None:
+            slices = entry.get("slices")
+            return rate, int(slices) if isinstance(slices, int) else None
+    return None, None
+
+
+def help_sentences(card: dict[str, Any]) -> list[str]:
+    """What a user must know about the outlines and the heat map, in plain words, from the card."""
+    name, version = card.get("name", "the segmentation model"), card.get("version", "")
+    labelled, test = labelled_slices(card)
+    if labelled is not None:
+        held = f", {test} of them kept apart for testing" if test else ""
+        trained = f"trained on only {labelled} labelled slices (slices with hand-drawn outlines{held})"
+    else:
+        trained = "trained on only a small number of slices with hand-drawn outlines"
+    # A multitask model draws the outlines with its own mask head, beside its probability.
+    source = (
+        "the mask head of the classifier" if card.get("kind") == MULTITASK_KIND else "a segmentation model"
+    )
+    sentences = [f"The coloured outlines come from {source} ({name} {version}".rstrip() + f") {trained}."]
+    dice, interval = any_blood_dice(card)
+    if dice is not None:
+        ci = f" (95% CI {interval[0]:.2f} to {interval[1]:.2f})" if interval else ""
+        sentences.append(
+            f"On held-out scans its outlines matched the hand-drawn ones with a Dice of {dice:.2f}{ci}, "
+            "where 1 is a perfect match and 0 no overlap: outlines can miss blood and can mark blood "
+            "that is not there."
+        )
+    else:
+        sentences.append(
+            "Its outlines have not been measured against hand-drawn ones; treat them with caution."
+        )
+    rate, slices = pointing_game(card)
+    if rate is not None:
+        on = (
+            f" of {slices} test slices with a labelled bleed"
+            if slices
+            else " of test slices with a labelled bleed"
+        )
+        if rate < POINTING_GAME_POOR:
+            sentences.append(
+                f"The Grad-CAM heat map's hottest point lay inside the bleed on only {rate:.0%}{on} "
+                "(pointing game), so the heat map often does not point at the bleed: it shows what "
+                "raised the probability, not where the blood is."
+            )
+        else:
+            sentences.append(
+                f"The Grad-CAM heat map's hottest point lay inside the bleed on {rate:.0%}{on} (pointing game)."
+            )
+    sentences.append("Areas and volumes are measured on the outlines and are only as good as they are.")
+    return sentences
+
+
+def legend(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per subtype for the result page and the report: colour, name, probability, area."""
+    subtypes = as_mapping(record.get("subtypes"))
+    rows = []
+    for name in SUBTYPES:
+        entry = as_mapping(subtypes.get(name))
+        area_px = int(entry.get("area_px") or 0)
+        probability = finite_float(entry.get("probability")) or 0.0
+        rows.append(
+            {
+                "name": name,
+                "title": SUBTYPE_TITLES[name],
+                "colour": colour_hex(name),
+                "rgb": SUBTYPE_COLOURS[name],
+                "probability": probability,
+                "area_px": area_px,
+                "area_mm2": finite_float(entry.get("area_mm2")),
+                "area": area_text(area_px, finite_float(entry.get("area_mm2"))),
+                "volume_ml": finite_float(entry.get("volume_ml")),
+                "present": area_px > 0,
+            }
+        )
+    return rows
+
+
+FALLBACK_NOTE = (
+    "The outlines come from a segmentation model trained on few labelled slices; check every outline "
+    "against the images."
+)
+
+
+SPACING_SOURCES = {"positions": "the slice positions", "slice_thickness": "the DICOM SliceThickness"}
+
+
+def study_summary_sentences(stored: dict[str, Any]) -> list[str]:
+    """The study's volumes in words: voxel count and ABC/2, or why there is no volume."""
+    volume = finite_float(stored.get("volume_ml"))
+    if volume is None:
+        return [str(stored.get("volume_unavailable_reason") or "No volume could be worked out.")]
+    if not stored.get("blood_area_px"):
+        return ["No blood was outlined on any slice."]
+    spacing = stored.get("pixel_spacing_mm") or [0.0, 0.0]
+    between = finite_float(stored.get("slice_spacing_mm")) or 0.0
+    source = SPACING_SOURCES.get(str(stored.get("slice_spacing_source")), "the DICOM attributes")
+    sentences = [
+        f"Outlined blood volume {volume:.1f} mL by voxel counting: {int(stored['blood_area_px']):,} pixels of "
+        f"{float(spacing[0]):.2f} x {float(spacing[1]):.2f} mm, {between:.2f} mm apart (from {source})."
+    ]
+    abc2 = as_mapping(stored.get("abc2"))
+    if abc2:
+        sentences.append(
+            f"Bedside ABC/2 estimate from the same outlines: {float(abc2['volume_ml']):.1f} mL "
+            f"(A {float(abc2['a_mm']):.1f} mm, B {float(abc2['b_mm']):.1f} mm, C {float(abc2['c_mm']):.1f} mm)."
+        )
+    return sentences

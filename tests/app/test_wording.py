@@ -1,0 +1,93 @@
+"""Tests of the shared wording: verdicts, percentages, areas, volumes and the decision sentences."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.core.labels import Label
+from app.core.wording import (
+    AGGREGATION_TEXT,
+    OUT_OF_SCOPE_VERDICT,
+    VERDICTS,
+    area_text,
+    finding_sentence,
+    format_percent,
+    percent_pair,
+    plural,
+    study_decision_text,
+    volume_text,
+)
+
+
+def test_every_label_has_a_verdict() -> None:
+    assert set(VERDICTS) == set(Label)
+    assert VERDICTS[Label.HEMORRHAGE] == "Haemorrhage suspected"
+    assert VERDICTS[Label.NO_HEMORRHAGE] == "No haemorrhage detected"
+    assert OUT_OF_SCOPE_VERDICT == VERDICTS[Label.OUT_OF_SCOPE] == "Not a head CT slice"
+
+
+@pytest.mark.parametrize(
+    ("value", "decimals", "expected"),
+    [(0.0, 0, "0%"), (1.0, 0, "100%"), (0.001, 1, "0.1%"), (0.0004, 1, "<0.1%"), (0.9996, 1, ">99.9%")],
+)
+def test_format_percent_never_rounds_to_the_ends(value: float, decimals: int, expected: str) -> None:
+    assert format_percent(value, decimals) == expected
+
+
+@pytest.mark.parametrize(
+    ("probability", "threshold", "expected"),
+    [
+        (0.87, 0.5, ("87%", "50%")),
+        (0.424, 0.42, ("42.4%", "42.0%")),
+        (0.4201, 0.42, ("42.01%", "42.00%")),
+        (0.42, 0.42, ("42%", "42%")),
+    ],
+)
+def test_percent_pair_adds_decimals_only_while_they_tie(
+    probability: float, threshold: float, expected: tuple[str, str]
+) -> None:
+    assert percent_pair(probability, threshold) == expected
+
+
+def test_plural() -> None:
+    assert [plural(count, "slice") for count in (0, 1, 2)] == ["0 slices", "1 slice", "2 slices"]
+
+
+def test_area_text_in_square_millimetres_or_pixels() -> None:
+    assert area_text(1234, 308.5) == "308.5 mm² (1,234 px)"
+    assert area_text(1234, None) == "1,234 px"
+
+
+def test_volume_text_in_millilitres_or_pixels() -> None:
+    assert volume_text(1.234, 50) == "1.23 mL"
+    assert volume_text(0.0, 0) == "0.00 mL"
+    assert volume_text(None, 12345) == "12,345 px in all"
+
+
+def test_finding_sentence_for_each_label() -> None:
+    assert "probability of 87% is above its decision threshold of 50%" in finding_sentence(
+        0.87, 0.5, Label.HEMORRHAGE
+    )
+    negative = finding_sentence(0.2, 0.5, Label.NO_HEMORRHAGE)
+    assert "of 20% is below" in negative and "does not exclude haemorrhage" in negative
+    assert "no haemorrhage assessment" in finding_sentence(0.9, 0.5, Label.OUT_OF_SCOPE)
+
+
+def test_study_decision_text_names_the_aggregation_and_the_key_slice() -> None:
+    positive = study_decision_text(0.91, 0.5, Label.HEMORRHAGE, "top3_mean", 1, 0)
+    assert positive.startswith(
+        f"Study probability 91% ({AGGREGATION_TEXT['top3_mean']}, aggregation 'top3_mean') over 1 slice, "
+        "against a study threshold of 50%."
+    )
+    assert positive.endswith("Most likely on slice 1.")
+    assert "Most likely" not in study_decision_text(0.91, 0.5, Label.HEMORRHAGE, "max", 3, None)
+    negative = study_decision_text(0.1, 0.5, Label.NO_HEMORRHAGE, "custom", 3, 2)
+    assert "(custom, aggregation 'custom') over 3 slices" in negative
+    assert "Most likely" not in negative and "still needs review by a radiologist" in negative
+
+
+def test_the_reports_print_with_the_shared_wording() -> None:
+    from app.services import reporting
+
+    assert reporting.format_percent is format_percent
+    assert reporting.finding_sentence is finding_sentence
