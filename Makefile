@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit train train-seg evaluate system-deps service-deps lock clean
+.PHONY: run test lint typecheck unit train train-seg train-multitask evaluate system-deps service-deps lock clean
 
 # The locked versions (hash-checked), then the project itself without resolving again.
 $(STAMP): pyproject.toml requirements/dev.txt
@@ -73,6 +73,24 @@ train-seg: $(STAMP)
 		--epochs 80 --time-budget-min 35
 	$(PY) -m ml.train_seg --name ich-unet --version 1.1.0 --classifier-dir model_store/ich-compact/1.1.0 \
 		--epochs 80 --time-budget-min 35 --init-from model_store/ich-unet/1.0.0/model.keras
+
+# The one network for every label (ich-multitask), from the trained classifier (make train):
+# A keeps the classifier's encoder and slice head and teaches the decoder and subtype head; B
+# lets everything but the batch normalisation learn from every label at a tenth of A's rate.
+# The bundle chooses thresholds and the study rule on validation and measures test once.
+MULTITASK_RUN := artifacts/experiments/multitask-compact
+MULTITASK_B_RATE ?= 0.0001
+MULTITASK_B_MIN ?= 50
+MULTITASK_B_SHARES ?= ct_ich=0.45 head_ct=0.1 phe_sich=0.25 bhsd_seg=0.2
+MULTITASK_COMMON := --image-size 288 --width 32 --backbone compact --steps-per-epoch 60 --patience 30
+train-multitask: $(STAMP)
+	$(PY) -m ml.train_multitask --output $(MULTITASK_RUN)-a $(MULTITASK_COMMON) --freeze encoder \
+		--encoder-from model_store/ich-compact/1.1.0/model.keras --learning-rate 0.001 --time-budget-min 25 \
+		--shares ct_ich=0.3 head_ct=0.05 phe_sich=0.35 bhsd_seg=0.3
+	$(PY) -m ml.train_multitask --output $(MULTITASK_RUN)-b $(MULTITASK_COMMON) --freeze batchnorm \
+		--init-from $(MULTITASK_RUN)-a/model.keras --learning-rate $(MULTITASK_B_RATE) \
+		--time-budget-min $(MULTITASK_B_MIN) --shares $(MULTITASK_B_SHARES)
+	$(PY) -m ml.evaluate_multitask --model-dir $(MULTITASK_RUN)-b
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache
