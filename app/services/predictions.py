@@ -22,7 +22,7 @@ from app.services.analysis import (
     report_preamble,
 )
 from app.services.details import PredictionDetails, ScopeRecord, SliceSegmentation
-from app.services.inference import ModelRegistry, SliceResult, decode_upload
+from app.services.inference import ModelRegistry, SliceResult
 from app.services.records import Records
 from app.services.segmentation import CONTOURS_FILE, slice_record, slice_report_section
 from app.services.storage import PREDICTIONS, FileStore
@@ -132,8 +132,9 @@ class PredictionService:
         ok, png = cv2.imencode(".png", image)
         if not ok:
             return
-        decoded = decode_upload(png.tobytes(), self.max_pixels)
-        self._finish(self.registry.get().predict(decoded, self.registry.segmenter()))
+        decoded, _ = self.pipeline.decode(png.tobytes())
+        # Not through analyse(): the warm-up is no inference to count.
+        self._finish(self.pipeline.classify(self.registry.get(), decoded))
 
     def create(
         self,
