@@ -157,7 +157,6 @@ class StudyService:
         self.max_pixels = max_pixels
         self.max_slices = max_slices
         self.archive_limits = archive_limits or ArchiveLimits()
-        self.metrics = metrics
         self.pipeline = AnalysisPipeline(registry, max_pixels, metrics)
         # A study's slices and its PACS claim go with it, so that the PACS study may be analysed again.
         self.records: Records[Study] = Records(
