@@ -72,7 +72,7 @@ class SliceSubtype(Record):
     area_mm2: float | None = None
 
 
-class SliceSegmentation(Record):
+class SliceSegmentationRecord(Record):
     """A slice's outlines in numbers: what ``segmentation.slice_record`` writes."""
 
     model: OutlineModel
@@ -152,7 +152,7 @@ class PredictionDetails(Record):
     pixel_spacing_mm: list[float] | None = None
     # Absent on rows stored before the scope check existed.
     scope: ScopeRecord | None = None
-    segmentation: SliceSegmentation | None = None
+    segmentation: SliceSegmentationRecord | None = None
 
 
 class StudyDetails(Record):

@@ -21,7 +21,7 @@ from app.services.analysis import (
     patient_columns,
     report_preamble,
 )
-from app.services.details import PredictionDetails, ScopeRecord, SliceSegmentation
+from app.services.details import PredictionDetails, ScopeRecord, SliceSegmentationRecord
 from app.services.inference import ModelRegistry, SliceResult
 from app.services.records import Records
 from app.services.segmentation import CONTOURS_FILE, slice_record, slice_report_section
@@ -69,7 +69,7 @@ def new_details(result: SliceResult, scope: ScopeAssessment) -> PredictionDetail
     )
     details.scope = ScopeRecord.model_validate(scope.to_dict())
     if result.segmentation is not None:
-        details.segmentation = SliceSegmentation.model_validate(
+        details.segmentation = SliceSegmentationRecord.model_validate(
             slice_record(result.segmentation, metadata.get("pixel_spacing_mm"))
         )
     return details

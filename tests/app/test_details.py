@@ -14,7 +14,7 @@ from app.services.details import (
     PredictionDetails,
     ScopeRecord,
     SkippedFile,
-    SliceSegmentation,
+    SliceSegmentationRecord,
     StudyDetails,
     StudySegmentationRecord,
 )
@@ -131,8 +131,8 @@ def test_a_study_without_an_outline_model_reads() -> None:
     ("model", "value"),
     [
         (SkippedFile, {"name": "a.dcm"}),
-        (SliceSegmentation, {**SLICE_SEGMENTATION, "blood_area_px": "many"}),
-        (SliceSegmentation, {**SLICE_SEGMENTATION, "model": {"name": "ich-unet"}}),
+        (SliceSegmentationRecord, {**SLICE_SEGMENTATION, "blood_area_px": "many"}),
+        (SliceSegmentationRecord, {**SLICE_SEGMENTATION, "model": {"name": "ich-unet"}}),
         (StudySegmentationRecord, {**STUDY_SEGMENTATION, "slice_spacing_source": "guessed"}),
     ],
 )

@@ -26,7 +26,7 @@ from app.schemas import (
     UploadForm,
 )
 from app.services.analysis import UploadFields
-from app.services.details import SliceSegmentation
+from app.services.details import SliceSegmentationRecord
 from app.services.predictions import prediction_details, prediction_scope
 from app.services.segmentation import CONTOURS_FILE, MASK_FILE, colour_hex
 
@@ -42,7 +42,9 @@ FILE_TYPES = {
 }
 
 
-def segmentation_schema(record: SliceSegmentation | None, mask: str, contours: str) -> SegmentationOut | None:
+def segmentation_schema(
+    record: SliceSegmentationRecord | None, mask: str, contours: str
+) -> SegmentationOut | None:
     """The API form of a stored slice segmentation; None when there is none."""
     if record is None:
         return None

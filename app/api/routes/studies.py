@@ -38,7 +38,7 @@ from app.schemas import (
     UploadForm,
 )
 from app.services.analysis import UploadFields
-from app.services.details import SliceSegmentation, StudySegmentationRecord
+from app.services.details import SliceSegmentationRecord, StudySegmentationRecord
 from app.services.segmentation import colour_hex, study_slice_record
 from app.services.storage import STUDIES
 from app.services.studies import StudyRecord, slice_file
@@ -112,10 +112,10 @@ def study_segmentation_schema(stored: StudySegmentationRecord | None) -> StudySe
     )
 
 
-def slice_segmentation(stored: dict[str, Any] | None, index: int) -> SliceSegmentation | None:
+def slice_segmentation(stored: dict[str, Any] | None, index: int) -> SliceSegmentationRecord | None:
     """One study slice's outlines in the form of a slice prediction's; None when it has none."""
     record = study_slice_record(stored, index) if stored is not None else None
-    return SliceSegmentation.model_validate(record) if record is not None else None
+    return SliceSegmentationRecord.model_validate(record) if record is not None else None
 
 
 def to_schema(record: StudyRecord, request: Request) -> StudyOut:
