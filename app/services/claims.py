@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 
 from app.core.errors import AnalysisInProgress, ClaimLost
 from app.db import AnalysisClaim, Database, utcnow
-from app.services.predictions import short_id
+from app.services.analysis import short_id
 
 logger = logging.getLogger(__name__)
 

@@ -38,8 +38,8 @@ from app.core.errors import (
     ServiceError,
 )
 from app.core.labels import Label
+from app.services.analysis import UploadFields, short_id
 from app.services.claims import AnalysisKey, Claim, ClaimStore, FinishedAnalysis
-from app.services.predictions import UploadFields, short_id
 from app.services.storage import STUDIES
 from app.services.studies import StudyRecord, StudyService, slice_file
 

@@ -14,39 +14,29 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
-from app.core.errors import (
-    InvalidStudy,
-    InvalidUpload,
-    NotFound,
-    StorageUnavailable,
-    UnsupportedImage,
-    UploadTooLarge,
-)
+from app.core.errors import InvalidStudy, InvalidUpload, UnsupportedImage, UploadTooLarge
 from app.core.labels import Label
 from app.core.metrics import Metrics
-from app.db import CARD_OPERATING_POINT, AnalysisClaim, Database, Study, StudySlice, list_records, utcnow
-from app.services.inference import (
-    ModelRegistry,
-    SliceClassifier,
-    SliceSegmenter,
-    run_all,
-)
-from app.services.predictions import (
-    LIMITATIONS_FALLBACK,
+from app.db import CARD_OPERATING_POINT, AnalysisClaim, Database, Study, StudySlice
+from app.services.analysis import (
+    AnalysisPipeline,
+    StageTimings,
     UploadFields,
-    _first,
-    card_metrics,
+    new_record_columns,
+    patient_columns,
+    report_preamble,
     short_id,
     slice_image_jobs,
 )
+from app.services.details import SkippedFile, StudyDetails, StudySegmentationRecord
+from app.services.inference import ModelRegistry, SliceClassifier, run_all
+from app.services.records import Records
 from app.services.segmentation import (
     StudySegmentation,
     area_mm2,
@@ -94,21 +84,26 @@ def key_slice_indices(probabilities: Sequence[float], count: int = NUM_KEY_SLICE
 
 @dataclass
 class StudyRecord:
-    """A stored study and its slices in anatomical order."""
+    """A stored study, its slices in anatomical order, and its details validated once."""
 
     study: Study
     slices: list[StudySlice]
+    details: StudyDetails = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.details = StudyDetails.read(self.study.details)
 
     @property
     def key_slices(self) -> list[int]:
-        stored = (self.study.details or {}).get("key_slices")
-        if isinstance(stored, list):
-            return [int(index) for index in stored]
+        """The most probable slices, as stored (or worked out again for rows that lack them)."""
+        if self.details.key_slices is not None:
+            return list(self.details.key_slices)
         return key_slice_indices([item.probability for item in self.slices])
 
     @property
     def skipped(self) -> list[dict[str, str]]:
-        return list((self.study.details or {}).get("skipped", []))
+        """The uploaded objects that were not analysed, as ``{"name", "reason"}``."""
+        return [{"name": item.name, "reason": item.reason} for item in self.details.skipped]
 
 
 @dataclass(frozen=True)
@@ -131,8 +126,9 @@ class StudyDecision:
 
 
 @dataclass
-class _Analysis:
-    """Probabilities and the encoded images of every slice of one series."""
+class SeriesAnalysis:
+    """The model and images stages over every slice of one series: probabilities, encoded images,
+    outlines and the time each stage took."""
 
     probabilities: list[float] = field(default_factory=list)
     files: dict[str, bytes] = field(default_factory=dict)
@@ -155,13 +151,21 @@ class StudyService:
         archive_limits: ArchiveLimits | None = None,
         metrics: Metrics | None = None,
     ) -> None:
-        self.database = database
         self.files = files
         self.registry = registry
         self.max_pixels = max_pixels
         self.max_slices = max_slices
         self.archive_limits = archive_limits or ArchiveLimits()
-        self.metrics = metrics
+        self.pipeline = AnalysisPipeline(registry, max_pixels, metrics)
+        # A study's slices and its PACS claim go with it, so that the PACS study may be analysed again.
+        self.records: Records[Study] = Records(
+            database, files, Study, STUDIES, dependents=(StudySlice, AnalysisClaim)
+        )
+        # Listing, adding to the details (what was stored back to the PACS) and deleting are the
+        # records layer's own operations.
+        self.list = self.records.list
+        self.update_details = self.records.update_details
+        self.delete = self.records.delete
 
     def read_series(self, uploads: Sequence[tuple[str, bytes]]) -> StudySeries:
         """Unpack ZIPs, parse the DICOM objects and return the chosen series, ordered.
@@ -229,37 +233,15 @@ class StudyService:
         """
         if source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, got {source!r}.")
-        total_started = time.perf_counter() - decode_ms / 1000.0
+        timings = StageTimings(started=time.perf_counter() - decode_ms / 1000.0)
         classifier = self.registry.get(model_name, model_version)
         decision = StudyDecision.for_classifier(classifier)
-        analysis = self._analyse(
-            classifier,
-            series,
-            self.registry.segmenter(),
-            segment,
-            claim.heartbeat if claim else None,
-        )
+        analysis = self._analyse(classifier, series, segment, claim.heartbeat if claim else None)
         probability = aggregate(analysis.probabilities, decision.aggregation)
-        label = Label.decided(probability >= decision.threshold)
-        key_slices = key_slice_indices(analysis.probabilities)
-        metadata = series.metadata
-        segmentation: dict[str, Any] = {}
-        if analysis.segmentation is not None:
-            started = time.perf_counter()
-            segmentation["segmentation"] = analysis.segmentation.summary(
-                [item.position_mm for item in series.slices],
-                metadata.get("pixel_spacing_mm"),
-                metadata.get("slice_thickness_mm"),
-            )
-            analysis.segmentation_ms += (time.perf_counter() - started) * 1000.0
-        study_id = str(uuid.uuid4())
         study = Study(
-            id=study_id,
-            created_at=utcnow(),
-            model_name=classifier.name,
-            model_version=classifier.version,
+            **new_record_columns(classifier.name, classifier.version),
             probability=probability,
-            label=label,
+            label=Label.decided(probability >= decision.threshold),
             threshold=decision.threshold,
             operating_point=decision.operating_point,
             aggregation=decision.aggregation,
@@ -267,91 +249,103 @@ class StudyService:
             source=source,
             study_instance_uid=series.study_instance_uid,
             series_instance_uid=series.series_instance_uid,
-            patient_name=_first(fields.patient_name, metadata.get("patient_name")),
-            patient_id=_first(fields.patient_id, metadata.get("patient_id")),
-            study_description=_first(fields.study_description, metadata.get("study_description")),
-            study_date=_first(metadata.get("study_date")),
-            requesting_clinician=_first(fields.requesting_clinician),
-            details={
-                "slice_threshold": classifier.threshold,
-                "slice_operating_point": classifier.operating_point.slice.source,
-                "key_slices": key_slices,
-                "ordering": series.ordering,
-                "skipped": [{"name": item.name, "reason": item.reason} for item in series.skipped],
-                "other_series": list(series.other_series),
-                **segmentation,
-                **(details or {}),
-            },
+            **patient_columns(fields, series.metadata),
+            details=self._details(classifier, series, analysis, details or {}).stored(),
         )
-        slices = [
-            StudySlice(
-                study_id=study_id,
-                slice_index=index,
-                sop_instance_uid=item.sop_instance_uid,
-                position_mm=item.position_mm,
-                probability=analysis.probabilities[index],
-            )
-            for index, item in enumerate(series.slices)
-        ]
-        timings = {
-            "decode": decode_ms,
-            "model_and_gradcam": analysis.model_ms,
-            "encode": analysis.encode_ms,
-        }
+        slices = slice_rows(study.id, series, analysis.probabilities)
+        timings.add("decode", decode_ms)
+        timings.add("model_and_gradcam", analysis.model_ms)
+        timings.add("encode", analysis.encode_ms)
         if analysis.segmentation is not None:
-            timings["segmentation"] = analysis.segmentation_ms
-        started = time.perf_counter()
-        self.files.save(study_id, analysis.files, STUDIES)
-        try:
-            timings["storage"] = (time.perf_counter() - started) * 1000.0
-            timings["total"] = (time.perf_counter() - total_started) * 1000.0
-            study.timings_ms = {key: round(value, 2) for key, value in timings.items()}
-            with self.database.session() as session:
-                session.add(study)
-                session.flush()
-                session.add_all(slices)
-                if claim is not None:
-                    claim.attach(session, study_id)
-        except SQLAlchemyError as exc:
-            self.files.delete(study_id, STUDIES)
-            logger.error("Could not store the study rows: %s", type(exc).__name__)
-            raise StorageUnavailable(
-                "The result could not be saved because the database is not reachable; nothing was "
-                "saved. Try again, or ask the administrator to check the database."
-            ) from exc
-        except BaseException:
-            self.files.delete(study_id, STUDIES)
-            raise
-        if self.metrics is not None:
-            self.metrics.observe_inference(classifier.name, classifier.version, analysis.model_ms / 1000.0)
+            timings.add("segmentation", analysis.segmentation_ms)
+        self._store(study, slices, analysis.files, timings, claim)
+        self.pipeline.count_inference(classifier.name, classifier.version, analysis.model_ms)
         logger.info(
             "study %s stored: series=%s slices=%d label=%s aggregation=%s model=%s/%s",
-            study_id,
+            study.id,
             short_id(series.series_instance_uid or ""),
             len(slices),
-            label,
+            study.label,
             decision.aggregation,
             classifier.name,
             classifier.version,
         )
         return StudyRecord(study=study, slices=slices)
 
+    def _details(
+        self,
+        classifier: SliceClassifier,
+        series: StudySeries,
+        analysis: SeriesAnalysis,
+        extra: dict[str, Any],
+    ) -> StudyDetails:
+        """What the study keeps besides its columns: how it was decided and ordered, what was
+        skipped, and the volumes of the outlines (the time they take counts as segmentation)."""
+        segmentation = None
+        if analysis.segmentation is not None:
+            started = time.perf_counter()
+            metadata = series.metadata
+            segmentation = StudySegmentationRecord.model_validate(
+                analysis.segmentation.summary(
+                    [item.position_mm for item in series.slices],
+                    metadata.get("pixel_spacing_mm"),
+                    metadata.get("slice_thickness_mm"),
+                )
+            )
+            analysis.segmentation_ms += (time.perf_counter() - started) * 1000.0
+        details = StudyDetails.model_validate(
+            {
+                "slice_threshold": classifier.threshold,
+                "slice_operating_point": classifier.operating_point.slice.source,
+                "key_slices": key_slice_indices(analysis.probabilities),
+                "ordering": series.ordering,
+                "skipped": [SkippedFile(name=item.name, reason=item.reason) for item in series.skipped],
+                "other_series": list(series.other_series),
+                **extra,
+            }
+        )
+        if segmentation is not None:
+            details.segmentation = segmentation
+        return details
+
+    def _store(
+        self,
+        study: Study,
+        slices: list[StudySlice],
+        files: dict[str, bytes],
+        timings: StageTimings,
+        claim: Claim | None,
+    ) -> None:
+        """The storage stage: the files, then the study, its slices and its claim in one transaction."""
+        started = time.perf_counter()
+
+        def add_rows(session: Session) -> None:
+            timings.add("storage", (time.perf_counter() - started) * 1000.0)
+            study.timings_ms = timings.finish()
+            session.add(study)
+            session.flush()
+            session.add_all(slices)
+            if claim is not None:
+                claim.attach(session, study.id)
+
+        self.records.store(study.id, files, add_rows)
+
     def _analyse(
         self,
         classifier: SliceClassifier,
         series: StudySeries,
-        segmenter: SliceSegmenter | None = None,
         segment: bool = True,
         between_batches: Callable[[], None] | None = None,
-    ) -> _Analysis:
-        outlines = classifier.outlines(segmenter, segment)
-        analysis = _Analysis(segmentation=StudySegmentation() if outlines else None)
+    ) -> SeriesAnalysis:
+        """The model and images stages, one batch of slices at a time."""
+        outlines = classifier.outlines(self.registry.segmenter(), segment)
+        analysis = SeriesAnalysis(segmentation=StudySegmentation() if outlines else None)
         for start in range(0, len(series.slices), BATCH_SIZE):
             if between_batches is not None:
                 between_batches()
             batch = series.slices[start : start + BATCH_SIZE]
             started = time.perf_counter()
-            results = classifier.predict_many([item.image for item in batch], segmenter, segment)
+            results = self.pipeline.classify_batch(classifier, [item.image for item in batch], segment)
             elapsed = (time.perf_counter() - started) * 1000.0
             segmentation_ms = sum(result.timings_ms.get("segmentation", 0.0) for result in results)
             analysis.model_ms += elapsed - segmentation_ms
@@ -372,79 +366,28 @@ class StudyService:
         return analysis
 
     def get(self, study_id: str) -> StudyRecord:
-        with self.database.session() as session:
-            study = session.get(Study, study_id)
-            if study is None:
-                raise NotFound(f"No study with id {study_id}.")
-            slices = list(
-                session.scalars(
-                    select(StudySlice).where(StudySlice.study_id == study_id).order_by(StudySlice.slice_index)
-                )
-            )
+        """A stored study and its slices (``NotFound`` when there is none)."""
+        study = self.records.get(study_id)
+        slices = self.records.dependent_rows(StudySlice, study_id, StudySlice.slice_index)
         return StudyRecord(study=study, slices=slices)
 
     def find_by_study_uid(self, study_instance_uid: str) -> list[Study]:
         """Stored analyses of one DICOM study, newest first."""
-        with self.database.session() as session:
-            return list(
-                session.scalars(
-                    select(Study)
-                    .where(Study.study_instance_uid == study_instance_uid)
-                    .order_by(Study.created_at.desc())
-                )
-            )
-
-    def list(
-        self,
-        page: int = 1,
-        page_size: int = 20,
-        label: str | None = None,
-        patient_id: str | None = None,
-        positives_first: bool = False,
-    ) -> tuple[list[Study], int]:
-        return list_records(self.database, Study, page, page_size, label, patient_id, positives_first)
-
-    def update_details(self, study_id: str, **values: Any) -> Study:
-        """Add entries to a study's details (what was stored back to the PACS, for example)."""
-        with self.database.session() as session:
-            study = session.get(Study, study_id)
-            if study is None:
-                raise NotFound(f"No study with id {study_id}.")
-            study.details = {**(study.details or {}), **values}
-        return study
-
-    def delete(self, study_id: str) -> None:
-        with self.database.session() as session:
-            study = session.get(Study, study_id)
-            if study is None:
-                raise NotFound(f"No study with id {study_id}.")
-            session.execute(delete(StudySlice).where(StudySlice.study_id == study_id))
-            # Its claim goes with it, so that the PACS study may be analysed again.
-            session.execute(delete(AnalysisClaim).where(AnalysisClaim.study_id == study_id))
-            session.delete(study)
-        self.files.delete(study_id, STUDIES)
+        return self.records.where(
+            Study.study_instance_uid == study_instance_uid, order_by=Study.created_at.desc()
+        )
 
     def read_file(self, study_id: str, name: str) -> bytes:
         """A stored file of a study; the PDF report is rendered on first request."""
         if name == "report.pdf":
-            if not self.files.exists(study_id, name, STUDIES):
-                self.files.write(study_id, name, self.render_report(self.get(study_id)), STUDIES)
-        else:
-            self.get(study_id)
-        return self.files.read(study_id, name, STUDIES)
+            return self.records.cached_file(study_id, name, lambda: self.render_report(self.get(study_id)))
+        return self.records.read_file(study_id, name)
 
     def render_report(self, record: StudyRecord) -> bytes:
         """The PDF study report: chart of slice probabilities, key-slice overlays, the decision."""
-        from app.services.reporting import (
-            KeySlice,
-            ReportModelInfo,
-            StudyReport,
-            render_study_report,
-            study_report_section,
-        )
+        from app.services.reporting import KeySlice, StudyReport, render_study_report, study_report_section
 
         study = record.study
-        card = self.registry.loaded_card(study.model_name, study.model_version)
         key_slices = [
             KeySlice(
                 index=index,
@@ -455,51 +398,57 @@ class StudyService:
             for index in record.key_slices
             if 0 <= index < len(record.slices)
         ]
-        segmentation = (study.details or {}).get("segmentation")
         section = None
-        if isinstance(segmentation, dict):
-            images = []
-            spacing = pixel_spacing(segmentation.get("pixel_spacing_mm"))
-            for index in most_outlined_slices(segmentation):
-                if not self.files.exists(study.id, slice_file("contours", index), STUDIES):
-                    continue
-                area = sum(int(value) for value in segmentation["slices"][index]["area_px"])
-                images.append(
-                    (
-                        composite_png(
-                            self.files.read(study.id, slice_file("slice", index), STUDIES),
-                            self.files.read(study.id, slice_file("contours", index), STUDIES),
-                        ),
-                        f"Slice {index + 1}: {area_text(area, area_mm2(area, spacing))} outlined",
-                    )
-                )
+        if record.details.segmentation is not None:
+            segmentation = record.details.segmentation.model_dump(mode="json")
             section = study_report_section(
                 segmentation,
                 self.registry.outline_card(segmentation),
-                images,
+                outlined_images(self.files, study.id, segmentation),
             )
+        slice_threshold = record.details.slice_threshold
         report = StudyReport(
-            report_id=study.id,
-            created_at=study.created_at,
-            probability=study.probability,
-            label=study.label,
-            threshold=study.threshold,
-            operating_point=study.operating_point,
+            **report_preamble(self.registry, study),
             aggregation=study.aggregation,
             slice_probabilities=[item.probability for item in record.slices],
-            slice_threshold=float((study.details or {}).get("slice_threshold", study.threshold)),
+            slice_threshold=float(study.threshold if slice_threshold is None else slice_threshold),
             key_slices=key_slices,
-            model=ReportModelInfo(
-                name=study.model_name, version=study.model_version, metrics=card_metrics(card)
-            ),
-            limitations=list(card.get("limitations", LIMITATIONS_FALLBACK)) if card else LIMITATIONS_FALLBACK,
-            patient_name=study.patient_name,
-            patient_id=study.patient_id,
-            study_description=study.study_description,
-            study_date=study.study_date,
-            requesting_clinician=study.requesting_clinician,
             source_format="DICOM series" if study.source == "upload" else "DICOM series from the PACS",
-            skipped_count=len(record.skipped),
+            skipped_count=len(record.details.skipped),
             segmentation=section,
         )
         return render_study_report(report)
+
+
+def slice_rows(study_id: str, series: StudySeries, probabilities: Sequence[float]) -> list[StudySlice]:
+    """The rows of a new study's slices, in anatomical order."""
+    return [
+        StudySlice(
+            study_id=study_id,
+            slice_index=index,
+            sop_instance_uid=item.sop_instance_uid,
+            position_mm=item.position_mm,
+            probability=probabilities[index],
+        )
+        for index, item in enumerate(series.slices)
+    ]
+
+
+def outlined_images(files: FileStore, study_id: str, segmentation: dict[str, Any]) -> list[tuple[bytes, str]]:
+    """The most outlined slices with their outlines drawn on, captioned with their areas."""
+    images = []
+    spacing = pixel_spacing(segmentation.get("pixel_spacing_mm"))
+    for index in most_outlined_slices(segmentation):
+        if not files.exists(study_id, slice_file("contours", index), STUDIES):
+            continue
+        area = sum(int(value) for value in segmentation["slices"][index]["area_px"])
+        images.append(
+            (
+                composite_png(
+                    files.read(study_id, slice_file("slice", index), STUDIES),
+                    files.read(study_id, slice_file("contours", index), STUDIES),
+                ),
+                f"Slice {index + 1}: {area_text(area, area_mm2(area, spacing))} outlined",
+            )
+        )
+    return images

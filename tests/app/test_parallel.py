@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from app.services import inference
+from app.services.analysis import slice_image_jobs
 from app.services.inference import SliceClassifier, SliceSegmenter, decode_upload, parallel_map, run_all
-from app.services.predictions import slice_image_jobs
 from ml.data.preprocessing import PreprocessConfig
 from ml.model_io import load_bundle
 from ml.models.unet import build_unet

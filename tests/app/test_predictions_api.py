@@ -303,7 +303,7 @@ def test_database_failure_removes_the_files(
         def session(self) -> object:
             raise OperationalError("INSERT", {}, Exception("database went away"))
 
-    monkeypatch.setattr(service, "database", BrokenDatabase())
+    monkeypatch.setattr(service.records, "database", BrokenDatabase())
     response = post_image(client, png_bytes)
     assert response.status_code == 503
     assert "database" in response.json()["detail"]

@@ -324,7 +324,7 @@ def test_database_failure_removes_the_files(
         def session(self) -> object:
             raise OperationalError("INSERT", {}, Exception("database went away"))
 
-    monkeypatch.setattr(service, "database", BrokenDatabase())
+    monkeypatch.setattr(service.records, "database", BrokenDatabase())
     response = post_study(client, series[:2])
     assert response.status_code == 503
     assert "database" in response.json()["detail"]

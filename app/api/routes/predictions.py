@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
@@ -25,7 +25,9 @@ from app.schemas import (
     SubtypeOut,
     UploadForm,
 )
-from app.services.predictions import UploadFields, prediction_scope
+from app.services.analysis import UploadFields
+from app.services.details import SliceSegmentationRecord
+from app.services.predictions import prediction_details, prediction_scope
 from app.services.segmentation import CONTOURS_FILE, MASK_FILE, colour_hex
 
 router = APIRouter(prefix="/api/v1/predictions", tags=["predictions"])
@@ -40,27 +42,35 @@ FILE_TYPES = {
 }
 
 
-def segmentation_schema(record: Any, mask: str, contours: str) -> SegmentationOut | None:
-    """The API form of a stored slice segmentation (details JSON); None when there is none."""
-    if not isinstance(record, dict) or not isinstance(record.get("subtypes"), dict):
+def segmentation_schema(
+    record: SliceSegmentationRecord | None, mask: str, contours: str
+) -> SegmentationOut | None:
+    """The API form of a stored slice segmentation; None when there is none."""
+    if record is None:
         return None
     return SegmentationOut(
-        model=ModelRef(**record["model"]),
+        model=ModelRef(name=record.model.name, version=record.model.version),
         subtypes={
-            name: SubtypeOut(**values, colour=colour_hex(name)) for name, values in record["subtypes"].items()
+            name: SubtypeOut(
+                probability=values.probability,
+                area_px=values.area_px,
+                area_mm2=values.area_mm2,
+                colour=colour_hex(name),
+            )
+            for name, values in record.subtypes.items()
         },
-        blood_area_px=record["blood_area_px"],
-        blood_area_mm2=record.get("blood_area_mm2"),
+        blood_area_px=record.blood_area_px,
+        blood_area_mm2=record.blood_area_mm2,
         links=SegmentationLinks(mask=mask, contours=contours),
     )
 
 
 def to_schema(prediction: Prediction, request: Request) -> PredictionOut:
+    """The API form of a stored prediction, its details read once."""
     base = str(request.url_for("read_prediction", prediction_id=prediction.id).path)
-    in_scope, reasons = prediction_scope(prediction)
-    segmentation = segmentation_schema(
-        (prediction.details or {}).get("segmentation"), f"{base}/{MASK_FILE}", f"{base}/{CONTOURS_FILE}"
-    )
+    details = prediction_details(prediction)
+    in_scope, reasons = prediction_scope(prediction, details)
+    segmentation = segmentation_schema(details.segmentation, f"{base}/{MASK_FILE}", f"{base}/{CONTOURS_FILE}")
     return PredictionOut(
         id=prediction.id,
         created_at=prediction.created_at,

@@ -37,7 +37,8 @@ from app.schemas import (
     StudySummary,
     UploadForm,
 )
-from app.services.predictions import UploadFields
+from app.services.analysis import UploadFields
+from app.services.details import SliceSegmentationRecord, StudySegmentationRecord
 from app.services.segmentation import colour_hex, study_slice_record
 from app.services.storage import STUDIES
 from app.services.studies import StudyRecord, slice_file
@@ -83,34 +84,47 @@ def to_summary(study: Study, request: Request) -> StudySummary:
     )
 
 
-def study_segmentation_schema(stored: Any) -> StudySegmentationOut | None:
+def study_segmentation_schema(stored: StudySegmentationRecord | None) -> StudySegmentationOut | None:
     """The API form of a study's stored segmentation summary; None when there is none."""
-    if not isinstance(stored, dict) or not isinstance(stored.get("subtypes"), dict):
+    if stored is None or stored.model is None:
         return None
-    abc2 = stored.get("abc2")
+    abc2 = stored.abc2
     return StudySegmentationOut(
-        model=ModelRef(**stored["model"]),
-        volume_ml=stored.get("volume_ml"),
-        volume_unavailable_reason=stored.get("volume_unavailable_reason"),
-        abc2=Abc2Out(**abc2) if isinstance(abc2, dict) else None,
-        pixel_spacing_mm=stored.get("pixel_spacing_mm"),
-        slice_spacing_mm=stored.get("slice_spacing_mm"),
-        slice_spacing_source=stored.get("slice_spacing_source"),
-        blood_area_px=stored.get("blood_area_px", 0),
+        model=ModelRef(name=stored.model.name, version=stored.model.version),
+        volume_ml=stored.volume_ml,
+        volume_unavailable_reason=stored.volume_unavailable_reason,
+        abc2=Abc2Out(volume_ml=abc2.volume_ml, a_mm=abc2.a_mm, b_mm=abc2.b_mm, c_mm=abc2.c_mm)
+        if abc2
+        else None,
+        pixel_spacing_mm=stored.pixel_spacing_mm,
+        slice_spacing_mm=stored.slice_spacing_mm,
+        slice_spacing_source=stored.slice_spacing_source,
+        blood_area_px=stored.blood_area_px,
         subtypes={
-            name: StudySubtypeOut(**values, colour=colour_hex(name))
-            for name, values in stored["subtypes"].items()
+            name: StudySubtypeOut(
+                probability=values.probability,
+                area_px=values.area_px,
+                volume_ml=values.volume_ml,
+                colour=colour_hex(name),
+            )
+            for name, values in stored.subtypes.items()
         },
     )
 
 
+def slice_segmentation(stored: dict[str, Any] | None, index: int) -> SliceSegmentationRecord | None:
+    """One study slice's outlines in the form of a slice prediction's; None when it has none."""
+    record = study_slice_record(stored, index) if stored is not None else None
+    return SliceSegmentationRecord.model_validate(record) if record is not None else None
+
+
 def to_schema(record: StudyRecord, request: Request) -> StudyOut:
+    """The API form of a stored study and its slices."""
     study = record.study
+    details = record.details
     links = _links(study, request)
     key_slices = record.key_slices
-    details = study.details or {}
-    stored = details.get("segmentation")
-    segmentation: dict[str, Any] | None = stored if isinstance(stored, dict) else None
+    stored = details.segmentation.model_dump(mode="json") if details.segmentation is not None else None
     return StudyOut(
         id=study.id,
         created_at=study.created_at,
@@ -123,7 +137,7 @@ def to_schema(record: StudyRecord, request: Request) -> StudyOut:
         source=study.source,
         study_instance_uid=study.study_instance_uid,
         series_instance_uid=study.series_instance_uid,
-        ordering=str(details.get("ordering", "position")),
+        ordering=details.ordering,
         model=ModelRef(name=study.model_name, version=study.model_version),
         study=_fields(study),
         key_slices=key_slices,
@@ -139,18 +153,25 @@ def to_schema(record: StudyRecord, request: Request) -> StudyOut:
                     overlay=f"{links.self}/{slice_file('overlay', item.slice_index)}",
                 ),
                 segmentation=segmentation_schema(
-                    study_slice_record(segmentation, item.slice_index) if segmentation is not None else None,
+                    slice_segmentation(stored, item.slice_index),
                     f"{links.self}/{slice_file('mask', item.slice_index)}",
                     f"{links.self}/{slice_file('contours', item.slice_index)}",
                 ),
             )
             for item in record.slices
         ],
-        skipped=[SkippedOut(**item) for item in record.skipped],
-        stored_in_pacs=[StoredObject(**item) for item in details.get("stored_in_pacs", [])],
+        skipped=[SkippedOut(name=item.name, reason=item.reason) for item in details.skipped],
+        stored_in_pacs=[
+            StoredObject(
+                kind=item.kind,
+                series_instance_uid=item.series_instance_uid,
+                sop_instance_uids=item.sop_instance_uids,
+            )
+            for item in details.stored_in_pacs
+        ],
         timings_ms=study.timings_ms or {},
         links=links,
-        segmentation=study_segmentation_schema(segmentation),
+        segmentation=study_segmentation_schema(details.segmentation),
     )
 
 
