@@ -7,10 +7,9 @@ from fastapi.responses import HTMLResponse
 
 from app.api.deps import RegistryDep
 from app.api.routes.pages.errors import page_router
-from app.api.routes.pages.model_views import PLOTS, card_view, operating_point_view
+from app.api.routes.pages.model_views import PLOTS, card_view, operating_point_view, outliner_view
 from app.api.routes.pages.rendering import render
 from app.api.web_auth import PageUser
-from app.services.segmentation import help_sentences
 
 router = page_router()
 
@@ -29,28 +28,16 @@ def model_page(request: Request, user: PageUser, registry: RegistryDep) -> Respo
         }
         for name, (title, alt) in PLOTS.items()
     ]
-    outliner = registry.outliner(classifier)
-    segmentation = None
-    if outliner is not None:
-        limitations = outliner.card.get("limitations")
-        segmentation = {
-            "name": outliner.name,
-            "version": outliner.version,
-            "same_model": outliner is classifier,
-            "help": help_sentences(outliner.card),
-            "intended_use": outliner.card.get("intended_use"),
-            "limitations": [str(item) for item in limitations] if isinstance(limitations, list) else [],
-        }
     return render(
         request,
         "model.html",
         title="Model",
         nav="model",
-        card=card_view(bundle.card),
+        card=card_view(classifier.model_card),
         operating_point=operating_point_view(classifier.operating_point, classifier.card_operating_point),
         plots=plots,
         models=registry.describe(),
-        segmentation=segmentation,
+        segmentation=outliner_view(registry.outliner(classifier), classifier),
     )
 
 

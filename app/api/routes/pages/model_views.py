@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from app.api.routes.pages.filters import as_mapping, format_number, format_percent
+from app.services.inference import SliceClassifier, SliceSegmenter
 from app.services.operating_points import OperatingPointInUse
+from app.services.segmentation import help_sentences
 from ml.evaluation.robustness import PERTURBATION_TITLES
+from ml.model_card import ModelCard, TrainingSummary
 
 DATASET_TITLES = {"all": "All images", "head_ct": "head_ct (Kaggle)", "ct_ich": "CT-ICH (PhysioNet)"}
 METRIC_TITLES = {
@@ -62,96 +65,122 @@ def metrics_view(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def card_view(card: dict[str, Any]) -> dict[str, Any]:
-    """A model card in readable pieces; any field may be missing (small or older cards)."""
+def card_facts(card: ModelCard) -> list[tuple[str, str]]:
+    """The card's headline facts, those it states: task, date, architecture, size, threshold, time."""
     facts: list[tuple[str, str]] = []
-    if card.get("task"):
-        facts.append(("Task", str(card["task"])))
-    if card.get("created"):
-        facts.append(("Created", str(card["created"]).replace("T", " ").replace("Z", " UTC")))
-    if card.get("backbone"):
-        facts.append(("Architecture", f"{card['backbone']} convolutional network"))
-    if isinstance(card.get("parameters"), int):
-        facts.append(("Parameters", f"{card['parameters']:,}"))
-    shape = card.get("input_shape")
-    if isinstance(shape, list) and shape:
-        facts.append(("Input", " × ".join(str(size) for size in shape)))
-    if card.get("threshold") is not None:
-        rule = f" ({card['threshold_rule']})" if card.get("threshold_rule") else ""
-        facts.append(("Decision threshold", f"{format_number(card.get('threshold'), 3)}{rule}"))
-    if card.get("cpu_latency_ms_per_slice") is not None:
-        facts.append(("CPU time per slice", f"{format_number(card.get('cpu_latency_ms_per_slice'), 1)} ms"))
-    training = as_mapping(card.get("training"))
+    if card.task:
+        facts.append(("Task", card.task))
+    if card.created:
+        facts.append(("Created", card.created.replace("T", " ").replace("Z", " UTC")))
+    if card.backbone:
+        facts.append(("Architecture", f"{card.backbone} convolutional network"))
+    if card.parameters is not None:
+        facts.append(("Parameters", f"{card.parameters:,}"))
+    if card.input_shape:
+        facts.append(("Input", " × ".join(str(size) for size in card.input_shape)))
+    if card.threshold is not None:
+        rule = f" ({card.threshold_rule})" if card.threshold_rule else ""
+        facts.append(("Decision threshold", f"{format_number(card.threshold, 3)}{rule}"))
+    if card.cpu_latency_ms_per_slice is not None:
+        facts.append(("CPU time per slice", f"{format_number(card.cpu_latency_ms_per_slice, 1)} ms"))
+    return facts
+
+
+def training_facts(training: TrainingSummary) -> list[tuple[str, str]]:
+    """How the model was trained, as far as the card says: collections, split, epochs, time, hardware."""
+    facts: list[tuple[str, str]] = []
+    if training.datasets is not None:
+        names = [DATASET_TITLES.get(name, name) for name in training.datasets]
+        facts.append(("Datasets", ", ".join(names)))
+    if training.split:
+        facts.append(("Split", training.split))
+    if training.epochs_run is not None:
+        facts.append(("Epochs", str(training.epochs_run)))
+    if training.seconds is not None:
+        facts.append(("Training time", f"{format_number(training.seconds / 60, 1)} minutes"))
+    if training.hardware:
+        facts.append(("Hardware", training.hardware))
+    return facts
+
+
+def unseen_view(metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """Sensitivity on the collection the model never saw (slices and scans); None without one."""
+    external = as_mapping(metrics.get("external_bhsd_seg"))
+    if not external.get("slices"):
+        return None
+    return {
+        "slices": external.get("slices"),
+        "slices_flagged": external.get("slices_flagged"),
+        "sensitivity": _metric_cell(
+            {"value": external.get("sensitivity"), "ci95": external.get("sensitivity_ci95")}
+        ),
+        "scans": external.get("scans"),
+        "scans_flagged": external.get("scans_flagged"),
+        "scan_sensitivity": _metric_cell(
+            {"value": external.get("scan_sensitivity"), "ci95": external.get("scan_sensitivity_ci95")}
+        ),
+    }
+
+
+def card_view(card: ModelCard) -> dict[str, Any]:
+    """A model card in readable pieces; any field but the name and version may be missing (small
+    or older cards)."""
     counts = [
         {
             "split": split.capitalize(),
-            "images": as_mapping(values).get("images"),
-            "positive": as_mapping(values).get("positive"),
-            "patients": as_mapping(values).get("patients"),
+            "images": values.get("images"),
+            "positive": values.get("positive"),
+            "patients": values.get("patients"),
         }
-        for split, values in as_mapping(training.get("counts")).items()
+        for split, values in card.training.counts.items()
     ]
-    training_facts: list[tuple[str, str]] = []
-    if isinstance(training.get("datasets"), list):
-        names = [DATASET_TITLES.get(str(name), str(name)) for name in training["datasets"]]
-        training_facts.append(("Datasets", ", ".join(names)))
-    if training.get("split"):
-        training_facts.append(("Split", str(training["split"])))
-    if training.get("epochs_run") is not None:
-        training_facts.append(("Epochs", str(training["epochs_run"])))
-    if training.get("seconds") is not None:
-        training_facts.append(("Training time", f"{format_number(training['seconds'] / 60, 1)} minutes"))
-    if training.get("hardware"):
-        training_facts.append(("Hardware", str(training["hardware"])))
-    metrics = as_mapping(card.get("metrics"))
     splits = [
-        {"name": split, "title": title, "rows": metrics_view(as_mapping(metrics.get(split)))}
+        {"name": split, "title": title, "rows": metrics_view(as_mapping(card.metrics.get(split)))}
         for split, title in (("validation", "Validation split"), ("test", "Test split"))
     ]
-    robustness = as_mapping(card.get("robustness"))
     perturbations = [
         {
             "name": PERTURBATION_TITLES.get(name, name.replace("_", " ").capitalize()),
-            "mean": format_number(as_mapping(values).get("mean_abs_change"), 3),
-            "max": format_number(as_mapping(values).get("max_abs_change"), 3),
-            "flips": format_percent(as_mapping(values).get("flip_rate")),
+            "mean": format_number(values.get("mean_abs_change"), 3),
+            "max": format_number(values.get("max_abs_change"), 3),
+            "flips": format_percent(values.get("flip_rate")),
         }
-        for name, values in robustness.items()
+        for name, values in card.robustness.items()
         if isinstance(values, dict)
     ]
-    external = as_mapping(metrics.get("external_bhsd_seg"))
-    unseen = None
-    if external.get("slices"):
-        unseen = {
-            "slices": external.get("slices"),
-            "slices_flagged": external.get("slices_flagged"),
-            "sensitivity": _metric_cell(
-                {"value": external.get("sensitivity"), "ci95": external.get("sensitivity_ci95")}
-            ),
-            "scans": external.get("scans"),
-            "scans_flagged": external.get("scans_flagged"),
-            "scan_sensitivity": _metric_cell(
-                {"value": external.get("scan_sensitivity"), "ci95": external.get("scan_sensitivity_ci95")}
-            ),
-        }
-    limitations = card.get("limitations")
     return {
-        "name": card.get("name", "unnamed model"),
-        "version": card.get("version", "unknown"),
-        "facts": facts,
-        "intended_use": card.get("intended_use"),
-        "limitations": [str(item) for item in limitations] if isinstance(limitations, list) else [],
-        "training_facts": training_facts,
+        "name": card.name,
+        "version": card.version,
+        "facts": card_facts(card),
+        "intended_use": card.intended_use,
+        "limitations": card.limitations,
+        "training_facts": training_facts(card.training),
         "counts": counts,
         "splits": [split for split in splits if split["rows"]],
         "metric_titles": METRIC_TITLES,
-        "unseen": unseen,
-        "robustness_n": robustness.get("n"),
+        "unseen": unseen_view(card.metrics),
+        "robustness_n": card.robustness.get("n"),
         "perturbations": perturbations,
-        "preprocessing": [
-            (str(key), str(value)) for key, value in as_mapping(card.get("preprocessing")).items()
-        ],
-        "reproduce": card.get("reproduce"),
+        "preprocessing": [(str(key), str(value)) for key, value in card.preprocessing.items()],
+        "reproduce": card.reproduce,
+    }
+
+
+def outliner_view(
+    outliner: SliceClassifier | SliceSegmenter | None, classifier: SliceClassifier
+) -> dict[str, Any] | None:
+    """What the model page says of the model that outlines the serving classifier's slices (the
+    classifier itself when it is a multitask model); None when no model outlines them."""
+    if outliner is None:
+        return None
+    card = outliner.model_card
+    return {
+        "name": outliner.name,
+        "version": outliner.version,
+        "same_model": outliner is classifier,
+        "help": help_sentences(card.raw),
+        "intended_use": card.intended_use,
+        "limitations": card.limitations,
     }
 
 

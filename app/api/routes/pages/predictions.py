@@ -34,7 +34,7 @@ def result_page(
     if view["in_scope"]:
         segmentation = segmentation_view(
             stored,
-            registry.outline_card(stored),
+            registry.outline_model_card(stored),
             f"{view['base']}/{CONTOURS_FILE}",
         )
     return render(

@@ -25,7 +25,7 @@ def study_page(
     """One study: the decision, a slice scroller with the overlay on each slice, the chart and the volumes."""
     record = service.get(str(study_id))
     stored = (record.study.details or {}).get("segmentation")
-    segmentation = study_segmentation_view(stored, registry.outline_card(stored))
+    segmentation = study_segmentation_view(stored, registry.outline_model_card(stored))
     return render(
         request,
         "study.html",

@@ -18,6 +18,7 @@ from app.services.segmentation import (
     study_summary_sentences,
 )
 from app.services.studies import StudyRecord, slice_file
+from ml.model_card import ModelCard
 
 TIMING_TITLES = {
     "decode": "Reading the file",
@@ -67,7 +68,13 @@ def result_view(prediction: Prediction) -> dict[str, Any]:
     }
 
 
-def segmentation_view(record: Any, card: dict[str, Any], contours: str) -> dict[str, Any] | None:
+def outline_help(card: ModelCard | None) -> list[str]:
+    """How far to trust the outlines, from the card of the model that drew them (a note when
+    that model is no longer loaded)."""
+    return help_sentences(card.raw) if card is not None else [FALLBACK_NOTE]
+
+
+def segmentation_view(record: Any, card: ModelCard | None, contours: str) -> dict[str, Any] | None:
     """The outlines of one slice for the result page: legend rows, totals and the help text."""
     if not isinstance(record, dict) or not isinstance(record.get("subtypes"), dict):
         return None
@@ -78,11 +85,11 @@ def segmentation_view(record: Any, card: dict[str, Any], contours: str) -> dict[
         "contours": contours,
         "blood": area_text(blood_px, record.get("blood_area_mm2")) if blood_px else None,
         "millimetres": record.get("blood_area_mm2") is not None,
-        "help": help_sentences(card) if card else [FALLBACK_NOTE],
+        "help": outline_help(card),
     }
 
 
-def study_segmentation_view(stored: Any, card: dict[str, Any]) -> dict[str, Any] | None:
+def study_segmentation_view(stored: Any, card: ModelCard | None) -> dict[str, Any] | None:
     """The study's volumes for the study page: voxel count, ABC/2, each subtype, or why there are none."""
     if not isinstance(stored, dict) or not isinstance(stored.get("subtypes"), dict):
         return None
@@ -94,7 +101,7 @@ def study_segmentation_view(stored: Any, card: dict[str, Any]) -> dict[str, Any]
         "reason": stored.get("volume_unavailable_reason"),
         "abc2": abc2 or None,
         "summary": study_summary_sentences(stored),
-        "help": help_sentences(card) if card else [FALLBACK_NOTE],
+        "help": outline_help(card),
     }
 
 
