@@ -59,6 +59,32 @@ def render_error(request: Request, status_code: int, message: str, title: str | 
     return add_security_headers(response)
 
 
+def page_error(exc: Exception) -> tuple[int, str, str | None] | None:
+    """The status, message and title (None: the status's) of the page that shows ``exc``; None
+    for an error nobody foresaw.
+
+    Domain errors (:class:`app.core.errors.ServiceError`) and HTTP errors keep their status and
+    ``detail``, as the API answers them; a malformed id is an unknown one (404); other invalid
+    requests are a 400, since the page's own form sent them.
+    """
+    if isinstance(exc, CsrfRejected):
+        return status.HTTP_403_FORBIDDEN, CSRF_MESSAGE, "Form not accepted"
+    if isinstance(exc, ServiceError):
+        return exc.status_code, exc.detail, None
+    if isinstance(exc, StarletteHTTPException):
+        return exc.status_code, str(exc.detail), None
+    if isinstance(exc, RequestValidationError):
+        not_found = malformed_id(exc)
+        if not_found is not None:
+            return not_found.status_code, not_found.detail, None
+        return (
+            status.HTTP_400_BAD_REQUEST,
+            "The request was not understood. " + describe_validation(exc),
+            None,
+        )
+    return None
+
+
 class PageRoute(APIRoute):
     """A page route: errors render as HTML pages, and every response carries the security headers."""
 
@@ -70,23 +96,13 @@ class PageRoute(APIRoute):
                 response = await original(request)
             except SignInRequired:
                 response = RedirectResponse(signin_url(request), status.HTTP_303_SEE_OTHER)
-            except CsrfRejected:
-                response = render_error(request, status.HTTP_403_FORBIDDEN, CSRF_MESSAGE, "Form not accepted")
-            except ServiceError as exc:
-                response = render_error(request, exc.status_code, exc.detail)
-            except StarletteHTTPException as exc:
-                response = render_error(request, exc.status_code, str(exc.detail))
-            except RequestValidationError as exc:
-                not_found = malformed_id(exc)
-                if not_found is not None:
-                    response = render_error(request, not_found.status_code, not_found.detail)
-                else:
-                    message = "The request was not understood. " + describe_validation(exc)
-                    response = render_error(request, status.HTTP_400_BAD_REQUEST, message)
-            except Exception:
-                # The trace goes to the log; the browser gets a page, never the trace.
-                logger.exception("Unexpected error on page %s", self.path)
-                response = render_error(request, status.HTTP_500_INTERNAL_SERVER_ERROR, SERVER_ERROR_MESSAGE)
+            except Exception as exc:
+                shown = page_error(exc)
+                if shown is None:
+                    # The trace goes to the log; the browser gets a page, never the trace.
+                    logger.exception("Unexpected error on page %s", self.path)
+                    shown = (status.HTTP_500_INTERNAL_SERVER_ERROR, SERVER_ERROR_MESSAGE, None)
+                response = render_error(request, *shown)
             return add_security_headers(response)
 
         return handle
