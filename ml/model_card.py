@@ -149,14 +149,12 @@ def check_servable(data: Mapping[str, Any], source: Path | str = "The model card
     if kind not in KINDS:
         raise DataError(f"{source} says its model is of the unknown kind {kind!r}; known: {KINDS}.")
     if kind == SEGMENTATION_KIND:
-        missing = [key for key in SEGMENTATION_FIELDS if key not in data]
+        outline_fields: tuple[str, ...] = SEGMENTATION_FIELDS
+    else:
+        missing = [key for key in CLASSIFIER_FIELDS if key not in data]
         if missing:
-            raise DataError(f"{source} lacks the field(s) {missing}.")
-        return
-    for key in CLASSIFIER_FIELDS:
-        if key not in data:
-            raise DataError(f"{source} lacks the field {key!r}.")
-    if kind == MULTITASK_KIND:
-        missing = [key for key in OUTLINE_FIELDS if key not in data]
-        if missing:
-            raise DataError(f"{source} lacks the field(s) {missing}.")
+            raise DataError(f"{source} lacks the field {missing[0]!r}.")
+        outline_fields = OUTLINE_FIELDS if kind == MULTITASK_KIND else ()
+    missing = [key for key in outline_fields if key not in data]
+    if missing:
+        raise DataError(f"{source} lacks the field(s) {missing}.")

@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from app.api.deps import KeyStoreDep, SettingsDep
 from app.api.routes.pages.errors import page_router
-from app.api.routes.pages.rendering import render
+from app.api.routes.pages.rendering import redirect_with_message, render
 from app.api.web_auth import HOME, CsrfField, check_csrf, safe_next, session_principal
 from app.core.sessions import end_session, start_signed_in_session
 from app.services.auth import hash_key
@@ -64,5 +64,6 @@ def sign_out(request: Request, settings: SettingsDep, csrf: CsrfField = "") -> R
     """End the browser session."""
     check_csrf(request, csrf)
     end_session(request.session)
-    request.session["flash"] = "You have signed out."
-    return RedirectResponse("/signin" if settings.auth_enabled else HOME, status.HTTP_303_SEE_OTHER)
+    return redirect_with_message(
+        request, "/signin" if settings.auth_enabled else HOME, "You have signed out."
+    )

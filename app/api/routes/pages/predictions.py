@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from app.api.deps import PredictionServiceDep, RegistryDep
 from app.api.routes.pages.errors import page_router
-from app.api.routes.pages.rendering import render
+from app.api.routes.pages.rendering import redirect_with_message, render
 from app.api.routes.pages.views import result_view, segmentation_view
 from app.api.routes.predictions import FILE_TYPES
 from app.api.web_auth import CsrfField, PageUser, check_csrf
@@ -79,5 +79,4 @@ def delete_analysis(
     """Delete one analysis and its files."""
     check_csrf(request, csrf)
     service.delete(str(prediction_id))
-    request.session["flash"] = "The analysis and its images were deleted."
-    return RedirectResponse("/worklist", status.HTTP_303_SEE_OTHER)
+    return redirect_with_message(request, "/worklist", "The analysis and its images were deleted.")

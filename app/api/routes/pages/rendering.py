@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from fastapi import Request, Response
-from fastapi.responses import HTMLResponse
+from fastapi import Request, Response, status
+from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
 from app.api.routes.pages.filters import install_filters
@@ -71,6 +71,12 @@ def page_context(request: Request, **values: Any) -> dict[str, Any]:
         "positive_label": Label.HEMORRHAGE,
         **values,
     }
+
+
+def redirect_with_message(request: Request, target: str, message: str) -> RedirectResponse:
+    """Go to ``target`` (after a form: 303), which shows ``message`` once."""
+    request.session["flash"] = message
+    return RedirectResponse(target, status.HTTP_303_SEE_OTHER)
 
 
 def render(request: Request, template: str, status_code: int = 200, **values: Any) -> HTMLResponse:

@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from app.api.deps import RegistryDep, StudyServiceDep
 from app.api.routes.pages.errors import page_router
-from app.api.routes.pages.rendering import render
+from app.api.routes.pages.rendering import redirect_with_message, render
 from app.api.routes.pages.views import study_segmentation_view, study_view
 from app.api.routes.studies import file_type
 from app.api.web_auth import CsrfField, PageUser, check_csrf
@@ -65,5 +65,4 @@ def delete_study_page(
     """Delete one study analysis and its files."""
     check_csrf(request, csrf)
     service.delete(str(study_id))
-    request.session["flash"] = "The study analysis and its images were deleted."
-    return RedirectResponse("/worklist", status.HTTP_303_SEE_OTHER)
+    return redirect_with_message(request, "/worklist", "The study analysis and its images were deleted.")
