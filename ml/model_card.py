@@ -117,7 +117,8 @@ class ModelCard(BaseModel):
                 for item in error.errors()
             )
             raise DataError(f"{source} is not a usable model card: {problems}.") from error
-        card._raw = dict(data)
+        # The mapping itself, not a copy: the bundle's card and this one are the same object.
+        card._raw = data if isinstance(data, dict) else dict(data)
         return card
 
     @property

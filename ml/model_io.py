@@ -50,7 +50,9 @@ class ModelBundle:
 
     def __post_init__(self, typed_card: ModelCard | None) -> None:
         # A card read by read_model_card is checked already; any other is checked here.
-        self.model_card = typed_card or ModelCard.from_mapping(self.card, Path(self.path) / CARD_FILE)
+        if typed_card is None:
+            typed_card = ModelCard.from_mapping(self.card, Path(self.path) / CARD_FILE)
+        self.model_card = typed_card
 
     @property
     def kind(self) -> str:
@@ -59,11 +61,11 @@ class ModelBundle:
 
     @property
     def name(self) -> str:
-        return str(self.card["name"])
+        return self.model_card.name
 
     @property
     def version(self) -> str:
-        return str(self.card["version"])
+        return self.model_card.version
 
     @property
     def threshold(self) -> float:
@@ -128,7 +130,8 @@ def load_bundle(model_dir: Path, card: ModelCard | None = None) -> ModelBundle:
     ``card``, when the caller has read it already (:func:`read_model_card`), is not read again.
     """
     model_dir = Path(model_dir)
-    card = card or read_model_card(model_dir)
+    if card is None:
+        card = read_model_card(model_dir)
     model_path = model_dir / MODEL_FILE
     if not model_path.is_file():
         raise MissingDataFile(f"No {MODEL_FILE} in {model_dir}.")

@@ -137,3 +137,14 @@ def test_the_registry_skips_a_bundle_of_an_unknown_kind_before_loading_it(
     assert registry.find_card("ich-detector", "1.0.0") is None
     assert registry.loaded_card("ich-detector", "1.0.0") == {}
     assert registry.outline_model_card({"model": {"name": "ich-detector", "version": "1.0.0"}}) is None
+
+
+def test_a_bundle_types_its_card_once_and_keeps_it_as_written() -> None:
+    from ml.model_io import ModelBundle
+
+    written = classifier_card(kind="multitask", blood_threshold=0.5, min_component_px=4)
+    bundle = ModelBundle(model=None, card=written, path=Path("."))
+    assert bundle.model_card.raw is written and bundle.kind == "multitask"
+    assert (bundle.name, bundle.version, bundle.threshold) == ("ich-compact", "9.0.0", 0.4)
+    with pytest.raises(DataError, match="model_card.json is not a usable model card: threshold"):
+        ModelBundle(model=None, card=classifier_card(threshold=[0.4]), path=Path("."))
