@@ -8,7 +8,7 @@ service never hard-codes them.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,36 +16,56 @@ import keras
 
 from ml.data.preprocessing import PreprocessConfig
 from ml.errors import DataError, MissingDataFile
+from ml.model_card import CARD_FILE, ModelCard, check_servable
 
 __all__ = [
+    "CARD_FILE",
     "ModelBundle",
+    "ModelCard",
     "discover_models",
     "load_bundle",
     "read_card",
     "read_card_json",
+    "read_model_card",
     "save_bundle",
     "version_key",
 ]
 
 MODEL_FILE = "model.keras"
-CARD_FILE = "model_card.json"
 
 
 @dataclass
 class ModelBundle:
-    """A loaded model with the card that says how to use it."""
+    """A loaded model with the card that says how to use it.
+
+    ``card`` is the card as written (what training and evaluation read and write);
+    ``model_card`` is the same card typed, checked when the bundle is made.
+    """
 
     model: keras.Model
     card: dict[str, Any]
     path: Path
+    typed_card: InitVar[ModelCard | None] = None
+    model_card: ModelCard = field(init=False)
+
+    def __post_init__(self, typed_card: ModelCard | None) -> None:
+        # A card read by read_model_card is checked already; any other is checked here.
+        if typed_card is None:
+            typed_card = ModelCard.from_mapping(self.card, Path(self.path) / CARD_FILE)
+        self.model_card = typed_card
+
+    @property
+    def kind(self) -> str:
+        """``"classification"``, ``"segmentation"`` or ``"multitask"``, as the card says."""
+        return self.model_card.kind
 
     @property
     def name(self) -> str:
-        return str(self.card["name"])
+        return self.model_card.name
 
     @property
     def version(self) -> str:
-        return str(self.card["version"])
+        return self.model_card.version
 
     @property
     def threshold(self) -> float:
@@ -79,6 +99,7 @@ def read_card_json(card_path: Path) -> dict[str, Any]:
 
 
 def read_card(model_dir: Path) -> dict[str, Any]:
+    """A classifier's card as written, with the fields serving needs (tools that rewrite it)."""
     card_path = Path(model_dir) / CARD_FILE
     card = read_card_json(card_path)
     for key in ("name", "version", "threshold", "gradcam_layer", "preprocessing"):
@@ -87,15 +108,35 @@ def read_card(model_dir: Path) -> dict[str, Any]:
     return card
 
 
-def load_bundle(model_dir: Path) -> ModelBundle:
-    """Load ``model.keras`` and its card from ``model_dir``."""
+def read_model_card(model_dir: Path, servable: bool = True) -> ModelCard:
+    """The typed card of the bundle in ``model_dir``; with ``servable``, checked for what its kind
+    needs to serve (:func:`ml.model_card.check_servable`).
+
+    Raises:
+        MissingDataFile: there is no card (the folder is not a model bundle).
+        DataError: the card is not a JSON object, a field has the wrong type, its kind is
+            unknown, or it lacks a field its kind needs.
+    """
+    card_path = Path(model_dir) / CARD_FILE
+    data = read_card_json(card_path)
+    if servable:
+        check_servable(data, card_path)
+    return ModelCard.from_mapping(data, card_path)
+
+
+def load_bundle(model_dir: Path, card: ModelCard | None = None) -> ModelBundle:
+    """Load ``model.keras`` and its card from ``model_dir``, a bundle of any kind.
+
+    ``card``, when the caller has read it already (:func:`read_model_card`), is not read again.
+    """
     model_dir = Path(model_dir)
-    card = read_card(model_dir)
+    if card is None:
+        card = read_model_card(model_dir)
     model_path = model_dir / MODEL_FILE
     if not model_path.is_file():
         raise MissingDataFile(f"No {MODEL_FILE} in {model_dir}.")
     model = keras.saving.load_model(model_path, compile=False)
-    return ModelBundle(model=model, card=card, path=model_dir)
+    return ModelBundle(model=model, card=card.raw, path=model_dir, typed_card=card)
 
 
 def version_key(version: str) -> tuple[int | str, ...]:

@@ -8,6 +8,7 @@ carried back onto the original image grid.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,15 @@ import tensorflow as tf
 
 from ml.data.preprocessing import Geometry, PreprocessConfig
 from ml.data.segmentation import SUBTYPE_COLOURS, SUBTYPES
-from ml.errors import DataError, MissingDataFile
+from ml.errors import DataError
 from ml.evaluation.segmentation import remove_small_components
-from ml.model_io import CARD_FILE, MODEL_FILE, read_card_json
+from ml.model_card import CARD_FILE, MULTITASK_KIND, OUTLINE_FIELDS, SEGMENTATION_KIND, ModelCard
+from ml.model_io import ModelBundle, load_bundle, read_model_card
 from ml.models.folding import fold_batch_norms
 
 __all__ = [
     "MULTITASK_KIND",
+    "SEGMENTATION_KIND",
     "Outlining",
     "SegmentationResult",
     "Segmenter",
@@ -35,13 +38,6 @@ __all__ = [
     "load_segmenter",
 ]
 
-SEGMENTATION_KIND = "segmentation"
-# A classifier bundle whose model also has the segmentation heads (``ml.models.multitask``).
-MULTITASK_KIND = "multitask"
-# Card fields that say how per-pixel probabilities become outlines.
-OUTLINE_CARD_FIELDS = ("blood_threshold", "min_component_px")
-# Card fields the service needs to run a segmentation bundle.
-REQUIRED_CARD_FIELDS = ("name", "version", "preprocessing", *OUTLINE_CARD_FIELDS)
 # The model outputs a segmentation bundle's model has (a multitask model has them too).
 SEGMENTATION_OUTPUTS = ("subtypes", "mask")
 
@@ -111,20 +107,24 @@ class Outlining:
     min_component_px: int
 
     @classmethod
-    def from_card(cls, card: dict[str, Any], source: Path | str = "The model card") -> Outlining:
+    def from_card(
+        cls, card: ModelCard | Mapping[str, Any], source: Path | str = "The model card"
+    ) -> Outlining:
         """The card's ``blood_threshold`` and ``min_component_px``.
 
         Raises:
             DataError: ``source`` (the card file) lacks one of them, or names subtypes other
                 than :data:`ml.data.segmentation.SUBTYPES`.
         """
-        missing = [key for key in OUTLINE_CARD_FIELDS if key not in card]
-        if missing:
+        card = card if isinstance(card, ModelCard) else ModelCard.from_mapping(card, source)
+        if card.blood_threshold is None or card.min_component_px is None:
+            missing = [key for key in OUTLINE_FIELDS if getattr(card, key) is None]
             raise DataError(f"{source} lacks the field(s) {missing}.")
-        subtypes = card.get("subtypes")
-        if subtypes is not None and list(subtypes) != list(SUBTYPES):
-            raise DataError(f"{source} names the subtypes {subtypes}; this service knows {list(SUBTYPES)}.")
-        return cls(float(card["blood_threshold"]), int(card["min_component_px"]))
+        if card.subtypes is not None and card.subtypes != list(SUBTYPES):
+            raise DataError(
+                f"{source} names the subtypes {card.subtypes}; this service knows {list(SUBTYPES)}."
+            )
+        return cls(card.blood_threshold, card.min_component_px)
 
     def result(
         self, mask: np.ndarray, subtypes: np.ndarray, geometry: Geometry | None = None
@@ -143,11 +143,13 @@ class Outlining:
 class Segmenter:
     """A loaded segmentation bundle; thresholds come from its model card."""
 
-    def __init__(self, model: keras.Model, card: dict[str, Any]) -> None:
+    def __init__(self, model: keras.Model, card: ModelCard | Mapping[str, Any]) -> None:
         self.model = model
-        self.card = card
-        self.config = PreprocessConfig.from_dict(card["preprocessing"])
-        self.outlining = Outlining.from_card(card)
+        self.model_card = card if isinstance(card, ModelCard) else ModelCard.from_mapping(card)
+        # The card as written, for the readers of its untyped fields (reports, help texts).
+        self.card = self.model_card.raw
+        self.config = PreprocessConfig.from_dict(self.model_card.preprocessing)
+        self.outlining = Outlining.from_card(self.model_card)
         self.blood_threshold = self.outlining.blood_threshold
         self.min_component_px = self.outlining.min_component_px
         spec = tf.TensorSpec([None, *model.inputs[0].shape[1:]], tf.float32)
@@ -157,11 +159,11 @@ class Segmenter:
 
     @property
     def name(self) -> str:
-        return str(self.card["name"])
+        return self.model_card.name
 
     @property
     def version(self) -> str:
-        return str(self.card["version"])
+        return self.model_card.version
 
     def probabilities(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(mask probabilities N x S x S x 6, subtype probabilities N x 5)``."""
@@ -202,17 +204,20 @@ def load_segmenter(model_dir: Path, fold: bool = False) -> Segmenter:
         DataError: the card is not JSON, not a segmentation card, lacks a field the service needs,
             or names subtypes other than :data:`ml.data.segmentation.SUBTYPES` (a ``ValueError``).
     """
-    model_dir = Path(model_dir)
-    card_path = model_dir / CARD_FILE
-    card = read_card_json(card_path)
-    if card.get("kind") != SEGMENTATION_KIND:
-        raise DataError(f"{card_path} is not a segmentation card (kind {card.get('kind')!r}).")
-    missing = [key for key in REQUIRED_CARD_FIELDS if key not in card]
-    if missing:
-        raise DataError(f"{card_path} lacks the field(s) {missing}.")
-    Outlining.from_card(card, card_path)
-    model_path = model_dir / MODEL_FILE
-    if not model_path.is_file():
-        raise MissingDataFile(f"No {MODEL_FILE} in {model_dir}.")
-    model = keras.saving.load_model(model_path, compile=False)
-    return Segmenter(fold_batch_norms(model) if fold else model, card)
+    card = read_model_card(model_dir)
+    if card.kind != SEGMENTATION_KIND:
+        raise DataError(
+            f"{Path(model_dir) / CARD_FILE} is not a segmentation card (kind {card.get('kind')!r})."
+        )
+    return segmenter_from_bundle(load_bundle(model_dir, card), fold)
+
+
+def segmenter_from_bundle(bundle: ModelBundle, fold: bool = False) -> Segmenter:
+    """The segmenter of a loaded segmentation bundle (:func:`ml.model_io.load_bundle`).
+
+    Raises:
+        DataError: the card names subtypes other than :data:`ml.data.segmentation.SUBTYPES`.
+    """
+    Outlining.from_card(bundle.model_card, bundle.path / CARD_FILE)
+    model = fold_batch_norms(bundle.model) if fold else bundle.model
+    return Segmenter(model, bundle.model_card)

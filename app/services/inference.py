@@ -8,7 +8,6 @@ compiled call as its probability and Grad-CAM, and no segmentation model runs fo
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -30,21 +29,19 @@ from ml.data.imaging import DecodedImage, ImageDecodeError, UnsupportedImageErro
 from ml.data.preprocessing import preprocess
 from ml.data.scope import ScopeThresholds
 from ml.explain.gradcam import GradCam, GradCamOutput, overlay_heatmap
-from ml.model_io import CARD_FILE, ModelBundle, discover_models, load_bundle, version_key
+from ml.model_card import CLASSIFICATION_KIND, KINDS, MULTITASK_KIND, SEGMENTATION_KIND, ModelCard
+from ml.model_io import CARD_FILE, ModelBundle, discover_models, load_bundle, read_model_card, version_key
 from ml.models.folding import fold_batch_norms
 from ml.segmenter import (
-    MULTITASK_KIND,
-    SEGMENTATION_KIND,
     SEGMENTATION_OUTPUTS,
     Outlining,
     SegmentationResult,
     Segmenter,
     load_segmenter,
+    segmenter_from_bundle,
 )
 
 logger = logging.getLogger(__name__)
-
-CLASSIFICATION_KIND = "classification"
 
 _Item = TypeVar("_Item")
 _Result = TypeVar("_Result")
@@ -189,18 +186,6 @@ def decode_upload(data: bytes, max_pixels: int) -> DecodedImage:
         raise InvalidUpload(str(exc)) from exc
 
 
-def bundle_kind(model_dir: Path) -> str:
-    """What a bundle's card says it is: ``"segmentation"``, ``"multitask"``, or ``"classification"``
-    when it says nothing."""
-    try:
-        card = json.loads((Path(model_dir) / CARD_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        # Unreadable cards are reported by the loader that tries them.
-        return CLASSIFICATION_KIND
-    kind = card.get("kind") if isinstance(card, dict) else None
-    return str(kind) if kind else CLASSIFICATION_KIND
-
-
 class SliceSegmenter:
     """One loaded segmentation bundle: outlines haemorrhage by subtype on preprocessed slices."""
 
@@ -213,7 +198,13 @@ class SliceSegmenter:
 
     @classmethod
     def load(cls, model_dir: Path) -> SliceSegmenter:
+        """Load the segmentation bundle in ``model_dir`` (:func:`ml.segmenter.load_segmenter`)."""
         return cls(load_segmenter(model_dir, fold=True), model_dir)
+
+    @classmethod
+    def from_bundle(cls, bundle: ModelBundle) -> SliceSegmenter:
+        """The segmenter of a loaded segmentation bundle, served with batch norms folded."""
+        return cls(segmenter_from_bundle(bundle, fold=True), bundle.path)
 
     @property
     def name(self) -> str:
@@ -225,7 +216,12 @@ class SliceSegmenter:
 
     @property
     def card(self) -> dict[str, Any]:
+        """The card as written (the API's answer, the reports' source)."""
         return self.segmenter.card
+
+    @property
+    def model_card(self) -> ModelCard:
+        return self.segmenter.model_card
 
     @property
     def blood_threshold(self) -> float:
@@ -272,8 +268,8 @@ class SliceClassifier:
         self.bundle = bundle
         self.config = bundle.preprocess_config
         self.outlining: Outlining | None = None
-        if bundle.card.get("kind") == MULTITASK_KIND:
-            self.outlining = Outlining.from_card(bundle.card, bundle.path / CARD_FILE)
+        if bundle.model_card.kind == MULTITASK_KIND:
+            self.outlining = Outlining.from_card(bundle.model_card, bundle.path / CARD_FILE)
         # Served through an inference copy with batch normalisation folded into the convolutions:
         # the same outputs as the trained model, one pass over each activation map fewer.
         self.model = fold_batch_norms(bundle.model)
@@ -309,7 +305,12 @@ class SliceClassifier:
 
     @property
     def card(self) -> dict[str, Any]:
+        """The card as written (the API's answer, the reports' source)."""
         return self.bundle.card
+
+    @property
+    def model_card(self) -> ModelCard:
+        return self.bundle.model_card
 
     @property
     def kind(self) -> str:
@@ -462,24 +463,40 @@ class ModelRegistry:
     def from_store(
         cls, store: Path, default_name: str, segmentation_name: str | None = None
     ) -> ModelRegistry:
+        """Every bundle in ``store`` that serves (:meth:`load`); one that cannot load is logged
+        and left out, so the others still serve."""
         registry = cls(default_name, segmentation_name)
-        for name, versions in discover_models(store).items():
+        for versions in discover_models(store).values():
             for model_dir in versions:
-                kind = bundle_kind(model_dir)
-                if kind not in (CLASSIFICATION_KIND, SEGMENTATION_KIND, MULTITASK_KIND):
-                    logger.warning("Skipped the bundle in %s: unknown kind %r.", model_dir, kind)
-                    continue
-                if kind == SEGMENTATION_KIND and name != registry.segmentation_name:
-                    logger.info("Skipped the segmentation bundle in %s: not the one configured.", model_dir)
-                    continue
                 try:
-                    if kind == SEGMENTATION_KIND:
-                        registry.add_segmenter(SliceSegmenter.load(model_dir))
-                    else:
-                        registry.add(SliceClassifier(load_bundle(model_dir)))
+                    registry.load(model_dir)
                 except Exception:
                     logger.exception("Could not load the model bundle in %s", model_dir)
         return registry
+
+    def load(self, model_dir: Path) -> None:
+        """Load the bundle in ``model_dir``, of any kind, as its card says: a classifier or a
+        multitask model, or the configured segmentation model. The card is read and checked once;
+        a bundle of an unknown kind, or a segmentation model not configured, is skipped.
+
+        Raises:
+            DataError: the card cannot be used (:func:`ml.model_io.read_model_card`).
+            MissingDataFile: the bundle has no model file.
+        """
+        card = read_model_card(model_dir, servable=False)
+        if card.kind not in KINDS:
+            logger.warning("Skipped the bundle in %s: unknown kind %r.", model_dir, card.kind)
+            return
+        # Bundles are filed by name: <store>/<name>/<version>.
+        if card.kind == SEGMENTATION_KIND and Path(model_dir).parent.name != self.segmentation_name:
+            logger.info("Skipped the segmentation bundle in %s: not the one configured.", model_dir)
+            return
+        card.check_servable(Path(model_dir) / CARD_FILE)
+        bundle = load_bundle(model_dir, card)
+        if card.kind == SEGMENTATION_KIND:
+            self.add_segmenter(SliceSegmenter.from_bundle(bundle))
+        else:
+            self.add(SliceClassifier(bundle))
 
     def add(self, classifier: SliceClassifier) -> None:
         self._models.setdefault(classifier.name, {})[classifier.version] = classifier
@@ -517,30 +534,44 @@ class ModelRegistry:
             return classifier
         return self.segmenter()
 
-    def card(self, name: str, version: str) -> dict[str, Any]:
+    def model_card(self, name: str, version: str) -> ModelCard:
         """The card of any loaded model: classifier, multitask or segmentation."""
         if name in self._segmenters:
             versions = self._segmenters[name]
             if version not in versions:
                 raise NotFound(f"Model {name!r} has no version {version!r}; available: {sorted(versions)}.")
-            return versions[version].card
-        return self.get(name, version).bundle.card
+            return versions[version].model_card
+        return self.get(name, version).model_card
 
-    def loaded_card(self, name: str, version: str) -> dict[str, Any]:
-        """The card of a loaded model of either kind; empty when no such model is loaded (a stored
-        result outlives its model, and its report still renders)."""
+    def find_card(self, name: str, version: str) -> ModelCard | None:
+        """The card of a loaded model of any kind; None when no such model is loaded (a stored
+        result outlives its model, and its page and report still render)."""
         try:
-            return self.card(name, version)
+            return self.model_card(name, version)
         except (NotFound, ModelUnavailable):
-            return {}
+            return None
 
-    def outline_card(self, record: Any) -> dict[str, Any]:
+    def outline_model_card(self, record: Any) -> ModelCard | None:
         """The card of the model named in a stored outline record (a segmentation or a multitask
-        model); empty when none."""
+        model); None when it names none, or one no longer loaded."""
         model = record.get("model") if isinstance(record, dict) else None
         if not isinstance(model, dict):
-            return {}
-        return self.loaded_card(str(model.get("name")), str(model.get("version")))
+            return None
+        return self.find_card(str(model.get("name")), str(model.get("version")))
+
+    def card(self, name: str, version: str) -> dict[str, Any]:
+        """The card of any loaded model as written (what the API answers)."""
+        return self.model_card(name, version).raw
+
+    def loaded_card(self, name: str, version: str) -> dict[str, Any]:
+        """:meth:`find_card` as written; empty when no such model is loaded."""
+        card = self.find_card(name, version)
+        return card.raw if card is not None else {}
+
+    def outline_card(self, record: Any) -> dict[str, Any]:
+        """:meth:`outline_model_card` as written; empty when none."""
+        card = self.outline_model_card(record)
+        return card.raw if card is not None else {}
 
     def describe(self) -> list[dict[str, Any]]:
         classifiers = [

@@ -1,0 +1,68 @@
+"""Study pages: the decision, the slice scroller, the study's files, deletion."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import HTTPException, Request, Response, status
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from app.api.deps import RegistryDep, StudyServiceDep
+from app.api.routes.pages.errors import page_router
+from app.api.routes.pages.rendering import redirect_with_message, render
+from app.api.routes.pages.views import study_segmentation_view, study_view
+from app.api.routes.studies import file_type
+from app.api.web_auth import CsrfField, PageUser, check_csrf
+from app.services.storage import STUDIES
+
+router = page_router()
+
+
+@router.get("/studies/{study_id}", response_class=HTMLResponse)
+def study_page(
+    study_id: uuid.UUID, request: Request, user: PageUser, service: StudyServiceDep, registry: RegistryDep
+) -> Response:
+    """One study: the decision, a slice scroller with the overlay on each slice, the chart and the volumes."""
+    record = service.get(str(study_id))
+    stored = (record.study.details or {}).get("segmentation")
+    segmentation = study_segmentation_view(stored, registry.outline_model_card(stored))
+    return render(
+        request,
+        "study.html",
+        title="Study result",
+        study=record.study,
+        view=study_view(record),
+        segmentation=segmentation,
+    )
+
+
+@router.get("/studies/{study_id}/{file_name}")
+def study_file(
+    study_id: uuid.UUID,
+    file_name: str,
+    user: PageUser,
+    service: StudyServiceDep,
+) -> Response:
+    """A slice image, an overlay or the PDF report of one study, for the signed-in browser."""
+    if not STUDIES.allows(file_name):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"No file {file_name!r} belongs to a study.")
+    identifier = str(study_id)
+    data = service.read_file(identifier, file_name)
+    headers = {"Cache-Control": "private, max-age=300"}
+    if file_name.endswith(".pdf"):
+        headers["Content-Disposition"] = f'attachment; filename="ich-study-report-{identifier}.pdf"'
+    return Response(content=data, media_type=file_type(file_name), headers=headers)
+
+
+@router.post("/studies/{study_id}/delete")
+def delete_study_page(
+    study_id: uuid.UUID,
+    request: Request,
+    user: PageUser,
+    service: StudyServiceDep,
+    csrf: CsrfField = "",
+) -> RedirectResponse:
+    """Delete one study analysis and its files."""
+    check_csrf(request, csrf)
+    service.delete(str(study_id))
+    return redirect_with_message(request, "/worklist", "The study analysis and its images were deleted.")
