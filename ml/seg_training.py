@@ -54,7 +54,7 @@ from ml.explain.gradcam import GradCam
 from ml.model_io import load_bundle, read_card
 from ml.models.unet import SEGMENTATION_CLASSES, build_unet
 from ml.segmenter import class_map_from_probabilities
-from ml.training import measure_latency
+from ml.training import FitResult, measure_latency
 
 __all__ = [
     "SegTrainConfig",
@@ -543,18 +543,7 @@ def _compiled_unet(config: SegTrainConfig, size: int) -> keras.Model:
     return model
 
 
-@dataclass
-class _Fitted:
-    """The best checkpoint, reloaded, and how the fit went."""
-
-    model: keras.Model
-    augmentation: AugmentationConfig
-    epochs_run: int
-    stopped_by_time_budget: bool
-    seconds: float
-
-
-def _fit(config: SegTrainConfig, model: keras.Model, data: _SegData, output_dir: Path) -> _Fitted:
+def _fit(config: SegTrainConfig, model: keras.Model, data: _SegData, output_dir: Path) -> FitResult:
     """Fit on the mixed, augmented sources; keep the checkpoint with the best validation score."""
     augmentation = AugmentationConfig(rotation_degrees=25.0, zoom_fraction=0.2, resample_probability=0.25)
     train_data = _training_data(
@@ -589,7 +578,7 @@ def _fit(config: SegTrainConfig, model: keras.Model, data: _SegData, output_dir:
         verbose=1 if sys.stdout.isatty() else 2,
     )
     training_seconds = time.monotonic() - fit_started
-    return _Fitted(
+    return FitResult(
         model=keras.saving.load_model(checkpoint_path, compile=False),
         augmentation=augmentation,
         epochs_run=len(history.history.get("loss", [])),
@@ -687,7 +676,7 @@ def _model_card(
     classifier_card: dict[str, Any],
     preprocess_config: PreprocessConfig,
     data: _SegData,
-    fitted: _Fitted,
+    fitted: FitResult,
     postprocessing: dict[str, Any],
     metrics: dict[str, Any],
     pointing: dict[str, Any],

@@ -28,7 +28,14 @@ from ml.evaluation.metrics import choose_threshold, mean_source_auc, patient_lev
 from ml.evaluation.robustness import robustness_report
 from ml.models.classifier import GRADCAM_LAYERS, build_classifier
 
-__all__ = ["TrainConfig", "measure_latency", "predict_probabilities", "preprocess_samples", "train"]
+__all__ = [
+    "FitResult",
+    "TrainConfig",
+    "measure_latency",
+    "predict_probabilities",
+    "preprocess_samples",
+    "train",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -312,15 +319,18 @@ def _compiled_classifier(config: TrainConfig) -> keras.Model:
 
 
 @dataclass
-class _Fitted:
-    """The model fitting kept (best checkpoint or weight average, reloaded) and how the fit went."""
+class FitResult:
+    """The model a fit kept (best checkpoint or weight average, reloaded) and how the fit went.
+
+    ``averaged_epochs`` is how many epochs a weight average took in, ``None`` without one.
+    """
 
     model: keras.Model
     augmentation: AugmentationConfig
     epochs_run: int
     stopped_by_time_budget: bool
-    averaged_epochs: int | None
     seconds: float
+    averaged_epochs: int | None = None
 
 
 def _callbacks(
@@ -364,7 +374,7 @@ def _fit(
     arrays: dict[str, np.ndarray],
     labels: dict[str, np.ndarray],
     output_dir: Path,
-) -> _Fitted:
+) -> FitResult:
     """Fit on the weighted, augmented training split; save and reload the model that is kept."""
     augmentation = AugmentationConfig(
         resample_min_scale=config.resample_min_scale, blur_max_sigma=config.blur_max_sigma
@@ -402,7 +412,7 @@ def _fit(
             logger.warning("No epoch reached epoch %d: keeping the last weights.", config.average_from_epoch)
         model.save(checkpoint_path)
     training_seconds = time.monotonic() - fit_started
-    return _Fitted(
+    return FitResult(
         model=keras.saving.load_model(checkpoint_path, compile=False),
         augmentation=augmentation,
         epochs_run=len(history.history.get("loss", [])),
@@ -463,7 +473,7 @@ def _model_card(
     config: TrainConfig,
     split: Split,
     preprocess_config: PreprocessConfig,
-    fitted: _Fitted,
+    fitted: FitResult,
     evaluation: _Evaluation,
     started: float,
 ) -> dict[str, Any]:
