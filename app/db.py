@@ -314,3 +314,9 @@ def list_records(
         total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
         items = list(session.scalars(query.order_by(*order).offset((page - 1) * page_size).limit(page_size)))
     return items, int(total)
+
+
+def stored_ids(database: Database, model: type[Prediction] | type[Study]) -> set[str]:
+    """The id of every stored prediction or study (start-up keeps only their result folders)."""
+    with database.session() as session:
+        return set(session.scalars(select(model.id)))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -19,9 +21,13 @@ from app.core.ratelimit import RateLimiter
 from app.core.security import SecurityHeaders
 from app.core.sessions import SessionMiddleware
 from app.core.startup import ensure_api_key
-from app.db import Database
+from app.db import Database, stored_ids
 from app.services.auth import KeyStore
 from app.services.storage import FileStore
+
+if TYPE_CHECKING:
+    from app.services.inference import ModelRegistry
+    from app.services.pacs import PacsService, StudyWatcher
 
 logger = logging.getLogger("app")
 
@@ -29,6 +35,7 @@ DISCLAIMER = "Decision support only. Not for clinical use."
 
 
 def configure_tensorflow(threads: int) -> None:
+    """Use ``threads`` threads inside each TensorFlow operation and one between them (0: its default)."""
     import tensorflow as tf
 
     if threads > 0:
@@ -39,124 +46,176 @@ def configure_tensorflow(threads: int) -> None:
             logger.debug("TensorFlow threads were already configured.")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the service; nothing heavy happens until the lifespan starts."""
-    settings = settings or get_settings()
+def prepare_process(settings: Settings) -> None:
+    """Logging, the report fonts and TensorFlow's threads: what the whole process shares.
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from app.db import Prediction, Study
-        from app.services.claims import ClaimStore
-        from app.services.inference import ModelRegistry
-        from app.services.operating_points import site_operating_point
-        from app.services.pacs import PacsClient, PacsService, StudyWatcher
-        from app.services.predictions import PredictionService
-        from app.services.reporting import ReportFontsMissing, register_fonts
-        from app.services.storage import STUDIES
-        from app.services.studies import StudyService
-        from ml.data.series import ArchiveLimits
+    Without the fonts the PDF reports would print names as empty boxes, so the service refuses
+    to start.
+    """
+    from app.services.reporting import ReportFontsMissing, register_fonts
 
-        configure_logging(settings.log_level, settings.log_format)
-        try:
-            register_fonts()
-        except ReportFontsMissing as error:
-            logger.critical("%s", error)
-            raise
-        configure_tensorflow(settings.inference_threads)
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        database = Database(settings.resolved_database_url)
-        if settings.migrate_on_start:
-            database.migrate()
-        files = FileStore(settings.resolved_storage_dir)
-        files.prepare()
-        with database.session() as session:
-            known = set(session.scalars(Prediction.__table__.select().with_only_columns(Prediction.id)))
-            known_studies = set(session.scalars(Study.__table__.select().with_only_columns(Study.id)))
-        removed = files.remove_incomplete(known)
-        removed += files.remove_incomplete(known_studies, kind=STUDIES)
-        if removed:
-            logger.warning("Removed %d incomplete result folders left by an interrupted run.", removed)
-        registry = ModelRegistry.from_store(
-            settings.model_store, settings.default_model, settings.segmentation_model
-        )
-        if not registry.ready:
-            logger.error(
-                "Default model %r not found in %s; predictions answer 503.",
-                settings.default_model,
-                settings.model_store,
-            )
-        try:
-            operating_point = site_operating_point(
-                settings, registry.get().bundle.card if registry.ready else None
-            )
-        except InvalidSettings as exc:
-            logger.error("Not starting: %s", exc)
-            database.dispose()
-            raise
-        if operating_point is not None:
-            registry.use_operating_point(operating_point)
-            logger.info(
-                "Deciding with the site operating point: slices at %.6g (%s), studies at %.6g (%s).",
-                operating_point.slice.value,
-                operating_point.slice.source,
-                operating_point.study.value,
-                operating_point.study.source,
-            )
-        if settings.segmentation_model and registry.outliner() is None:
-            logger.warning(
-                "Segmentation model %r not found in %s; results carry no outlines (segmentation: null).",
-                settings.segmentation_model,
-                settings.model_store,
-            )
-        keys = KeyStore(database, settings.api_key_list())
-        ensure_api_key(settings, keys)
-        app.state.settings = settings
-        app.state.database = database
-        app.state.files = files
-        app.state.registry = registry
-        app.state.keys = keys
-        app.state.predictions = PredictionService(
-            database, files, registry, settings.max_image_pixels, metrics=app.state.metrics
-        )
-        app.state.predictions.warm_up()
-        app.state.studies = StudyService(
-            database,
-            files,
-            registry,
-            settings.max_image_pixels,
-            max_slices=settings.max_study_slices,
-            # A ZIP may unpack to a few times its own size (DICOM compresses about 2:1 to 4:1).
-            archive_limits=ArchiveLimits(max_total_bytes=4 * settings.max_study_upload_bytes),
-            metrics=app.state.metrics,
-        )
-        app.state.pacs = PacsService(
-            PacsClient.from_settings(settings),
-            app.state.studies,
-            ClaimStore(database, settings.analysis_claim_timeout_seconds),
-        )
-        watcher = None
-        if settings.dicomweb_url and settings.dicomweb_poll_seconds > 0:
-            watcher = StudyWatcher(
-                app.state.pacs, settings.dicomweb_poll_seconds, settings.dicomweb_poll_lookback_days
-            )
-            watcher.start()
-            logger.info("Watching the PACS for new CT studies every %g s.", settings.dicomweb_poll_seconds)
-        app.state.watcher = watcher
-        logger.info("Ready: models %s", [f"{m['name']}/{m['version']}" for m in registry.describe()])
-        yield
-        if watcher is not None:
-            watcher.stop()
-        database.dispose()
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        register_fonts()
+    except ReportFontsMissing as error:
+        logger.critical("%s", error)
+        raise
+    configure_tensorflow(settings.inference_threads)
 
-    app = FastAPI(
-        title="ICH Detect",
-        summary="Intracranial haemorrhage detection on brain CT. " + DISCLAIMER,
-        version="0.1.0",
-        lifespan=lifespan,
+
+def open_storage(settings: Settings) -> tuple[Database, FileStore]:
+    """The database (its schema upgraded unless turned off) and the result files.
+
+    Result folders whose database row never committed (an interrupted run) are removed.
+    """
+    from app.db import Prediction, Study
+    from app.services.storage import STUDIES
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    database = Database(settings.resolved_database_url)
+    if settings.migrate_on_start:
+        database.migrate()
+    files = FileStore(settings.resolved_storage_dir)
+    files.prepare()
+    removed = files.remove_incomplete(stored_ids(database, Prediction))
+    removed += files.remove_incomplete(stored_ids(database, Study), kind=STUDIES)
+    if removed:
+        logger.warning("Removed %d incomplete result folders left by an interrupted run.", removed)
+    return database, files
+
+
+def use_site_operating_point(settings: Settings, registry: ModelRegistry) -> None:
+    """Decide with the site's operating point, when one is set, on the model that serves.
+
+    Raises:
+        InvalidSettings: the operating point cannot be used (the message says why).
+    """
+    from app.services.operating_points import site_operating_point
+
+    try:
+        operating_point = site_operating_point(
+            settings, registry.get().bundle.card if registry.ready else None
+        )
+    except InvalidSettings as exc:
+        logger.error("Not starting: %s", exc)
+        raise
+    if operating_point is not None:
+        registry.use_operating_point(operating_point)
+        logger.info(
+            "Deciding with the site operating point: slices at %.6g (%s), studies at %.6g (%s).",
+            operating_point.slice.value,
+            operating_point.slice.source,
+            operating_point.study.value,
+            operating_point.study.source,
+        )
+
+
+def load_models(settings: Settings) -> ModelRegistry:
+    """The models of the store, deciding with the site's operating point when one is set.
+
+    A missing default model leaves the service up (predictions answer 503); a missing
+    segmentation model leaves results without outlines. Both are logged.
+
+    Raises:
+        InvalidSettings: the operating point cannot be used (the message says why).
+    """
+    from app.services.inference import ModelRegistry
+
+    registry = ModelRegistry.from_store(
+        settings.model_store, settings.default_model, settings.segmentation_model
     )
+    if not registry.ready:
+        logger.error(
+            "Default model %r not found in %s; predictions answer 503.",
+            settings.default_model,
+            settings.model_store,
+        )
+    use_site_operating_point(settings, registry)
+    if settings.segmentation_model and registry.outliner() is None:
+        logger.warning(
+            "Segmentation model %r not found in %s; results carry no outlines (segmentation: null).",
+            settings.segmentation_model,
+            settings.model_store,
+        )
+    return registry
+
+
+def attach_services(
+    app: FastAPI, settings: Settings, database: Database, files: FileStore, registry: ModelRegistry
+) -> None:
+    """Put the stores and services the routes use on ``app.state``; warm the model up."""
+    from app.services.claims import ClaimStore
+    from app.services.pacs import PacsClient, PacsService
+    from app.services.predictions import PredictionService
+    from app.services.studies import StudyService
+    from ml.data.series import ArchiveLimits
+
+    keys = KeyStore(database, settings.api_key_list())
+    ensure_api_key(settings, keys)
     app.state.settings = settings
-    app.state.metrics = Metrics()
-    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+    app.state.database = database
+    app.state.files = files
+    app.state.registry = registry
+    app.state.keys = keys
+    app.state.predictions = PredictionService(
+        database, files, registry, settings.max_image_pixels, metrics=app.state.metrics
+    )
+    app.state.predictions.warm_up()
+    app.state.studies = StudyService(
+        database,
+        files,
+        registry,
+        settings.max_image_pixels,
+        max_slices=settings.max_study_slices,
+        # A ZIP may unpack to a few times its own size (DICOM compresses about 2:1 to 4:1).
+        archive_limits=ArchiveLimits(max_total_bytes=4 * settings.max_study_upload_bytes),
+        metrics=app.state.metrics,
+    )
+    app.state.pacs = PacsService(
+        PacsClient.from_settings(settings),
+        app.state.studies,
+        ClaimStore(database, settings.analysis_claim_timeout_seconds),
+    )
+
+
+def start_watcher(settings: Settings, pacs: PacsService) -> StudyWatcher | None:
+    """Poll the PACS for new CT studies when a DICOMweb server and an interval are set."""
+    from app.services.pacs import StudyWatcher
+
+    if not (settings.dicomweb_url and settings.dicomweb_poll_seconds > 0):
+        return None
+    watcher = StudyWatcher(pacs, settings.dicomweb_poll_seconds, settings.dicomweb_poll_lookback_days)
+    watcher.start()
+    logger.info("Watching the PACS for new CT studies every %g s.", settings.dicomweb_poll_seconds)
+    return watcher
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
+    """Start the service once (storage, models, services, PACS watcher); stop it on shutdown."""
+    prepare_process(settings)
+    database, files = open_storage(settings)
+    try:
+        registry = load_models(settings)
+    except InvalidSettings:
+        database.dispose()
+        raise
+    attach_services(app, settings, database, files, registry)
+    watcher = start_watcher(settings, app.state.pacs)
+    app.state.watcher = watcher
+    logger.info("Ready: models %s", [f"{m['name']}/{m['version']}" for m in registry.describe()])
+    yield
+    if watcher is not None:
+        watcher.stop()
+    database.dispose()
+
+
+def add_routes_and_middleware(app: FastAPI, settings: Settings) -> None:
+    """The routers, the static files and the middleware, in the order their layers need.
+
+    Starlette wraps each middleware added around those before it, so the last one added is the
+    outermost layer.
+    """
     study_limit = upload_limit_bytes(settings.max_study_upload_bytes)
     app.add_middleware(
         BodySizeLimit,
@@ -176,6 +235,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(SecurityHeaders)
     # Added last, so it is the outermost layer and sees every response, including 413 and 500.
     app.add_middleware(RequestObserver, metrics=app.state.metrics)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the service; nothing heavy happens until the lifespan starts."""
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="ICH Detect",
+        summary="Intracranial haemorrhage detection on brain CT. " + DISCLAIMER,
+        version="0.1.0",
+        lifespan=partial(lifespan, settings=settings),
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+    add_routes_and_middleware(app, settings)
     return app
 
 

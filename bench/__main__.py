@@ -9,7 +9,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.run import BenchConfig, command_line, default_data_dir, format_table, run
+from bench.config import BenchConfig, default_data_dir
+from bench.run import command_line, run
+from bench.table import format_table
 from ml.cli import ArgumentParser, data_errors
 
 

@@ -23,11 +23,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import cv2
 import keras
 import numpy as np
 import tensorflow as tf
 
+from ml.callbacks import TimeBudget
 from ml.data.augmentation import AugmentationConfig, Augmenter
 from ml.data.preprocessing import PreprocessConfig
 from ml.data.segmentation import (
@@ -40,20 +40,20 @@ from ml.data.segmentation import (
     split_ct_ich_by_manifest,
     volume_split,
 )
-from ml.evaluation.metrics import summarize, wilson_interval
-from ml.evaluation.segmentation import (
-    POINTING_GAME_TARGET,
-    bootstrap_pooled,
-    dice,
-    lesion_detection,
-    overlap_counts,
-    pointing_game_hit,
-)
-from ml.explain.gradcam import GradCam
-from ml.model_io import load_bundle, read_card
+from ml.evaluation.segmentation import overlap_counts
+from ml.model_io import read_card
 from ml.models.unet import SEGMENTATION_CLASSES, build_unet
+from ml.seg_reports import (
+    FEW_POSITIVES,
+    ct_ich_detection_report,
+    evaluate_segmentation,
+    normal_slices_report,
+    pointing_game,
+    pointing_game_limitations,
+    subtype_report,
+)
 from ml.segmenter import class_map_from_probabilities
-from ml.training import TimeBudget, measure_latency
+from ml.training import FitResult, measure_latency
 
 __all__ = [
     "SegTrainConfig",
@@ -74,8 +74,6 @@ MIN_COMPONENTS_PX = (0, 5, 10, 20, 40, 80)
 # Required share of normal validation slices without predicted blood when choosing the
 # post-processing (above the 0.90 target, as a margin).
 NORMAL_CLEAR_GOAL = 0.93
-# A subtype with fewer positive test slices than this is flagged as too few to trust.
-FEW_POSITIVES = 10
 
 
 @dataclass
@@ -322,166 +320,31 @@ def choose_postprocessing(
     }
 
 
-def evaluate_segmentation(
-    mask_probabilities: np.ndarray,
-    masked: Prepared,
-    blood_threshold: float,
-    min_component_px: int,
-    resamples: int = 1000,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Dice and IoU (any blood and per subtype; pooled with volume-bootstrap intervals, and
-    per slice) and lesion detection on slices with true masks."""
-    predictions = [
-        class_map_from_probabilities(p.astype(np.float32), blood_threshold, min_component_px)
-        for p in mask_probabilities
-    ]
-    groups = masked.groups
-    report: dict[str, Any] = {}
-    for index, name in enumerate(("any_blood", *SUBTYPES)):
-        if index == 0:
-            pairs = [(p > 0, t > 0) for p, t in zip(predictions, masked.masks, strict=True)]
-        else:
-            pairs = [(p == index, t == index) for p, t in zip(predictions, masked.masks, strict=True)]
-        counts = [overlap_counts(p, t) for p, t in pairs]
-        entry = bootstrap_pooled(counts, groups, resamples, seed)
-        per_slice = [dice(p, t) for p, t in pairs if t.any()]
-        entry["slices_with_class"] = len(per_slice)
-        entry["per_slice_dice"] = {
-            "mean": round(float(np.mean(per_slice)), 4) if per_slice else None,
-            "median": round(float(np.median(per_slice)), 4) if per_slice else None,
-        }
-        report[name] = entry
-    lesions: dict[str, Any] = {"lesions": 0, "found": 0, "predicted_components": 0, "false_components": 0}
-    for prediction, truth in zip(predictions, masked.masks, strict=True):
-        for key, value in lesion_detection(prediction > 0, truth > 0).items():
-            lesions[key] += value
-    lesions["sensitivity"] = round(lesions["found"] / lesions["lesions"], 4) if lesions["lesions"] else None
-    lesions["sensitivity_ci95"] = wilson_interval(lesions["found"], lesions["lesions"])
-    report["lesion_detection"] = lesions
-    return report
+@dataclass
+class _SegData:
+    """The training data of one run: bhsd_seg split by volume, and every part preprocessed.
 
-
-def normal_slices_report(
-    normal_probabilities: np.ndarray, blood_threshold: float, min_px: int
-) -> dict[str, Any]:
-    clear = sum(
-        not class_map_from_probabilities(p.astype(np.float32), blood_threshold, min_px).any()
-        for p in normal_probabilities
-    )
-    total = len(normal_probabilities)
-    return {
-        "slices": total,
-        "clear": int(clear),
-        "clear_fraction": round(clear / total, 4) if total else None,
-        "ci95": wilson_interval(int(clear), total),
-    }
-
-
-def ct_ich_detection_report(
-    part: Prepared,
-    mask_probabilities: np.ndarray,
-    blood_threshold: float,
-    min_component_px: int,
-    resamples: int,
-    seed: int,
-) -> dict[str, Any]:
-    """Does the outline appear on CT-ICH haemorrhage slices and stay away from normal ones?
-
-    CT-ICH has no masks, but its slice labels show whether the segmentation learnt blood or
-    learnt which collection a slice comes from: a slice counts as flagged when any blood
-    survives the post-processing; the AUC ranks slices by their largest blood probability.
+    ``parts`` are named ``bhsd_<split>`` and ``ct_ich_<split>``; ``normal`` holds each CT-ICH
+    split's slices whose (empty) mask is known, and ``weak`` the CT-ICH training slices known only
+    by their subtype labels.
     """
-    labels = np.array([s.any_blood for s in part.samples], np.int32)
-    flagged = np.array(
-        [
-            class_map_from_probabilities(p.astype(np.float32), blood_threshold, min_component_px).any()
-            for p in mask_probabilities
-        ]
-    )
-    peak = np.array([float((1.0 - p[..., 0].astype(np.float32)).max()) for p in mask_probabilities])
-    report: dict[str, Any] = {
-        "slices": len(labels),
-        "haemorrhage_slices": int(labels.sum()),
-        "flagged_haemorrhage_slices": int(flagged[labels == 1].sum()),
-        "flagged_normal_slices": int(flagged[labels == 0].sum()),
-    }
-    positives = int(labels.sum())
-    report["sensitivity"] = round(float(flagged[labels == 1].mean()), 4) if positives else None
-    report["sensitivity_ci95"] = wilson_interval(int(flagged[labels == 1].sum()), positives)
-    if 0 < positives < len(labels):
-        report["auc_peak_blood_probability"] = summarize(labels, peak, 0.5, part.groups, resamples, seed)[
-            "metrics"
-        ]["auc"]
-    return report
+
+    bhsd: dict[str, list[SegSample]]
+    parts: dict[str, Prepared]
+    normal: dict[str, Prepared]
+    weak: Prepared
 
 
-def subtype_report(part: Prepared, probabilities: np.ndarray, resamples: int, seed: int) -> dict[str, Any]:
-    """Per-subtype AUC with patient-bootstrap intervals, and a flag where positives are few."""
-    labels = part.subtypes.astype(int)
-    report: dict[str, Any] = {}
-    for k, name in enumerate(SUBTYPES):
-        positives = int(labels[:, k].sum())
-        entry: dict[str, Any] = {"n": len(labels), "n_positive": positives}
-        if 0 < positives < len(labels):
-            summary = summarize(labels[:, k], probabilities[:, k], 0.5, part.groups, resamples, seed)
-            entry["auc"] = summary["metrics"]["auc"]
-        else:
-            entry["auc"] = {"value": None, "ci95": [None, None]}
-        entry["too_few_to_trust"] = positives < FEW_POSITIVES
-        report[name] = entry
-    return report
-
-
-def pointing_game(classifier_dir: Path, part: Prepared, tolerance_px: int = 8) -> dict[str, Any]:
-    """Grad-CAM of the classifier against true masks: is the heat map's peak in the bleed?"""
-    bundle = load_bundle(classifier_dir)
-    gradcam = GradCam(bundle.model, bundle.gradcam_layer)
-    images = part.images[..., np.newaxis].astype(np.float32) / 255.0
-    _, heatmaps = gradcam(images, bundle.threshold, positive=True)
-    size = part.images.shape[1]
-    strict, tolerant = [], []
-    for heatmap, truth in zip(heatmaps, part.masks, strict=True):
-        if not truth.any():
-            continue
-        grid = cv2.resize(heatmap.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
-        strict.append(pointing_game_hit(grid, truth > 0))
-        tolerant.append(pointing_game_hit(grid, truth > 0, tolerance_px))
-    return {
-        "classifier": f"{bundle.name} {bundle.version}",
-        "slices": len(strict),
-        "hit_rate": round(float(np.mean(strict)), 4) if strict else None,
-        "hit_rate_ci95": wilson_interval(int(np.sum(strict)), len(strict)),
-        f"hit_rate_within_{tolerance_px}px": round(float(np.mean(tolerant)), 4) if tolerant else None,
-        "tolerance_px_on_model_grid": tolerance_px,
-    }
-
-
-def pointing_game_limitations(result: dict[str, Any]) -> list[str]:
-    """The model card's warning when the classifier's heat map seldom points at the bleed."""
-    rate = result.get("hit_rate")
-    if rate is None or rate >= POINTING_GAME_TARGET:
-        return []
-    return [
-        f"The classifier's Grad-CAM heat map ({result['classifier']}) peaks inside the labelled bleed on "
-        f"only {rate:.0%} of held-out bhsd_seg slices ({result['slices']} slices; target "
-        f"{POINTING_GAME_TARGET:.0%}): it shows what drove the score, often not the bleed. Use the "
-        "outline, not the heat map, to judge where blood is."
-    ]
-
-
-def train_segmentation(
-    config: SegTrainConfig, data_dir: Path, output_dir: Path, cache_dir: Path | None = None
-) -> dict[str, Any]:
-    """Train, choose the post-processing on validation, test once, write the bundle and card."""
-    started = time.monotonic()
-    keras.utils.set_random_seed(config.seed)
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+def _read_data(
+    config: SegTrainConfig,
+    data_dir: Path,
+    output_dir: Path,
+    classifier_card: dict[str, Any],
+    preprocess_config: PreprocessConfig,
+    cache_dir: Path | None,
+) -> _SegData:
+    """Split bhsd_seg by volume and CT-ICH as the classifier did, write the manifest, preprocess."""
     classifier_dir = Path(config.classifier_dir)
-    classifier_card = read_card(classifier_dir)
-    preprocess_config = PreprocessConfig.from_dict(classifier_card["preprocessing"])
-
     bhsd = volume_split(read_bhsd(data_dir), config.validation_volumes, config.test_volumes, config.seed)
     ct_ich_samples = read_ct_ich_subtypes(data_dir)
     if config.max_ct_ich is not None:
@@ -510,8 +373,11 @@ def train_segmentation(
         logger.info(
             "%s: %d slices, %d with blood", name, len(part.samples), sum(s.any_blood for s in part.samples)
         )
+    return _SegData(bhsd=bhsd, parts=parts, normal=normal, weak=weak)
 
-    size = preprocess_config.image_size
+
+def _compiled_unet(config: SegTrainConfig, size: int) -> keras.Model:
+    """A new U-Net (or the weights of ``init_from``), compiled with its two losses."""
     model = build_unet((size, size, 1), config.width)
     if config.init_from:
         # Continue from an earlier run of the same architecture (weights only; a fresh
@@ -523,14 +389,23 @@ def train_segmentation(
         loss={"mask": mask_loss, "subtypes": keras.losses.BinaryCrossentropy()},
         loss_weights={"mask": 1.0, "subtypes": config.subtype_loss_weight},
     )
+    return model
+
+
+def _fit(config: SegTrainConfig, model: keras.Model, data: _SegData, output_dir: Path) -> FitResult:
+    """Fit on the mixed, augmented sources; keep the checkpoint with the best validation score."""
     augmentation = AugmentationConfig(rotation_degrees=25.0, zoom_fraction=0.2, resample_probability=0.25)
     train_data = _training_data(
-        parts["bhsd_train"], normal["train"], weak, config, Augmenter(augmentation, config.seed)
+        data.parts["bhsd_train"],
+        data.normal["train"],
+        data.weak,
+        config,
+        Augmenter(augmentation, config.seed),
     )
     checkpoint_path = output_dir / "model.keras"
     budget = TimeBudget(config.time_budget_minutes)
     callbacks: list[keras.callbacks.Callback] = [
-        ValidationScore(parts["bhsd_validation"], parts["ct_ich_validation"]),
+        ValidationScore(data.parts["bhsd_validation"], data.parts["ct_ich_validation"]),
         keras.callbacks.ModelCheckpoint(
             checkpoint_path, monitor="val_score", mode="max", save_best_only=True
         ),
@@ -552,8 +427,23 @@ def train_segmentation(
         verbose=1 if sys.stdout.isatty() else 2,
     )
     training_seconds = time.monotonic() - fit_started
-    model = keras.saving.load_model(checkpoint_path, compile=False)
+    return FitResult(
+        model=keras.saving.load_model(checkpoint_path, compile=False),
+        augmentation=augmentation,
+        epochs_run=len(history.history.get("loss", [])),
+        stopped_by_time_budget=budget.stopped_early,
+        seconds=training_seconds,
+    )
 
+
+def _measure(
+    config: SegTrainConfig, model: keras.Model, data: _SegData
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Choose the post-processing on validation, then measure validation and, once, test.
+
+    Returns the post-processing (the chosen rule and the candidates) and the metrics.
+    """
+    parts, normal = data.parts, data.normal
     validation_masks, _ = predict_masks(model, parts["bhsd_validation"].images)
     validation_normal, _ = predict_masks(model, normal["validation"].images)
     postprocessing = choose_postprocessing(
@@ -596,13 +486,54 @@ def train_segmentation(
             ),
         },
     }
-    all_bhsd = prepare([*bhsd["train"], *bhsd["validation"], *bhsd["test"]], preprocess_config, cache_dir)
-    pointing = {
-        "test_volumes": pointing_game(classifier_dir, parts["bhsd_test"]),
-        "all_bhsd_seg_slices": pointing_game(classifier_dir, all_bhsd),
-    }
+    return postprocessing, metrics
 
-    card: dict[str, Any] = {
+
+def _reproduce_command(config: SegTrainConfig) -> str:
+    """The ``python -m ml.train_seg`` command line that trains with this configuration."""
+    return (
+        f"python -m ml.train_seg --name {config.name} --version {config.version} "
+        f"--classifier-dir {config.classifier_dir} --epochs {config.epochs} "
+        f"--time-budget-min {config.time_budget_minutes:g} --seed {config.seed}"
+        + (
+            f" --learning-rate {config.learning_rate:g}"
+            if config.learning_rate != SegTrainConfig.learning_rate
+            else ""
+        )
+        + (f" --init-from {config.init_from}" if config.init_from else "")
+    )
+
+
+INTENDED_USE = (
+    "Research and decision support only: outlines where a slice may show intracranial "
+    "haemorrhage, names the likely subtypes and estimates areas and volumes for a "
+    "qualified reader to check. Not for clinical use; not a diagnosis."
+)
+LIMITATIONS = (
+    "Pixel masks exist for 52 slices from 38 scans (bhsd_seg); the held-out volumes are few, "
+    "so Dice and IoU carry wide confidence intervals.",
+    "Subtype labels come from CT-ICH slice labels and bhsd_seg masks; subtypes with fewer "
+    f"than {FEW_POSITIVES} positive test slices are marked too few to trust.",
+    "Chronic (hypodense) collections are labelled in part of bhsd_seg and are segmented poorly.",
+    "Areas and volumes are only as good as the outline; the bedside ABC/2 estimate is shown beside the voxel count for comparison.",
+    "Expects the same input as the classifier: an axial head CT slice in a brain window.",
+)
+
+
+def _model_card(
+    config: SegTrainConfig,
+    classifier_card: dict[str, Any],
+    preprocess_config: PreprocessConfig,
+    data: _SegData,
+    fitted: FitResult,
+    postprocessing: dict[str, Any],
+    metrics: dict[str, Any],
+    pointing: dict[str, Any],
+) -> dict[str, Any]:
+    """The model card without ``total_seconds``: the model, its training, measures and limits."""
+    chosen = postprocessing["chosen"]
+    size = preprocess_config.image_size
+    return {
         "name": config.name,
         "version": config.version,
         "kind": "segmentation",
@@ -612,19 +543,19 @@ def train_segmentation(
             "and per-slice subtype probabilities."
         ),
         "architecture": "compact U-Net (4 poolings, separable convolutions in the deep stages) with a subtype head on the bottleneck",
-        "parameters": int(model.count_params()),
+        "parameters": int(fitted.model.count_params()),
         "input_shape": [size, size, 1],
         "classes": ["background", *SUBTYPES],
         "subtypes": list(SUBTYPES),
         "subtype_colours": {
             name: "#{:02x}{:02x}{:02x}".format(*colour) for name, colour in SUBTYPE_COLOURS.items()
         },
-        "blood_threshold": threshold,
-        "min_component_px": min_px,
+        "blood_threshold": float(chosen["blood_threshold"]),
+        "min_component_px": int(chosen["min_component_px"]),
         "postprocessing": postprocessing,
         "preprocessing": preprocess_config.to_dict(),
         "preprocessing_source": f"{classifier_card['name']} {classifier_card['version']} (identical pixels to the classifier)",
-        "augmentation": augmentation.to_dict(),
+        "augmentation": fitted.augmentation.to_dict(),
         "training": {
             "datasets": [
                 "bhsd_seg (masks)",
@@ -638,45 +569,54 @@ def train_segmentation(
                     "with_blood": int(sum(s.any_blood for s in part.samples)),
                     "groups": len(set(part.groups)),
                 }
-                for name, part in parts.items()
+                for name, part in data.parts.items()
             },
-            "epochs_run": len(history.history.get("loss", [])),
-            "stopped_by_time_budget": budget.stopped_early,
-            "seconds": round(training_seconds, 1),
+            "epochs_run": fitted.epochs_run,
+            "stopped_by_time_budget": fitted.stopped_by_time_budget,
+            "seconds": round(fitted.seconds, 1),
             "hardware": f"{platform.processor() or platform.machine()}, GPUs: {len(tf.config.list_physical_devices('GPU'))}",
             "config": asdict(config),
         },
         "metrics": metrics,
         "pointing_game": pointing,
-        "cpu_latency_ms_per_slice": round(measure_latency(model, size), 2),
-        "intended_use": (
-            "Research and decision support only: outlines where a slice may show intracranial "
-            "haemorrhage, names the likely subtypes and estimates areas and volumes for a "
-            "qualified reader to check. Not for clinical use; not a diagnosis."
-        ),
-        "limitations": [
-            "Pixel masks exist for 52 slices from 38 scans (bhsd_seg); the held-out volumes are few, "
-            "so Dice and IoU carry wide confidence intervals.",
-            "Subtype labels come from CT-ICH slice labels and bhsd_seg masks; subtypes with fewer "
-            f"than {FEW_POSITIVES} positive test slices are marked too few to trust.",
-            "Chronic (hypodense) collections are labelled in part of bhsd_seg and are segmented poorly.",
-            "Areas and volumes are only as good as the outline; the bedside ABC/2 estimate is shown beside the voxel count for comparison.",
-            "Expects the same input as the classifier: an axial head CT slice in a brain window.",
-            *pointing_game_limitations(pointing["test_volumes"]),
-        ],
-        "reproduce": (
-            f"python -m ml.train_seg --name {config.name} --version {config.version} "
-            f"--classifier-dir {config.classifier_dir} --epochs {config.epochs} "
-            f"--time-budget-min {config.time_budget_minutes:g} --seed {config.seed}"
-            + (
-                f" --learning-rate {config.learning_rate:g}"
-                if config.learning_rate != SegTrainConfig.learning_rate
-                else ""
-            )
-            + (f" --init-from {config.init_from}" if config.init_from else "")
-        ),
-        "total_seconds": round(time.monotonic() - started, 1),
+        "cpu_latency_ms_per_slice": round(measure_latency(fitted.model, size), 2),
+        "intended_use": INTENDED_USE,
+        "limitations": [*LIMITATIONS, *pointing_game_limitations(pointing["test_volumes"])],
+        "reproduce": _reproduce_command(config),
     }
+
+
+def train_segmentation(
+    config: SegTrainConfig, data_dir: Path, output_dir: Path, cache_dir: Path | None = None
+) -> dict[str, Any]:
+    """Train, choose the post-processing on validation, test once, write the bundle and card.
+
+    Every random draw follows ``config.seed`` in a fixed order (the splits, the initial weights,
+    the mixing, shuffling and augmentation), so the same configuration trains the same model.
+    """
+    started = time.monotonic()
+    keras.utils.set_random_seed(config.seed)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    classifier_dir = Path(config.classifier_dir)
+    classifier_card = read_card(classifier_dir)
+    preprocess_config = PreprocessConfig.from_dict(classifier_card["preprocessing"])
+
+    data = _read_data(config, data_dir, output_dir, classifier_card, preprocess_config, cache_dir)
+    model = _compiled_unet(config, preprocess_config.image_size)
+    fitted = _fit(config, model, data, output_dir)
+    postprocessing, metrics = _measure(config, fitted.model, data)
+    all_bhsd = prepare(
+        [*data.bhsd["train"], *data.bhsd["validation"], *data.bhsd["test"]], preprocess_config, cache_dir
+    )
+    pointing = {
+        "test_volumes": pointing_game(classifier_dir, data.parts["bhsd_test"]),
+        "all_bhsd_seg_slices": pointing_game(classifier_dir, all_bhsd),
+    }
+    card = _model_card(
+        config, classifier_card, preprocess_config, data, fitted, postprocessing, metrics, pointing
+    )
+    card["total_seconds"] = round(time.monotonic() - started, 1)
     (output_dir / "train_config.json").write_text(json.dumps(asdict(config), indent=1) + "\n")
     (output_dir / "model_card.json").write_text(json.dumps(card, indent=1) + "\n")
     return card

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ml.callbacks import TimeBudget, WeightAverage, refresh_batch_norm
 from ml.data.augmentation import AugmentationConfig, Augmenter
 from ml.data.datasets import Sample, load_image, read_datasets
 from ml.data.preprocessing import PreprocessConfig, preprocess
@@ -27,7 +28,14 @@ from ml.evaluation.metrics import choose_threshold, mean_source_auc, patient_lev
 from ml.evaluation.robustness import robustness_report
 from ml.models.classifier import GRADCAM_LAYERS, build_classifier
 
-__all__ = ["TrainConfig", "measure_latency", "predict_probabilities", "preprocess_samples", "train"]
+__all__ = [
+    "FitResult",
+    "TrainConfig",
+    "measure_latency",
+    "predict_probabilities",
+    "preprocess_samples",
+    "train",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -131,77 +139,6 @@ class SourceAuc(keras.callbacks.Callback):
         if logs is not None:
             logs["val_source_auc"] = value
         logger.info("epoch %d: mean validation AUC over datasets %.4f", epoch + 1, value)
-
-
-class WeightAverage(keras.callbacks.Callback):
-    """Running mean of the trainable weights at the end of each epoch from ``start_epoch``
-    (counting from 1) on; :meth:`apply` puts the mean into the model."""
-
-    def __init__(self, start_epoch: int) -> None:
-        super().__init__()
-        self.start_epoch = start_epoch
-        self.count = 0
-        self.sums: list[np.ndarray] = []
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if epoch + 1 < self.start_epoch:
-            return
-        weights = [np.asarray(variable.numpy(), np.float64) for variable in self.model.trainable_variables]
-        self.sums = (
-            weights if not self.sums else [total + w for total, w in zip(self.sums, weights, strict=True)]
-        )
-        self.count += 1
-
-    def apply(self) -> int:
-        """Set the averaged weights; returns how many epochs went into the average (0: none,
-        the model keeps its last weights)."""
-        if not self.count:
-            return 0
-        for variable, total in zip(self.model.trainable_variables, self.sums, strict=True):
-            variable.assign((total / self.count).astype(variable.dtype))
-        return self.count
-
-
-def refresh_batch_norm(model: keras.Model, data: tf.data.Dataset, passes: int = 2) -> None:
-    """Measure every batch-normalisation layer's moving statistics again on ``data``.
-
-    Averaged weights need their own statistics: those left by the last epoch belong to other
-    weights. The statistics are reset and the data run through in training mode (which updates
-    them and nothing else); with momentum 0.9 the reset values fade below 1e-4 within 90 batches.
-    """
-    norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
-    for layer in norms:
-        layer.moving_mean.assign(np.zeros(layer.moving_mean.shape, np.float32))
-        layer.moving_variance.assign(np.ones(layer.moving_variance.shape, np.float32))
-    for _ in range(passes):
-        for images, *_ in data:
-            model(images, training=True)
-
-
-class TimeBudget(keras.callbacks.Callback):
-    """Stop training once the wall-clock budget is spent.
-
-    Checked after every batch, so a slow model cannot overrun the budget by a whole epoch;
-    the interrupted epoch still ends with validation and a checkpoint.
-    """
-
-    def __init__(self, minutes: float) -> None:
-        super().__init__()
-        self.seconds = minutes * 60.0
-        self.started = time.monotonic()
-        self.stopped_early = False
-
-    def _check(self) -> None:
-        if not self.stopped_early and time.monotonic() - self.started > self.seconds:
-            logger.info("Time budget of %.1f min spent.", self.seconds / 60)
-            self.stopped_early = True
-            self.model.stop_training = True
-
-    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        self._check()
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._check()
 
 
 def _cache_key(samples: Sequence[Sample], config: PreprocessConfig) -> str:
@@ -331,13 +268,8 @@ def measure_latency(model: keras.Model, image_size: int, repeats: int = 30) -> f
     return float(np.median(timings))
 
 
-def train(
-    config: TrainConfig, data_dir: Path, output_dir: Path, cache_dir: Path | None = None
-) -> dict[str, Any]:
-    """Train, choose the threshold on validation, test once, and write the model bundle.
-
-    Returns the model card that was written to ``output_dir/model_card.json``.
-    """
+def _check_config(config: TrainConfig) -> None:
+    """Refuse option combinations that cannot train, before anything is read or written."""
     if config.balance_sources and config.balance_labels_per_source:
         raise ValueError("Choose one weighting: balance_sources or balance_labels_per_source.")
     if config.monitor not in MONITORS:
@@ -346,11 +278,10 @@ def train(
         raise ValueError(
             f"average_from_epoch must lie in 1..{config.epochs}, got {config.average_from_epoch}."
         )
-    started = time.monotonic()
-    keras.utils.set_random_seed(config.seed)
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
 
+
+def _read_split(config: TrainConfig, data_dir: Path, output_dir: Path) -> Split:
+    """The datasets (a seeded subset with ``max_samples``), split by patient; the manifest is written."""
     samples = read_datasets(data_dir, config.datasets)
     if config.max_samples is not None:
         rng = np.random.default_rng(config.seed)
@@ -366,15 +297,11 @@ def train(
             sum(s.label for s in members),
             len({s.group for s in members}),
         )
+    return split
 
-    preprocess_config = config.preprocess_config()
-    arrays = {
-        name: preprocess_samples(members, preprocess_config, cache_dir)
-        for name, members in split.parts().items()
-    }
-    labels = {name: np.array([s.label for s in members], np.int32) for name, members in split.parts().items()}
-    logger.info("Preprocessed in %.1f s.", time.monotonic() - started)
 
+def _compiled_classifier(config: TrainConfig) -> keras.Model:
+    """A new classifier (or the weights of ``init_from``), compiled with its optimiser and loss."""
     model = build_classifier(
         (config.image_size, config.image_size, 1), config.backbone, config.width, config.dropout
     )
@@ -388,6 +315,67 @@ def train(
         loss=keras.losses.BinaryCrossentropy(),
         metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")],
     )
+    return model
+
+
+@dataclass
+class FitResult:
+    """The model a fit kept (best checkpoint or weight average, reloaded) and how the fit went.
+
+    ``averaged_epochs`` is how many epochs a weight average took in, ``None`` without one.
+    """
+
+    model: keras.Model
+    augmentation: AugmentationConfig
+    epochs_run: int
+    stopped_by_time_budget: bool
+    seconds: float
+    averaged_epochs: int | None = None
+
+
+def _callbacks(
+    config: TrainConfig,
+    split: Split,
+    arrays: dict[str, np.ndarray],
+    labels: dict[str, np.ndarray],
+    output_dir: Path,
+) -> tuple[list[keras.callbacks.Callback], WeightAverage | None, TimeBudget]:
+    """The fit's callbacks in their order, the weight average (when one is taken) and the budget.
+
+    The monitored value must be in the logs before the checkpoint and early stopping read it,
+    so :class:`SourceAuc` comes first.
+    """
+    budget = TimeBudget(config.time_budget_minutes)
+    monitor = f"val_{config.monitor}"
+    callbacks: list[keras.callbacks.Callback] = []
+    if config.monitor == "source_auc":
+        sources = [sample.dataset for sample in split.validation]
+        callbacks.append(SourceAuc(arrays["validation"], labels["validation"], sources))
+    average = None
+    if config.average_from_epoch is None:
+        callbacks += [
+            keras.callbacks.ModelCheckpoint(
+                output_dir / "model.keras", monitor=monitor, mode="max", save_best_only=True
+            ),
+            keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=config.patience),
+            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=4, min_lr=1e-5),
+        ]
+    else:
+        average = WeightAverage(config.average_from_epoch)
+        callbacks.append(average)
+    callbacks += [keras.callbacks.CSVLogger(str(output_dir / "training_log.csv")), budget]
+    return callbacks, average, budget
+
+
+def _fit(
+    config: TrainConfig,
+    model: keras.Model,
+    split: Split,
+    arrays: dict[str, np.ndarray],
+    labels: dict[str, np.ndarray],
+    output_dir: Path,
+) -> FitResult:
+    """Fit on the weighted, augmented training split; save and reload the model that is kept."""
     augmentation = AugmentationConfig(
         resample_min_scale=config.resample_min_scale, blur_max_sigma=config.blur_max_sigma
     )
@@ -405,25 +393,7 @@ def train(
     )
     validation_data = _dataset(arrays["validation"], labels["validation"], config.batch_size, None, None)
     checkpoint_path = output_dir / "model.keras"
-    budget = TimeBudget(config.time_budget_minutes)
-    monitor = f"val_{config.monitor}"
-    callbacks: list[keras.callbacks.Callback] = []
-    if config.monitor == "source_auc":
-        sources = [sample.dataset for sample in split.validation]
-        callbacks.append(SourceAuc(arrays["validation"], labels["validation"], sources))
-    average = None
-    if config.average_from_epoch is None:
-        callbacks += [
-            keras.callbacks.ModelCheckpoint(
-                checkpoint_path, monitor=monitor, mode="max", save_best_only=True
-            ),
-            keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=config.patience),
-            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=4, min_lr=1e-5),
-        ]
-    else:
-        average = WeightAverage(config.average_from_epoch)
-        callbacks.append(average)
-    callbacks += [keras.callbacks.CSVLogger(str(output_dir / "training_log.csv")), budget]
+    callbacks, average, budget = _callbacks(config, split, arrays, labels, output_dir)
     fit_started = time.monotonic()
     history = model.fit(
         train_data,
@@ -442,8 +412,36 @@ def train(
             logger.warning("No epoch reached epoch %d: keeping the last weights.", config.average_from_epoch)
         model.save(checkpoint_path)
     training_seconds = time.monotonic() - fit_started
-    model = keras.saving.load_model(checkpoint_path, compile=False)
+    return FitResult(
+        model=keras.saving.load_model(checkpoint_path, compile=False),
+        augmentation=augmentation,
+        epochs_run=len(history.history.get("loss", [])),
+        stopped_by_time_budget=budget.stopped_early,
+        averaged_epochs=averaged_epochs,
+        seconds=training_seconds,
+    )
 
+
+@dataclass
+class _Evaluation:
+    """The threshold chosen on validation and what it gives on validation and, once, on test."""
+
+    threshold: float
+    test_probabilities: np.ndarray
+    validation: dict[str, Any]
+    test: dict[str, Any]
+    robustness: dict[str, Any]
+
+
+def _evaluate(
+    config: TrainConfig,
+    model: keras.Model,
+    split: Split,
+    arrays: dict[str, np.ndarray],
+    labels: dict[str, np.ndarray],
+    preprocess_config: PreprocessConfig,
+) -> _Evaluation:
+    """Choose the threshold on validation, then measure both splits and the test split's robustness."""
     validation_probs = predict_probabilities(model, arrays["validation"])
     threshold = choose_threshold(labels["validation"], validation_probs, config.target_sensitivity)
     test_probs = predict_probabilities(model, arrays["test"])
@@ -452,9 +450,36 @@ def train(
     )
     test_report = _evaluate_split(split.test, test_probs, threshold, config.bootstrap_resamples, config.seed)
     robustness = robustness_report(model, split.test, preprocess_config, threshold)
+    return _Evaluation(threshold, test_probs, validation_report, test_report, robustness)
 
-    epochs_run = len(history.history.get("loss", []))
-    card: dict[str, Any] = {
+
+INTENDED_USE = (
+    "Research and decision support only: flags axial brain CT slices that may show "
+    "intracranial haemorrhage for a qualified reader to review. Not for clinical use; "
+    "not a diagnosis."
+)
+LIMITATIONS = (
+    "Trained from scratch on about two thousand public slices (Kaggle head_ct figures "
+    "and PhysioNet CT-ICH) from a small number of patients and institutions.",
+    "Judges one slice at a time; small or thin bleeds next to the skull are missed more often.",
+    "Expects an axial head CT slice shown in a brain window; other windows, modalities or "
+    "body parts give meaningless probabilities.",
+    "The threshold favours sensitivity (chosen for >= 95% on validation), so false positives are expected.",
+    "Confidence intervals are wide: the test split holds few patients.",
+)
+
+
+def _model_card(
+    config: TrainConfig,
+    split: Split,
+    preprocess_config: PreprocessConfig,
+    fitted: FitResult,
+    evaluation: _Evaluation,
+    started: float,
+) -> dict[str, Any]:
+    """The model card: what the model is, how it was trained, what it measured and its limits."""
+    model = fitted.model
+    return {
         "name": config.name,
         "version": config.version,
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -462,11 +487,11 @@ def train(
         "backbone": config.backbone,
         "parameters": int(model.count_params()),
         "input_shape": [config.image_size, config.image_size, 1],
-        "threshold": round(threshold, 6),
+        "threshold": round(evaluation.threshold, 6),
         "threshold_rule": f"highest threshold with sensitivity >= {config.target_sensitivity} on the validation split",
         "gradcam_layer": GRADCAM_LAYERS[config.backbone],
         "preprocessing": preprocess_config.to_dict(),
-        "augmentation": augmentation.to_dict(),
+        "augmentation": fitted.augmentation.to_dict(),
         "training": {
             "datasets": config.datasets,
             "split_manifest": "split_manifest.json",
@@ -479,40 +504,57 @@ def train(
                 }
                 for name, members in split.parts().items()
             },
-            "epochs_run": epochs_run,
-            "stopped_by_time_budget": budget.stopped_early,
-            "averaged_epochs": averaged_epochs,
-            "seconds": round(training_seconds, 1),
+            "epochs_run": fitted.epochs_run,
+            "stopped_by_time_budget": fitted.stopped_by_time_budget,
+            "averaged_epochs": fitted.averaged_epochs,
+            "seconds": round(fitted.seconds, 1),
             "hardware": f"{platform.processor() or platform.machine()}, GPUs: {len(tf.config.list_physical_devices('GPU'))}",
             "config": asdict(config),
         },
-        "metrics": {"validation": validation_report, "test": test_report},
-        "robustness": robustness,
+        "metrics": {"validation": evaluation.validation, "test": evaluation.test},
+        "robustness": evaluation.robustness,
         "cpu_latency_ms_per_slice": round(measure_latency(model, config.image_size), 2),
-        "intended_use": (
-            "Research and decision support only: flags axial brain CT slices that may show "
-            "intracranial haemorrhage for a qualified reader to review. Not for clinical use; "
-            "not a diagnosis."
-        ),
-        "limitations": [
-            "Trained from scratch on about two thousand public slices (Kaggle head_ct figures "
-            "and PhysioNet CT-ICH) from a small number of patients and institutions.",
-            "Judges one slice at a time; small or thin bleeds next to the skull are missed more often.",
-            "Expects an axial head CT slice shown in a brain window; other windows, modalities or "
-            "body parts give meaningless probabilities.",
-            "The threshold favours sensitivity (chosen for >= 95% on validation), so false "
-            "positives are expected.",
-            "Confidence intervals are wide: the test split holds few patients.",
-        ],
+        "intended_use": INTENDED_USE,
+        "limitations": list(LIMITATIONS),
         "reproduce": config.command(),
         "total_seconds": round(time.monotonic() - started, 1),
     }
+
+
+def train(
+    config: TrainConfig, data_dir: Path, output_dir: Path, cache_dir: Path | None = None
+) -> dict[str, Any]:
+    """Train, choose the threshold on validation, test once, and write the model bundle.
+
+    Every random draw follows ``config.seed`` in a fixed order (the split, the initial weights,
+    the shuffling and the augmentation), so the same configuration trains the same model.
+    Returns the model card that was written to ``output_dir/model_card.json``.
+    """
+    _check_config(config)
+    started = time.monotonic()
+    keras.utils.set_random_seed(config.seed)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    split = _read_split(config, data_dir, output_dir)
+    preprocess_config = config.preprocess_config()
+    arrays = {
+        name: preprocess_samples(members, preprocess_config, cache_dir)
+        for name, members in split.parts().items()
+    }
+    labels = {name: np.array([s.label for s in members], np.int32) for name, members in split.parts().items()}
+    logger.info("Preprocessed in %.1f s.", time.monotonic() - started)
+
+    model = _compiled_classifier(config)
+    fitted = _fit(config, model, split, arrays, labels, output_dir)
+    evaluation = _evaluate(config, fitted.model, split, arrays, labels, preprocess_config)
+    card = _model_card(config, split, preprocess_config, fitted, evaluation, started)
     (output_dir / "train_config.json").write_text(json.dumps(asdict(config), indent=1) + "\n")
     (output_dir / "model_card.json").write_text(json.dumps(card, indent=1) + "\n")
     np.savez_compressed(
         output_dir / "test_predictions.npz",
         ids=np.array([s.sample_id for s in split.test]),
         labels=labels["test"],
-        probabilities=test_probs,
+        probabilities=evaluation.test_probabilities,
     )
     return card

@@ -15,16 +15,13 @@ import httpx
 import pydicom
 import pytest
 
-from bench.run import (
-    STUDIES_PATH,
-    BenchConfig,
-    HttpBench,
-    build_dicom_series,
-    evaluate_targets,
-    format_table,
-    run,
-    summarize,
-)
+from bench.client import STUDIES_PATH, HttpBench
+from bench.config import BenchConfig
+from bench.inputs import build_dicom_series
+from bench.run import run
+from bench.stats import summarize
+from bench.table import format_table
+from bench.targets import evaluate_targets
 from ml.data.imaging import decode_image
 from ml.data.preprocessing import PreprocessConfig
 from ml.data.segmentation import SUBTYPES

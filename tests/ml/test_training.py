@@ -10,14 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ml.callbacks import WeightAverage, refresh_batch_norm
 from ml.data.datasets import Sample, read_head_ct
 from ml.data.splits import load_manifest
 from ml.training import (
     TrainConfig,
-    WeightAverage,
     balanced_sample_weights,
     labels_balanced_per_source,
-    refresh_batch_norm,
     train,
 )
 
