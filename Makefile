@@ -80,7 +80,7 @@ train-seg: $(STAMP)
 # The bundle chooses thresholds and the study rule on validation and measures test once.
 MULTITASK_RUN := artifacts/experiments/multitask-compact
 MULTITASK_B_RATE ?= 0.0001
-MULTITASK_B_MIN ?= 50
+MULTITASK_B_MIN ?= 45
 MULTITASK_B_SHARES ?= ct_ich=0.45 head_ct=0.1 phe_sich=0.25 bhsd_seg=0.2
 MULTITASK_COMMON := --image-size 288 --width 32 --backbone compact --steps-per-epoch 60 --patience 30
 train-multitask: $(STAMP)

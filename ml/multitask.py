@@ -595,12 +595,14 @@ _ENCODER_PREFIXES = ("stem_", "block")
 
 
 def freeze_layers(model: keras.Model, what: str) -> list[str]:
-    """Stop the named part of ``model`` from learning (see ``MultitaskConfig.freeze``); a
-    frozen batch normalisation layer also uses its stored statistics in training."""
+    """Stop the named part of ``model`` from learning (see ``MultitaskConfig.freeze``) and let
+    every other layer learn (a saved model keeps what was frozen when it was saved); a frozen
+    batch normalisation layer also uses its stored statistics in training."""
     if what not in FREEZE_CHOICES:
         raise ValueError(f"freeze must be one of {list(FREEZE_CHOICES)}, got {what!r}.")
     frozen = []
     for layer in model.layers:
+        layer.trainable = True
         if what == "encoder":
             chosen = layer.name.startswith(_ENCODER_PREFIXES) or layer.name == "logit"
         else:

@@ -243,6 +243,9 @@ def test_a_frozen_encoder_keeps_the_classifier_while_the_decoder_learns() -> Non
     )
     assert not np.array_equal(before["mask_logits"][0], network.get_layer("mask_logits").get_weights()[0])
 
+    assert freeze_layers(network, "none") == []
+    assert all(layer.trainable for layer in network.layers)
+
     unet = build_multitask((SIZE, SIZE, 1), width=4)
     frozen_bn = freeze_layers(unet, "batchnorm")
     assert frozen_bn and all(
