@@ -24,6 +24,8 @@ __all__ = [
     "MULTITASK_KIND",
     "SEGMENTATION_KIND",
     "ModelCard",
+    "Proportion",
+    "StudyResult",
     "TrainingSummary",
     "check_servable",
 ]
@@ -57,6 +59,28 @@ class TrainingSummary(BaseModel):
     epochs_run: int | None = None
     seconds: float | None = None
     hardware: str | None = None
+
+
+class Proportion(BaseModel):
+    """A measured share with its count (``"4/5"``) and 95% interval; ``value`` is None when
+    nothing was there to count."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    value: float | None = None
+    ci95: list[float] | None = None
+    count: str = ""
+
+
+class StudyResult(BaseModel):
+    """The study rule on one collection's held-out test patients."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    collection: str
+    patients: int
+    sensitivity: Proportion
+    specificity: Proportion
 
 
 class ModelCard(BaseModel):
@@ -134,6 +158,25 @@ class ModelCard(BaseModel):
     def outlines(self) -> bool:
         """Whether the model draws outlines: a segmentation or a multitask model."""
         return self.kind in (SEGMENTATION_KIND, MULTITASK_KIND)
+
+    def study_results(self) -> list[StudyResult]:
+        """What the card's study rule gave on the held-out test patients, per collection of
+        series (``metrics.test.studies``, written by ``ml.multitask_bundle``); empty when the
+        card does not say."""
+        studies = (
+            self.metrics.get("test", {}).get("studies")
+            if isinstance(self.metrics.get("test"), dict)
+            else None
+        )
+        if not isinstance(studies, dict):
+            return []
+        results = []
+        for collection, entry in studies.items():
+            try:
+                results.append(StudyResult.model_validate({"collection": collection, **entry}))
+            except (TypeError, ValidationError):
+                continue
+        return results
 
     def check_servable(self, source: Path | str = "The model card") -> None:
         """Check that the card has what its kind needs to serve (:func:`check_servable`)."""

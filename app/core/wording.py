@@ -6,7 +6,10 @@ each number format once keeps them saying it the same way.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from app.core.labels import Label
+from ml.model_card import Proportion, StudyResult
 
 NOT_GIVEN = "not given"
 # What each label is called where a person reads it.
@@ -136,3 +139,69 @@ def study_decision_text(
         f"{lead} No haemorrhage detected. A negative result does not exclude haemorrhage; the study "
         "still needs review by a radiologist."
     )
+
+
+# How the collections of held-out series are named to a reader.
+SERIES_COLLECTIONS = {
+    "all": "all held-out test patients",
+    "ct_ich": "CT-ICH test patients",
+    "phe_sich": "PHE-SICH test patients (every one with a haemorrhage)",
+}
+
+
+def _share(proportion: Proportion) -> str:
+    if proportion.value is None:
+        return "not measurable"
+    text = format_percent(proportion.value)
+    if proportion.ci95 and len(proportion.ci95) == 2:
+        low, high = proportion.ci95
+        text += f", 95% CI {format_percent(low)} to {format_percent(high)}"
+    return text
+
+
+def study_rule_sentences(
+    aggregation: str,
+    threshold: float,
+    card_threshold: float | None,
+    results: Sequence[StudyResult],
+) -> list[str]:
+    """How a study decision is made and what that rule measured on held-out patients.
+
+    Args:
+        aggregation: how slice probabilities became the study's (a key of ``AGGREGATION_TEXT``).
+        threshold: the study threshold the decision used.
+        card_threshold: the model card's own study threshold (the one its figures are for).
+        results: the card's study figures per collection (``ModelCard.study_results``).
+    """
+    method = AGGREGATION_TEXT.get(aggregation, aggregation)
+    sentences = [
+        f"A study is flagged when {method} reaches the study threshold of {format_percent(threshold, 1)}. "
+        "The rule and its threshold were chosen on validation patients to flag at least 95% of the "
+        "patients with haemorrhage while clearing as many patients without as possible: missing a "
+        "bleeding patient is the error it avoids first."
+    ]
+    if card_threshold is not None and abs(card_threshold - threshold) > 1e-6:
+        sentences.append(
+            f"This site's operating point sets the study threshold; the figures below are for the "
+            f"model's own threshold of {format_percent(card_threshold, 1)}."
+        )
+    measured = [result for result in results if result.collection != "all"] or list(results)
+    if not measured:
+        sentences.append(
+            "The model card gives no measured sensitivity and specificity of this rule on held-out "
+            "patients; see the model page for what was measured."
+        )
+    for result in measured:
+        name = SERIES_COLLECTIONS.get(result.collection, f"{result.collection} test patients")
+        parts = []
+        if result.sensitivity.value is not None:
+            parts.append(
+                f"flagged {result.sensitivity.count} with haemorrhage (sensitivity {_share(result.sensitivity)})"
+            )
+        if result.specificity.value is not None:
+            parts.append(
+                f"cleared {result.specificity.count} without (specificity {_share(result.specificity)})"
+            )
+        if parts:
+            sentences.append(f"On the {name}, the rule {' and '.join(parts)}.")
+    return sentences

@@ -463,6 +463,8 @@ def test_study_upload_shows_the_study_page(browser: TestClient) -> None:
     assert_html_page(page)
     assert ("Haemorrhage suspected" in page.text) != ("No haemorrhage detected" in page.text)
     assert "SERIES-TEST" in page.text and "data-aggregation>max<" in page.text
+    assert "How this study decision is made" in page.text
+    assert "A study is flagged when the highest slice probability reaches the study threshold" in page.text
     assert page.text.count('<li data-index="') == 6
     assert "notes.txt</strong>: not a DICOM file" in page.text
     assert "<script>" not in page.text and " style=" not in page.text

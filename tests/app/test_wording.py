@@ -15,6 +15,7 @@ from app.core.wording import (
     percent_pair,
     plural,
     study_decision_text,
+    study_rule_sentences,
     volume_text,
 )
 
@@ -91,3 +92,46 @@ def test_the_reports_print_with_the_shared_wording() -> None:
 
     assert reporting.format_percent is format_percent
     assert reporting.finding_sentence is finding_sentence
+
+
+def test_the_study_rule_is_told_with_what_it_measured_on_held_out_patients() -> None:
+    from ml.model_card import ModelCard
+
+    card = ModelCard.from_mapping(
+        {
+            "name": "m",
+            "version": "1",
+            "study_threshold": 0.4,
+            "metrics": {
+                "test": {
+                    "studies": {
+                        "all": {"patients": 9, "sensitivity": {"value": 1.0, "count": "4/4"}},
+                        "ct_ich": {
+                            "patients": 9,
+                            "sensitivity": {"value": 0.75, "ci95": [0.3, 0.95], "count": "3/4"},
+                            "specificity": {"value": 0.8, "ci95": [0.38, 0.96], "count": "4/5"},
+                        },
+                        "phe_sich": {
+                            "patients": 3,
+                            "sensitivity": {"value": 1.0, "count": "3/3"},
+                            "specificity": {"value": None, "count": "0/0"},
+                        },
+                        "broken": {"patients": "many"},
+                    }
+                }
+            },
+        }
+    )
+    text = " ".join(study_rule_sentences("top3_mean", 0.4, card.study_threshold, card.study_results()))
+    assert "the mean of the three highest slice probabilities reaches the study threshold of 40.0%" in text
+    assert (
+        "On the CT-ICH test patients, the rule flagged 3/4 with haemorrhage (sensitivity 75%, 95% CI 30% to 95%)"
+        in text
+    )
+    assert "cleared 4/5 without (specificity 80%, 95% CI 38% to 96%)" in text
+    assert "PHE-SICH test patients (every one with a haemorrhage), the rule flagged 3/3" in text
+    assert "site's operating point" not in text and "broken" not in text
+
+    site = " ".join(study_rule_sentences("max", 0.7, 0.4, []))
+    assert "site's operating point sets the study threshold" in site and "40.0%" in site
+    assert "gives no measured sensitivity and specificity" in site

@@ -8,6 +8,8 @@ from typing import Any
 
 from jinja2 import Environment
 
+from app.core import wording
+
 
 def format_datetime(value: datetime | None) -> str:
     """A stored time as the pages show it (``01 Dec 2026, 07:38 UTC``); empty when unknown."""
@@ -15,8 +17,9 @@ def format_datetime(value: datetime | None) -> str:
 
 
 def format_percent(value: float | None) -> str:
-    """A share in 0..1 as a percentage with one decimal; ``n/a`` when unknown."""
-    return "n/a" if value is None else f"{value * 100:.1f}%"
+    """A share in 0..1 as a percentage with one decimal, as the reports print it (never a
+    rounded 0% or 100% for a value that is neither); ``n/a`` when unknown."""
+    return "n/a" if value is None else wording.format_percent(value, 1)
 
 
 def format_number(value: Any, digits: int = 2) -> str:

@@ -14,6 +14,7 @@ from app.core.config import PROJECT_ROOT, Settings
 from app.core.errors import ServiceError
 from app.core.labels import Label
 from app.core.sessions import CSRF_FIELD, csrf_token
+from app.core.wording import VERDICTS
 
 templates = Jinja2Templates(directory=PROJECT_ROOT / "templates")
 install_filters(templates.env)
@@ -25,11 +26,7 @@ SECURITY_HEADERS = {
     ),
     "Referrer-Policy": "same-origin",
 }
-LABEL_TEXT: dict[str, str] = {
-    Label.HEMORRHAGE: "Haemorrhage suspected",
-    Label.NO_HEMORRHAGE: "No haemorrhage detected",
-    Label.OUT_OF_SCOPE: "Not a head CT slice",
-}
+LABEL_TEXT = VERDICTS
 
 AnyResponse = TypeVar("AnyResponse", bound=Response)
 

@@ -13,6 +13,7 @@ from app.api.routes.pages.rendering import redirect_with_message, render
 from app.api.routes.pages.views import study_segmentation_view, study_view
 from app.api.routes.studies import file_type
 from app.api.web_auth import CsrfField, PageUser, check_csrf
+from app.core.wording import study_rule_sentences
 from app.services.storage import STUDIES
 
 router = page_router()
@@ -26,6 +27,7 @@ def study_page(
     record = service.get(str(study_id))
     stored = (record.study.details or {}).get("segmentation")
     segmentation = study_segmentation_view(stored, registry.outline_model_card(stored))
+    card = registry.find_card(record.study.model_name, record.study.model_version)
     return render(
         request,
         "study.html",
@@ -33,6 +35,12 @@ def study_page(
         study=record.study,
         view=study_view(record),
         segmentation=segmentation,
+        decision_rule=study_rule_sentences(
+            record.study.aggregation,
+            record.study.threshold,
+            card.study_threshold if card else None,
+            card.study_results() if card else [],
+        ),
     )
 
 

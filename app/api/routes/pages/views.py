@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.api.routes.pages.filters import as_mapping
+from app.api.routes.pages.filters import as_mapping, format_percent
 from app.api.routes.pages.rendering import LABEL_TEXT
 from app.core.labels import Label
 from app.db import Prediction, Study
@@ -129,7 +129,7 @@ def study_view(record: StudyRecord) -> dict[str, Any]:
             "index": item.slice_index,
             "number": item.slice_index + 1,
             "probability": item.probability,
-            "percent": f"{item.probability * 100:.1f}%",
+            "percent": format_percent(item.probability),
             "position": f"{item.position_mm:.1f} mm" if item.position_mm is not None else "",
             "key": item.slice_index in key_slices,
             "overlay": f"{base}/{slice_file('overlay', item.slice_index)}",
