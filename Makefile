@@ -79,15 +79,15 @@ train-seg: $(STAMP)
 # lets everything but the batch normalisation learn from every label at a tenth of A's rate.
 # The bundle chooses thresholds and the study rule on validation and measures test once.
 MULTITASK_RUN := artifacts/experiments/multitask-compact
-MULTITASK_B_RATE ?= 0.0001
+MULTITASK_B_RATE ?= 0.00005
 MULTITASK_B_MIN ?= 45
-MULTITASK_B_SHARES ?= ct_ich=0.45 head_ct=0.1 phe_sich=0.25 bhsd_seg=0.2
+MULTITASK_B_SHARES ?= ct_ich=0.5 head_ct=0.1 phe_sich=0.2 bhsd_seg=0.2
 MULTITASK_COMMON := --image-size 288 --width 32 --backbone compact --steps-per-epoch 60 --patience 30
 train-multitask: $(STAMP)
 	$(PY) -m ml.train_multitask --output $(MULTITASK_RUN)-a $(MULTITASK_COMMON) --freeze encoder \
 		--encoder-from model_store/ich-compact/1.1.0/model.keras --learning-rate 0.001 --time-budget-min 25 \
 		--shares ct_ich=0.3 head_ct=0.05 phe_sich=0.35 bhsd_seg=0.3
-	$(PY) -m ml.train_multitask --output $(MULTITASK_RUN)-b $(MULTITASK_COMMON) --freeze batchnorm \
+	$(PY) -m ml.train_multitask --output $(MULTITASK_RUN)-b $(MULTITASK_COMMON) --freeze batchnorm --no-rotate-90 \
 		--init-from $(MULTITASK_RUN)-a/model.keras --learning-rate $(MULTITASK_B_RATE) \
 		--time-budget-min $(MULTITASK_B_MIN) --shares $(MULTITASK_B_SHARES)
 	$(PY) -m ml.evaluate_multitask --model-dir $(MULTITASK_RUN)-b
