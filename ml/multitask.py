@@ -521,6 +521,7 @@ class Predictor:
     """One compiled forward pass of a multitask model over prepared parts."""
 
     def __init__(self, model: keras.Model) -> None:
+        self.model = model
         self._forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
 
     def __call__(self, part: Part, masks: bool = False, batch_size: int = 16) -> Outputs:

@@ -22,18 +22,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import cv2
 import keras
 import numpy as np
 
 from ml.cli import ArgumentParser, data_errors
 from ml.data.augmentation import AugmentationConfig
-from ml.data.datasets import default_data_dir
+from ml.data.datasets import Sample, default_data_dir, read_datasets
 from ml.data.segmentation import SUBTYPE_COLOURS, SUBTYPES
+from ml.data.splits import load_manifest, select
 from ml.evaluation.metrics import binary_metrics, choose_threshold, json_number, summarize, wilson_interval
+from ml.evaluation.robustness import robustness_report
+from ml.evaluation.segmentation import pointing_game_hit
 from ml.evaluation.study import compare_aggregations
+from ml.explain.gradcam import GradCam
 from ml.model_io import save_bundle
-from ml.models.multitask import GRADCAM_LAYER
-from ml.multitask import MultitaskConfig, Outputs, Part, Predictor, prepare_parts
+from ml.models.multitask import GRADCAM_LAYER, probability_model
+from ml.multitask import FLAG_BOX, MultitaskConfig, Outputs, Part, Predictor, prepare_parts
 from ml.seg_training import choose_postprocessing, clear_rate, pooled_blood_dice
 from ml.training import measure_latency
 
@@ -57,7 +62,8 @@ LIMITATIONS = [
 ]
 
 
-def _config(run_dir: Path) -> MultitaskConfig:
+def run_config(run_dir: Path) -> MultitaskConfig:
+    """The training configuration written beside a run's (or a bundle's) model."""
     values = json.loads((run_dir / "train_config.json").read_text(encoding="utf-8"))
     known = {field.name for field in fields(MultitaskConfig)}
     values = {key: value for key, value in values.items() if key in known}
@@ -152,10 +158,86 @@ def study_metrics(series: dict[str, Any], aggregation: str, threshold: float) ->
     return report
 
 
+def test_metrics(
+    predictor: Predictor,
+    test: dict[str, Part],
+    threshold: float,
+    aggregation: str,
+    study_threshold: float,
+    blood_threshold: float,
+    min_px: int,
+) -> dict[str, Any]:
+    """The card's test figures: slices per collection at ``threshold``, studies under the chosen
+    rule, and outlines after the chosen post-processing."""
+    outputs = _outputs(predictor, test)
+    slices: dict[str, Any] = {}
+    for collection in CLASSIFIED:
+        part = test[collection]
+        keep = part.label_weights > 0
+        slices[collection] = summarize(
+            part.labels[keep],
+            outputs[collection].probability[keep],
+            threshold,
+            [g for g, k in zip(part.groups, keep, strict=True) if k],
+        )
+    normal = test["ct_ich"].labels == 0
+    outlines = {
+        "bhsd_seg_any_blood_dice": json_number(
+            pooled_blood_dice(outputs["bhsd_seg"].maps, test["bhsd_seg"].masks, blood_threshold, min_px)
+        ),
+        "bhsd_seg_slices": len(test["bhsd_seg"]),
+        "normal_ct_ich_slices_clear": json_number(
+            clear_rate(outputs["ct_ich"].maps[normal], blood_threshold, min_px)
+        ),
+        "normal_ct_ich_slices": int(normal.sum()),
+    }
+    studies = study_metrics(_series(test, outputs), aggregation, study_threshold)
+    pointing = pointing_game(predictor.model, test, threshold)
+    return {"slices": slices, "studies": studies, "outlines": outlines, "pointing_game": pointing}
+
+
+def pointing_game(model: keras.Model, parts: dict[str, Part], threshold: float) -> dict[str, Any]:
+    """Does the Grad-CAM heat map of the slice probability peak inside the labelled bleed: the
+    blood masks of bhsd_seg, and the haematoma boxes of phe_sich?"""
+    gradcam = GradCam(model, GRADCAM_LAYER)
+    truths = {
+        "bhsd_seg": parts["bhsd_seg"].masks > 0,
+        "phe_sich": (parts["phe_sich"].flags & FLAG_BOX) > 0,
+    }
+    report: dict[str, Any] = {}
+    for name, truth in truths.items():
+        chosen = np.flatnonzero(truth.any(axis=(1, 2)))
+        hits = []
+        for start in range(0, len(chosen), 32):
+            batch = chosen[start : start + 32]
+            images = parts[name].images[batch, :, :, np.newaxis].astype(np.float32) / 255.0
+            _, heatmaps = gradcam(images, threshold, positive=True)
+            size = images.shape[1]
+            for heatmap, index in zip(heatmaps, batch, strict=True):
+                grid = cv2.resize(heatmap.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
+                hits.append(pointing_game_hit(grid, truth[index]))
+        report[name] = {
+            "slices": len(hits),
+            "hit_rate": json_number(float(np.mean(hits))) if hits else None,
+            "hit_rate_ci95": wilson_interval(int(np.sum(hits)), len(hits)),
+        }
+    return report
+
+
+def classifier_test_samples(config: MultitaskConfig, data_dir: Path) -> list[Sample]:
+    """The CT-ICH and head_ct test images of the shared patient split, as files (the robustness
+    check perturbs the images before preprocessing)."""
+    manifest = load_manifest(Path(config.split_manifest))
+    return select(
+        read_datasets(data_dir, [name for name in ("head_ct", "ct_ich") if name in config.collections]),
+        manifest["test"],
+    )
+
+
 def make_bundle(
     run_dir: Path, output: Path, data_dir: Path, name: str, version: str, cache_dir: Path | None
 ) -> dict[str, Any]:
-    config = _config(run_dir)
+    config = run_config(run_dir)
     model = keras.models.load_model(run_dir / "model.keras", compile=False)
     parts = prepare_parts(data_dir, config, cache_dir)
     validation, test = parts["validation"], parts["test"]
@@ -174,29 +256,15 @@ def make_bundle(
     min_px = int(post["chosen"]["min_component_px"])
 
     # The test split, once.
-    test_outputs = _outputs(predictor, test)
-    slices: dict[str, Any] = {}
-    for collection in CLASSIFIED:
-        part = test[collection]
-        keep = part.label_weights > 0
-        slices[collection] = summarize(
-            part.labels[keep],
-            test_outputs[collection].probability[keep],
-            threshold,
-            [g for g, k in zip(part.groups, keep, strict=True) if k],
-        )
-    normal_test = test["ct_ich"].labels == 0
-    outlines = {
-        "bhsd_seg_any_blood_dice": json_number(
-            pooled_blood_dice(test_outputs["bhsd_seg"].maps, test["bhsd_seg"].masks, blood_threshold, min_px)
-        ),
-        "bhsd_seg_slices": len(test["bhsd_seg"]),
-        "normal_ct_ich_slices_clear": json_number(
-            clear_rate(test_outputs["ct_ich"].maps[normal_test], blood_threshold, min_px)
-        ),
-        "normal_ct_ich_slices": int(normal_test.sum()),
-    }
-    studies = study_metrics(_series(test, test_outputs), chosen["aggregation"], chosen["threshold"])
+    measured = test_metrics(
+        predictor, test, threshold, chosen["aggregation"], chosen["threshold"], blood_threshold, min_px
+    )
+    robustness = robustness_report(
+        probability_model(model),
+        classifier_test_samples(config, data_dir),
+        config.preprocess_config,
+        threshold,
+    )
     size = config.image_size
     card: dict[str, Any] = {
         "kind": "multitask",
@@ -231,11 +299,12 @@ def make_bundle(
             "config": json.loads((run_dir / "train_config.json").read_text(encoding="utf-8")),
             "licence": "PHE-SICH-CT-IDS: non-commercial use only",
         },
-        "metrics": {"test": {"slices": slices, "studies": studies, "outlines": outlines}},
+        "metrics": {"test": measured},
+        "robustness": robustness,
         "cpu_latency_ms_per_slice": round(measure_latency(model, size), 1),
         "intended_use": "Research and decision support only: flags axial brain CT slices and series that may show intracranial haemorrhage for a qualified reader to review. Not for clinical use; not a diagnosis.",
         "limitations": LIMITATIONS,
-        "reproduce": f"python -m ml.train_multitask ... (see training.config); python -m ml.multitask_bundle --run-dir {run_dir} --output {output}",
+        "reproduce": f"make train (the classifier it starts from), make train-multitask (the stages in training.config), then python -m ml.multitask_bundle --run-dir {run_dir} --output {output} --name {name} --version {version}",
     }
     save_bundle(model, card, output)
     shutil.copy(run_dir / "split_manifest.json", Path(output) / "split_manifest.json")

@@ -15,6 +15,7 @@ from ml.multitask import (
     FLAG_VALID,
     MultitaskConfig,
     Part,
+    Predictor,
     _prepare,
     _Slice,
     mask_loss,
@@ -253,3 +254,47 @@ def test_a_frozen_encoder_keeps_the_classifier_while_the_decoder_learns() -> Non
     )
     with pytest.raises(ValueError, match="freeze must be one of"):
         freeze_layers(unet, "everything")
+
+
+def _part(dataset: str, count: int, labels: list[int], rng: np.random.Generator) -> Part:
+    masks = np.zeros((count, SIZE, SIZE), np.uint8)
+    flags = np.full((count, SIZE, SIZE), FLAG_VALID, np.uint8)
+    for index, label in enumerate(labels):
+        if label:
+            masks[index, 8:16, 8:16] = 1
+            flags[index, 6:18, 6:18] |= FLAG_BOX
+    return Part(
+        dataset=dataset,
+        ids=[f"{dataset}-{i}" for i in range(count)],
+        groups=[f"{dataset}-p{i // 2}" for i in range(count)],
+        images=(rng.random((count, SIZE, SIZE)) * 255).astype(np.uint8),
+        masks=masks,
+        flags=flags,
+        labels=np.array(labels, np.float32),
+        label_weights=np.ones(count, np.float32),
+        subtypes=np.zeros((count, 5), np.float32),
+        subtype_weights=np.zeros((count, 5), np.float32),
+    )
+
+
+def test_the_bundle_measures_slices_studies_outlines_and_where_the_heat_map_points() -> None:
+    import keras
+
+    from ml.multitask_bundle import test_metrics
+
+    keras.utils.set_random_seed(7)
+    rng = np.random.default_rng(7)
+    network = build_multitask((SIZE, SIZE, 1), width=4, backbone="compact")
+    labels = [0, 1, 0, 1, 1, 0, 0, 1]
+    parts = {
+        name: _part(name, len(labels), labels, rng) for name in ("ct_ich", "head_ct", "phe_sich", "bhsd_seg")
+    }
+    measured = test_metrics(Predictor(network), parts, 0.5, "max", 0.5, 0.5, 0)
+    assert set(measured) == {"slices", "studies", "outlines", "pointing_game"}
+    assert measured["slices"]["ct_ich"]["n"] == len(labels)
+    assert measured["studies"]["ct_ich"]["patients"] == 4
+    assert measured["outlines"]["normal_ct_ich_slices"] == labels.count(0)
+    for name in ("bhsd_seg", "phe_sich"):
+        pointing = measured["pointing_game"][name]
+        assert pointing["slices"] == sum(labels)
+        assert 0.0 <= pointing["hit_rate"] <= 1.0
