@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.config import BenchConfig, default_data_dir
+from bench.config import DEFAULT_MODEL, BenchConfig, default_data_dir
 from bench.run import command_line, run
 from bench.table import format_table
 from ml.cli import ArgumentParser, data_errors
@@ -25,7 +25,7 @@ def build_parser() -> ArgumentParser:
         "--model-store", type=Path, default=Path("model_store"), help="Folder of model bundles."
     )
     parser.add_argument(
-        "--model-name", default="ich-compact", help="Model to measure (the service's default model)."
+        "--model-name", default=DEFAULT_MODEL, help="Model to measure (the service's default model)."
     )
     parser.add_argument(
         "--data-dir",

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.config import DEFAULT_MODEL
 from bench.service import ServiceProcess
 from bench.stats import elapsed_ms
 
@@ -25,13 +26,16 @@ class HttpBench:
         api_key: the key the service accepts and the clients send.
     """
 
-    def __init__(self, model_store: Path, work_dir: Path, api_key: str) -> None:
+    def __init__(
+        self, model_store: Path, work_dir: Path, api_key: str, model_name: str = DEFAULT_MODEL
+    ) -> None:
         self.work_dir = work_dir
         self.api_key = api_key
         self.env = {
             "ICH_DATA_DIR": str(work_dir / "data"),
             "ICH_DATABASE_URL": f"sqlite:///{work_dir / 'data' / 'ich.sqlite3'}",
             "ICH_MODEL_STORE": str(Path(model_store).resolve()),
+            "ICH_DEFAULT_MODEL": model_name,
             "ICH_API_KEYS": api_key,
             # The benchmark is the only client and sends far more than a clinician would.
             "ICH_RATE_LIMIT_PER_MINUTE": "0",

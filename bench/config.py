@@ -7,7 +7,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BenchConfig", "default_data_dir"]
+from app.core.config import Settings
+
+__all__ = ["DEFAULT_MODEL", "BenchConfig", "default_data_dir"]
+
+# The model the service answers with when a request names none.
+DEFAULT_MODEL: str = Settings.model_fields["default_model"].default
 
 
 def default_data_dir() -> Path:
@@ -43,7 +48,7 @@ class BenchConfig:
     model_store: Path = Path("model_store")
     data_dir: Path = field(default_factory=default_data_dir)
     output: Path = Path("artifacts/bench/results.json")
-    model_name: str = "ich-compact"
+    model_name: str = DEFAULT_MODEL
     requests: int = 100
     warmup: int = 5
     single_repeats: int = 50

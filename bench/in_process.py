@@ -110,12 +110,13 @@ def naive_analyse(classifier: Any, decoded: Any) -> NaiveSlice:
     from app.services.inference import encode_png
     from ml.data.preprocessing import preprocess
     from ml.explain.gradcam import overlay_heatmap
+    from ml.training import predict_probabilities
 
     model = classifier.bundle.model
     size = classifier.config.image_size
     prepared = preprocess(decoded.pixels, classifier.config)
     batch = prepared.image[np.newaxis]
-    probability = float(np.ravel(model.predict(batch, verbose=0))[0])
+    probability = float(predict_probabilities(model, batch)[0])
     gradient_model = keras.Model(
         model.input,
         [model.get_layer(classifier.bundle.gradcam_layer).output, model.get_layer("logit").output],

@@ -160,12 +160,14 @@ def run_http(config: BenchConfig) -> dict[str, Any]:
         start_seconds: list[float] = []
         for run_index in range(config.start_runs - 1):
             logger.info("HTTP: start-up %d of %d", run_index + 1, config.start_runs)
-            bench = HttpBench(config.model_store, work_dir / f"start-{run_index}", new_api_key())
+            bench = HttpBench(
+                config.model_store, work_dir / f"start-{run_index}", new_api_key(), config.model_name
+            )
             try:
                 start_seconds.append(bench.start())
             finally:
                 bench.stop()
-        bench = HttpBench(config.model_store, work_dir / "main", new_api_key())
+        bench = HttpBench(config.model_store, work_dir / "main", new_api_key(), config.model_name)
         logger.info("HTTP: start-up %d of %d (the measured server)", config.start_runs, config.start_runs)
         start_seconds.append(bench.start())
         try:

@@ -47,6 +47,7 @@ from ml.evaluation.plots import save_calibration, save_confusion_matrix, save_ro
 from ml.evaluation.study import compare_aggregations, study_rule
 from ml.model_io import ModelBundle, load_bundle
 from ml.operating_point import ChosenOn, MeasuredAt, ModelName, OperatingPoint, StudyMeasuredAt
+from ml.training import predict_probabilities
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def predict_samples(bundle: ModelBundle, samples: Sequence[Sample], batch_size: 
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
         batch = np.stack([preprocess(_read_pixels(sample.path), config).image for sample in chunk])
-        probabilities.extend(np.asarray(bundle.model.predict(batch, verbose=0)).ravel().tolist())
+        probabilities.extend(predict_probabilities(bundle.model, batch).tolist())
     return np.array(probabilities, dtype=np.float64)
 
 

@@ -158,7 +158,7 @@ def study_metrics(series: dict[str, Any], aggregation: str, threshold: float) ->
     return report
 
 
-def test_metrics(
+def held_out_metrics(
     predictor: Predictor,
     test: dict[str, Part],
     threshold: float,
@@ -256,7 +256,7 @@ def make_bundle(
     min_px = int(post["chosen"]["min_component_px"])
 
     # The test split, once.
-    measured = test_metrics(
+    measured = held_out_metrics(
         predictor, test, threshold, chosen["aggregation"], chosen["threshold"], blood_threshold, min_px
     )
     robustness = robustness_report(

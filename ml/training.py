@@ -193,11 +193,15 @@ def _dataset(
 
 
 def predict_probabilities(model: keras.Model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Haemorrhage probabilities for preprocessed images (uint8 or float in [0, 1])."""
+    """Haemorrhage probabilities for preprocessed images (uint8 or float in [0, 1]), from a
+    classifier or from the slice head of a multitask network."""
     data = images.astype(np.float32)
     if images.dtype == np.uint8:
         data /= 255.0
-    return np.asarray(model.predict(data, batch_size=batch_size, verbose=0)).ravel()
+    outputs = model.predict(data, batch_size=batch_size, verbose=0)
+    if isinstance(outputs, dict):
+        outputs = outputs["probability"]
+    return np.asarray(outputs).ravel()
 
 
 def balanced_sample_weights(samples: Sequence[Sample], by_dataset: bool = True) -> np.ndarray:

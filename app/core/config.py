@@ -30,11 +30,15 @@ class Settings(BaseSettings):
         None, description="Uploaded images, overlays and reports; default: DATA_DIR/storage."
     )
     model_store: Path = Field(PROJECT_ROOT / "model_store", description="Folder of model bundles.")
-    default_model: str = Field("ich-compact", description="Model name used when a request names none.")
+    default_model: str = Field(
+        "ich-multitask",
+        description="Model name used when a request names none (its newest version in the model store).",
+    )
     segmentation_model: str = Field(
         "ich-unet",
         description="Segmentation model (newest version in the model store) that outlines haemorrhage by "
-        "subtype on every analysed slice; empty, or not in the store, leaves 'segmentation' null in results.",
+        "subtype on slices analysed by a classifier that does not outline itself (a multitask model "
+        "does); empty, or not in the store, leaves 'segmentation' null in their results.",
     )
     operating_point: Path | None = Field(
         None,

@@ -173,6 +173,7 @@ def settings(tmp_path: Path, model_store: Path, database_url: str | None) -> Set
         data_dir=tmp_path / "data",
         database_url=database_url,
         model_store=model_store,
+        default_model="ich-compact",
         api_keys=API_KEY,
         max_upload_mb=2,
     )

@@ -55,7 +55,13 @@ PATH_VALUES = {
 
 @pytest.fixture
 def settings(tmp_path: Path, model_store: Path, api_key: str) -> Settings:
-    return Settings(data_dir=tmp_path / "data", model_store=model_store, api_keys=api_key, max_upload_mb=2)
+    return Settings(
+        data_dir=tmp_path / "data",
+        model_store=model_store,
+        default_model="ich-compact",
+        api_keys=api_key,
+        max_upload_mb=2,
+    )
 
 
 @pytest.fixture
@@ -261,6 +267,7 @@ def test_uploads_are_rate_limited_per_key_and_per_address(
     settings = Settings(
         data_dir=tmp_path / "data",
         model_store=model_store,
+        default_model="ich-compact",
         api_keys=api_key,
         rate_limit_per_minute=2,
         rate_limit_burst=2,

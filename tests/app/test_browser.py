@@ -116,6 +116,7 @@ def server(
     env = {
         "ICH_DATA_DIR": str(data),
         "ICH_MODEL_STORE": str(browser_model_store),
+        "ICH_DEFAULT_MODEL": "ich-compact",
         "ICH_API_KEYS": api_key,
         "ICH_INFERENCE_THREADS": "1",
     }

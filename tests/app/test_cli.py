@@ -29,7 +29,9 @@ def test_keys_create_list_revoke(
         listing = capsys.readouterr().out
         assert "pacs-router" in listing and key[:12] in listing and key not in listing
 
-        settings = Settings(data_dir=tmp_path / "data", model_store=model_store, api_keys="")
+        settings = Settings(
+            data_dir=tmp_path / "data", model_store=model_store, default_model="ich-compact", api_keys=""
+        )
         with TestClient(create_app(settings)) as client:
             headers = {"Authorization": f"Bearer {key}"}
             assert client.get("/api/v1/predictions", headers=headers).status_code == 200

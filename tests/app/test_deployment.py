@@ -261,6 +261,7 @@ def test_container_command_with_postgres_and_orthanc(
         **dockerfile_env(),
         "ICH_DATA_DIR": str(tmp_path / "data"),
         "ICH_MODEL_STORE": str(model_store),
+        "ICH_DEFAULT_MODEL": "ich-compact",
         "ICH_DATABASE_URL": database_url,
         "ICH_API_KEYS": "",
         "ICH_INFERENCE_THREADS": "1",

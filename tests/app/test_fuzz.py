@@ -37,6 +37,7 @@ def app(tmp_path_factory: pytest.TempPathFactory, model_store: Path, api_key: st
     settings_ = Settings(
         data_dir=tmp_path_factory.mktemp("fuzz") / "data",
         model_store=model_store,
+        default_model="ich-compact",
         api_keys=api_key,
         max_upload_mb=1,
         rate_limit_per_minute=0,

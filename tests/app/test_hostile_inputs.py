@@ -27,6 +27,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory, model_store: Path, api_ke
     return Settings(
         data_dir=tmp_path_factory.mktemp("hostile") / "data",
         model_store=model_store,
+        default_model="ich-compact",
         api_keys=api_key,
         max_upload_mb=2,
         max_study_upload_mb=8,

@@ -45,6 +45,7 @@ def server_env(data_dir: Path, model_store: Path, api_key: str) -> dict[str, str
     return {
         "ICH_DATA_DIR": str(data_dir),
         "ICH_MODEL_STORE": str(model_store),
+        "ICH_DEFAULT_MODEL": "ich-compact",
         "ICH_API_KEYS": api_key,
         "ICH_RATE_LIMIT_PER_MINUTE": "0",
         "ICH_LOG_LEVEL": "WARNING",

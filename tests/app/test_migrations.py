@@ -138,7 +138,13 @@ def test_database_made_before_migrations_is_adopted(
     if database_url is None:
         data_dir.mkdir()
         Path(url.removeprefix("sqlite:///")).rename(data_dir / "ich.sqlite3")
-    settings = Settings(data_dir=data_dir, database_url=database_url, model_store=model_store, api_keys="")
+    settings = Settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        model_store=model_store,
+        default_model="ich-compact",
+        api_keys="",
+    )
     with TestClient(create_app(settings)) as client:
         headers = {"Authorization": f"Bearer {LEGACY_KEY}"}
         listing = client.get("/api/v1/predictions", headers=headers)

@@ -59,7 +59,9 @@ def pacs_settings(settings: Settings, orthanc: OrthancServer, **values: object) 
 
 @pytest.fixture
 def local_settings(tmp_path: Path, model_store: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", model_store=model_store, api_keys=API_KEY)
+    return Settings(
+        data_dir=tmp_path / "data", model_store=model_store, default_model="ich-compact", api_keys=API_KEY
+    )
 
 
 def api_client(settings: Settings) -> TestClient:

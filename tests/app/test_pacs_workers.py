@@ -60,6 +60,7 @@ def test_workers_and_replicas_analyse_each_pacs_study_once(
             "ICH_DATA_DIR": str(tmp_path / "data"),
             "ICH_DATABASE_URL": database_url,
             "ICH_MODEL_STORE": str(model_store),
+            "ICH_DEFAULT_MODEL": "ich-compact",
             "ICH_API_KEYS": API_KEY,
             "ICH_SESSION_SECRET": "replicas-share-this-secret-0123456789",
             "ICH_INFERENCE_THREADS": "1",

@@ -32,7 +32,13 @@ CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 @pytest.fixture
 def settings(tmp_path: Path, model_store: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", model_store=model_store, api_keys=API_KEY, max_upload_mb=2)
+    return Settings(
+        data_dir=tmp_path / "data",
+        model_store=model_store,
+        default_model="ich-compact",
+        api_keys=API_KEY,
+        max_upload_mb=2,
+    )
 
 
 @pytest.fixture

@@ -256,7 +256,9 @@ def test_model_version_can_be_chosen(client: TestClient, png_bytes: bytes) -> No
 def test_without_a_model_the_service_is_not_ready(tmp_path: Path, png_bytes: bytes, api_key: str) -> None:
     empty = tmp_path / "empty_store"
     empty.mkdir()
-    settings = Settings(data_dir=tmp_path / "data", model_store=empty, api_keys=api_key)
+    settings = Settings(
+        data_dir=tmp_path / "data", model_store=empty, default_model="ich-compact", api_keys=api_key
+    )
     with TestClient(create_app(settings)) as client:
         client.headers["Authorization"] = f"Bearer {api_key}"
         ready = client.get("/readyz")

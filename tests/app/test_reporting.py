@@ -542,7 +542,9 @@ def test_the_service_refuses_to_start_without_the_report_fonts(
             reporting.register_fonts()
         assert str(missing) in str(raised.value)
         assert "apt-get install fonts-wqy-microhei" in str(raised.value)
-        settings = Settings(data_dir=tmp_path / "data", model_store=model_store, api_keys="")
+        settings = Settings(
+            data_dir=tmp_path / "data", model_store=model_store, default_model="ich-compact", api_keys=""
+        )
         with pytest.raises(reporting.ReportFontsMissing), TestClient(create_app(settings)):
             pass
     finally:

@@ -35,6 +35,7 @@ def seg_settings(tmp_path: Path, seg_model_store: Path, database_url: str | None
         data_dir=tmp_path / "data",
         database_url=database_url,
         model_store=seg_model_store,
+        default_model="ich-compact",
         api_keys=API_KEY,
         max_upload_mb=2,
     )
@@ -324,7 +325,12 @@ def test_without_a_segmentation_model_studies_have_none(
 
 @pytest.fixture
 def open_pages(tmp_path: Path, seg_model_store: Path) -> Iterator[TestClient]:
-    settings = Settings(data_dir=tmp_path / "data", model_store=seg_model_store, auth_enabled=False)
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        model_store=seg_model_store,
+        default_model="ich-compact",
+        auth_enabled=False,
+    )
     with TestClient(create_app(settings)) as client:
         yield client
 

@@ -19,6 +19,7 @@ def test_real_server_analyses_png_and_dicom(
     env = {
         "ICH_DATA_DIR": str(tmp_path / "data"),
         "ICH_MODEL_STORE": str(model_store),
+        "ICH_DEFAULT_MODEL": "ich-compact",
         "ICH_API_KEYS": api_key,
     }
     with ServiceProcess(env) as server:
@@ -54,7 +55,12 @@ def test_real_server_analyses_png_and_dicom(
 
 
 def test_first_start_creates_and_prints_one_key(tmp_path: Path, model_store: Path, png_bytes: bytes) -> None:
-    env = {"ICH_DATA_DIR": str(tmp_path / "data"), "ICH_MODEL_STORE": str(model_store), "ICH_API_KEYS": ""}
+    env = {
+        "ICH_DATA_DIR": str(tmp_path / "data"),
+        "ICH_MODEL_STORE": str(model_store),
+        "ICH_DEFAULT_MODEL": "ich-compact",
+        "ICH_API_KEYS": "",
+    }
     with ServiceProcess(env) as server:
         keys = re.findall(r"\bich_[A-Za-z0-9_-]{20,}", server.log())
         assert len(keys) == 1

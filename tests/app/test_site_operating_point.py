@@ -65,7 +65,9 @@ def opposite_threshold(probability: float) -> float:
 
 @pytest.fixture
 def base_settings(tmp_path: Path, model_store: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", model_store=model_store, api_keys=API_KEY)
+    return Settings(
+        data_dir=tmp_path / "data", model_store=model_store, default_model="ich-compact", api_keys=API_KEY
+    )
 
 
 def started(settings: Settings) -> TestClient:
@@ -232,7 +234,13 @@ def test_thresholds_outside_zero_and_one_are_refused_in_the_settings(monkeypatch
 def test_an_operating_point_needs_a_served_model(tmp_path: Path) -> None:
     empty = tmp_path / "empty_store"
     empty.mkdir()
-    settings = Settings(data_dir=tmp_path / "data", model_store=empty, api_keys=API_KEY, slice_threshold=0.3)
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        model_store=empty,
+        default_model="ich-compact",
+        api_keys=API_KEY,
+        slice_threshold=0.3,
+    )
     with pytest.raises(InvalidSettings, match="default model 'ich-compact' is not in"):
         prepare(settings)
 

@@ -344,7 +344,9 @@ def card_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def card_client(tmp_path: Path, card_store: Path) -> Iterator[TestClient]:
-    settings = Settings(data_dir=tmp_path / "data", model_store=card_store, api_keys=API_KEY)
+    settings = Settings(
+        data_dir=tmp_path / "data", model_store=card_store, default_model="ich-compact", api_keys=API_KEY
+    )
     with TestClient(create_app(settings)) as client:
         client.headers["Authorization"] = f"Bearer {API_KEY}"
         yield client

@@ -99,7 +99,9 @@ def test_quick_run_writes_every_figure(
     monkeypatch.delenv("ICH_SEGMENTATION_MODEL", raising=False)
     store: Path = request.getfixturevalue("tiny_seg_store" if segmentation else "tiny_store")
     output = tmp_path / "bench" / "results.json"
-    config = BenchConfig(model_store=store, data_dir=data_dir, output=output, requests=3).as_quick()
+    config = BenchConfig(
+        model_store=store, data_dir=data_dir, output=output, requests=3, model_name="ich-compact"
+    ).as_quick()
 
     results = run(config, command="python -m bench --quick")
 
@@ -183,7 +185,11 @@ def test_in_process_only_leaves_http_targets_unmeasured(
     tiny_store: Path, data_dir: Path, tmp_path: Path
 ) -> None:
     config = BenchConfig(
-        model_store=tiny_store, data_dir=data_dir, output=tmp_path / "results.json", skip_http=True
+        model_store=tiny_store,
+        data_dir=data_dir,
+        output=tmp_path / "results.json",
+        skip_http=True,
+        model_name="ich-compact",
     ).as_quick()
 
     results = run(config)

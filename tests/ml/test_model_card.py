@@ -45,6 +45,15 @@ def test_every_shipped_card_reads_as_its_kind(model_dir: Path) -> None:
     if raw.get("kind") == "segmentation":
         assert card.kind == "segmentation" and card.outlines
         assert card.blood_threshold == raw["blood_threshold"] and card.threshold is None
+    elif raw.get("kind") == "multitask":
+        assert card.outlines and card.blood_threshold == raw["blood_threshold"]
+        assert card.threshold == raw["threshold"] and card.gradcam_layer == raw["gradcam_layer"]
+        assert card.training.datasets == ["ct_ich", "head_ct", "phe_sich", "bhsd_seg"]
+        results = {result.collection: result for result in card.study_results()}
+        assert (
+            results["ct_ich"].sensitivity.count
+            == raw["metrics"]["test"]["studies"]["ct_ich"]["sensitivity"]["count"]
+        )
     else:
         assert card.kind == "classification" and not card.outlines
         assert card.threshold == raw["threshold"] and card.gradcam_layer == raw["gradcam_layer"]
@@ -53,7 +62,12 @@ def test_every_shipped_card_reads_as_its_kind(model_dir: Path) -> None:
 
 def test_the_shipped_store_has_classifiers_of_both_versions_and_a_segmentation_model() -> None:
     found = {(path.parent.name, path.name) for path in SHIPPED}
-    assert {("ich-compact", "1.0.0"), ("ich-compact", "1.1.0"), ("ich-unet", "1.1.0")} <= found
+    assert {
+        ("ich-compact", "1.0.0"),
+        ("ich-compact", "1.1.0"),
+        ("ich-unet", "1.1.0"),
+        ("ich-multitask", "1.0.0"),
+    } <= found
 
 
 def test_a_multitask_card_is_a_classifier_that_outlines() -> None:

@@ -280,7 +280,7 @@ def _part(dataset: str, count: int, labels: list[int], rng: np.random.Generator)
 def test_the_bundle_measures_slices_studies_outlines_and_where_the_heat_map_points() -> None:
     import keras
 
-    from ml.multitask_bundle import test_metrics
+    from ml.multitask_bundle import held_out_metrics
 
     keras.utils.set_random_seed(7)
     rng = np.random.default_rng(7)
@@ -289,7 +289,7 @@ def test_the_bundle_measures_slices_studies_outlines_and_where_the_heat_map_poin
     parts = {
         name: _part(name, len(labels), labels, rng) for name in ("ct_ich", "head_ct", "phe_sich", "bhsd_seg")
     }
-    measured = test_metrics(Predictor(network), parts, 0.5, "max", 0.5, 0.5, 0)
+    measured = held_out_metrics(Predictor(network), parts, 0.5, "max", 0.5, 0.5, 0)
     assert set(measured) == {"slices", "studies", "outlines", "pointing_game"}
     assert measured["slices"]["ct_ich"]["n"] == len(labels)
     assert measured["studies"]["ct_ich"]["patients"] == 4
@@ -298,3 +298,23 @@ def test_the_bundle_measures_slices_studies_outlines_and_where_the_heat_map_poin
         pointing = measured["pointing_game"][name]
         assert pointing["slices"] == sum(labels)
         assert 0.0 <= pointing["hit_rate"] <= 1.0
+
+
+def test_the_classifier_tools_read_the_slice_head_of_a_multitask_network(model) -> None:  # type: ignore[no-untyped-def]
+    from ml.models.multitask import probability_model
+    from ml.training import predict_probabilities
+
+    images = (np.random.default_rng(3).random((3, SIZE, SIZE)) * 255).astype(np.uint8)
+    direct = (
+        model(images[..., np.newaxis].astype(np.float32) / 255.0, training=False)["probability"]
+        .numpy()
+        .ravel()
+    )
+    assert np.allclose(predict_probabilities(model, images[..., np.newaxis]), direct, atol=1e-5)
+    single = probability_model(model)
+    assert len(single.outputs) == 1
+    assert np.allclose(
+        single.predict(images[..., np.newaxis].astype(np.float32) / 255.0, verbose=0).ravel(),
+        direct,
+        atol=1e-5,
+    )
