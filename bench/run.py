@@ -52,7 +52,11 @@ def run(config: BenchConfig, command: str = "python -m bench") -> dict[str, Any]
     results["in_process"]["segmentation_floor"] = None
     results["http"] = None if config.skip_http else run_http(config)
     served_segmentation = lookup(results, "http", "segmentation_model")
-    if served_segmentation:
+    # A multitask model outlines in its own pass: its floor is the classifier floor already.
+    results["in_process"]["outlines_in_one_pass"] = bool(
+        served_segmentation
+    ) and served_segmentation == lookup(results, "http", "served_models", "classification")
+    if served_segmentation and not results["in_process"]["outlines_in_one_pass"]:
         logger.info("In-process: bare segmentation model %s", served_segmentation)
         results["in_process"]["segmentation_floor"] = measure_segmentation_floor(
             config.model_store, str(served_segmentation), pick_slice_png(config.data_dir).read_bytes(), config

@@ -94,6 +94,10 @@ def _http_slice_lines(results: dict[str, Any], single: dict[str, Any]) -> list[s
         lines += _http_single_rows(segmented)
     else:
         lines.append("Single slice with segmentation: not measured (the server serves no segmentation model)")
+    if lookup(results, "in_process", "outlines_in_one_pass"):
+        lines.append(
+            "  the served model outlines in its own pass: the classifier floor above includes the outline"
+        )
     if segmentation_floor:
         lines.append(
             _stat_row("bare segmentation model, 1 ready tensor (floor)", segmentation_floor["floor_ms"])

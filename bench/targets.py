@@ -31,6 +31,8 @@ def compute_ratios(results: dict[str, Any]) -> dict[str, float | None]:
     floor_batch = lookup(results, "in_process", "series", "floor_batch_ms", "median")
     optimised = lookup(results, "in_process", "series", "optimised_ms", "median")
     segmentation_floor = lookup(results, "in_process", "segmentation_floor", "floor_ms", "median")
+    if lookup(results, "in_process", "outlines_in_one_pass"):
+        segmentation_floor = 0.0
     return {
         "api_slice_over_floor_slice": _ratio(
             lookup(results, "http", "single_slice", "end_to_end_ms", "median"), floor_slice
