@@ -32,7 +32,7 @@ from ml.data.datasets import Sample, default_data_dir, read_datasets
 from ml.data.segmentation import SUBTYPE_COLOURS, SUBTYPES
 from ml.data.splits import load_manifest, select
 from ml.evaluation.metrics import binary_metrics, choose_threshold, json_number, summarize, wilson_interval
-from ml.evaluation.robustness import robustness_report
+from ml.evaluation.robustness import PERTURBATION_TITLES, robustness_report
 from ml.evaluation.segmentation import pointing_game_hit
 from ml.evaluation.study import compare_aggregations
 from ml.explain.gradcam import GradCam
@@ -224,6 +224,32 @@ def pointing_game(model: keras.Model, parts: dict[str, Part], threshold: float) 
     return report
 
 
+POINTING_TARGET = 0.80
+ROBUSTNESS_MEAN_CHANGE = 0.05
+
+
+def measured_limitations(measured: dict[str, Any], robustness: dict[str, Any]) -> list[str]:
+    """Warnings the test figures call for: a heat map that seldom peaks in the bleed, and a
+    change of the image that moves the answer."""
+    lines = []
+    for collection, figures in measured.get("pointing_game", {}).items():
+        rate = figures.get("hit_rate")
+        if rate is not None and rate < POINTING_TARGET:
+            lines.append(
+                f"The Grad-CAM heat map peaks inside the labelled bleed on only {rate:.0%} of held-out "
+                f"{collection} slices ({figures['slices']} slices): it shows what drove the score, often "
+                "not the bleed. Use the outline, not the heat map, to judge where blood is."
+            )
+    for name, figures in robustness.items():
+        if isinstance(figures, dict) and figures.get("mean_abs_change", 0.0) >= ROBUSTNESS_MEAN_CHANGE:
+            title = PERTURBATION_TITLES.get(name, name)
+            lines.append(
+                f"{title} moves the probability by {figures['mean_abs_change']:.2f} on average and changes "
+                f"{figures['flip_rate']:.0%} of decisions: show slices in the usual orientation."
+            )
+    return lines
+
+
 def classifier_test_samples(config: MultitaskConfig, data_dir: Path) -> list[Sample]:
     """The CT-ICH and head_ct test images of the shared patient split, as files (the robustness
     check perturbs the images before preprocessing)."""
@@ -303,7 +329,7 @@ def make_bundle(
         "robustness": robustness,
         "cpu_latency_ms_per_slice": round(measure_latency(model, size), 1),
         "intended_use": "Research and decision support only: flags axial brain CT slices and series that may show intracranial haemorrhage for a qualified reader to review. Not for clinical use; not a diagnosis.",
-        "limitations": LIMITATIONS,
+        "limitations": [*LIMITATIONS, *measured_limitations(measured, robustness)],
         "reproduce": f"make train (the classifier it starts from), make train-multitask (the stages in training.config), then python -m ml.multitask_bundle --run-dir {run_dir} --output {output} --name {name} --version {version}",
     }
     save_bundle(model, card, output)

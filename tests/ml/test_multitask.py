@@ -318,3 +318,25 @@ def test_the_classifier_tools_read_the_slice_head_of_a_multitask_network(model) 
         direct,
         atol=1e-5,
     )
+
+
+def test_the_card_warns_where_the_test_figures_call_for_it() -> None:
+    from ml.multitask_bundle import measured_limitations
+
+    measured = {
+        "pointing_game": {
+            "bhsd_seg": {"slices": 15, "hit_rate": 1 / 15},
+            "phe_sich": {"slices": 74, "hit_rate": 0.91},
+        }
+    }
+    robustness = {
+        "n": 313,
+        "rotate_90": {"mean_abs_change": 0.114, "flip_rate": 0.16},
+        "corner_text": {"mean_abs_change": 0.001, "flip_rate": 0.0},
+    }
+    lines = measured_limitations(measured, robustness)
+    assert len(lines) == 2
+    assert "7% of held-out bhsd_seg slices (15 slices)" in lines[0] and "Use the outline" in lines[0]
+    assert (
+        lines[1].startswith("A quarter turn moves the probability by 0.11") and "16% of decisions" in lines[1]
+    )
