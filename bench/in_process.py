@@ -253,7 +253,11 @@ def measure_series(classifier: Any, series: list[bytes], config: BenchConfig) ->
 
     decode_ms = repeat(decode_all, 1, config.series_repeats)
     optimised_ms = repeat(optimised, config.warmup, config.series_repeats)
-    floor_ms = repeat(lambda: forward(batch).numpy(), config.warmup + 1, config.series_repeats)
+    floor_ms = repeat(
+        lambda: tf.nest.map_structure(lambda output: output.numpy(), forward(batch)),
+        config.warmup + 1,
+        config.series_repeats,
+    )
     # The naive path builds new graphs on every call; one untimed slice warms Keras' predict.
     naive_analyse(classifier, decoded[0])
     naive_ms = repeat(naive, 0, config.naive_repeats)
