@@ -614,6 +614,32 @@ def freeze_layers(model: keras.Model, what: str) -> list[str]:
     return frozen
 
 
+def _write_split_manifest(parts: dict[str, dict[str, Part]], seed: int, path: Path) -> None:
+    patients = {
+        split: {"patients": sorted({g for part in members.values() for g in part.groups})}
+        for split, members in parts.items()
+    }
+    path.write_text(json.dumps({"seed": seed, **patients}, indent=1), encoding="utf-8")
+
+
+def _starting_model(config: MultitaskConfig) -> keras.Model:
+    """A continued run's saved network, or a new one (its encoder copied from a classifier
+    when ``encoder_from`` names one)."""
+    if config.init_from:
+        return keras.models.load_model(config.init_from, compile=False)
+    size = config.image_size
+    model = build_multitask(
+        (size, size, 1), width=config.width, dropout=config.dropout, backbone=config.backbone
+    )
+    if config.encoder_from:
+        source = keras.models.load_model(config.encoder_from, compile=False)
+        copied = transfer_weights(source, model)
+        if not copied:
+            raise DataError(f"{config.encoder_from} shares no layer with a {config.backbone!r} network.")
+        logger.info("Started %d layers from %s", len(copied), config.encoder_from)
+    return model
+
+
 def train_multitask(
     config: MultitaskConfig, data_dir: Path, output_dir: Path, cache_dir: Path | None = None
 ) -> dict[str, Any]:
@@ -625,32 +651,9 @@ def train_multitask(
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "train_config.json").write_text(json.dumps(asdict(config), indent=1), encoding="utf-8")
     parts = prepare_parts(data_dir, config, cache_dir)
-    (output_dir / "split_manifest.json").write_text(
-        json.dumps(
-            {
-                "seed": config.seed,
-                **{
-                    split: {"patients": sorted({g for part in members.values() for g in part.groups})}
-                    for split, members in parts.items()
-                },
-            },
-            indent=1,
-        ),
-        encoding="utf-8",
-    )
+    _write_split_manifest(parts, config.seed, output_dir / "split_manifest.json")
     size = config.image_size
-    if config.init_from:
-        model = keras.models.load_model(config.init_from, compile=False)
-    else:
-        model = build_multitask(
-            (size, size, 1), width=config.width, dropout=config.dropout, backbone=config.backbone
-        )
-        if config.encoder_from:
-            source = keras.models.load_model(config.encoder_from, compile=False)
-            copied = transfer_weights(source, model)
-            if not copied:
-                raise DataError(f"{config.encoder_from} shares no layer with a {config.backbone!r} network.")
-            logger.info("Started %d layers from %s", len(copied), config.encoder_from)
+    model = _starting_model(config)
     frozen = freeze_layers(model, config.freeze)
     logger.info("Frozen (%s): %d layers", config.freeze, len(frozen))
     augmenter = Augmenter(AugmentationConfig(), seed=config.seed)

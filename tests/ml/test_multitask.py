@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -339,4 +341,54 @@ def test_the_card_warns_where_the_test_figures_call_for_it() -> None:
     assert "7% of held-out bhsd_seg slices (15 slices)" in lines[0] and "Use the outline" in lines[0]
     assert (
         lines[1].startswith("A quarter turn moves the probability by 0.11") and "16% of decisions" in lines[1]
+    )
+
+
+def test_a_run_and_its_continuation_learn_what_they_are_told(data_dir: Path, tmp_path: Path) -> None:
+    import json
+
+    import keras
+
+    from ml.models.classifier import build_classifier
+    from ml.multitask import train_multitask
+
+    keras.utils.set_random_seed(13)
+    classifier_path = tmp_path / "classifier.keras"
+    build_classifier((SIZE, SIZE, 1), backbone="compact", width=4).save(classifier_path)
+    common = {
+        "image_size": SIZE,
+        "width": 4,
+        "batch_size": 4,
+        "steps_per_epoch": 2,
+        "epochs": 1,
+        "collections": ("head_ct", "bhsd_seg"),
+        "shares": {"head_ct": 0.5, "bhsd_seg": 0.5},
+        "backbone": "compact",
+    }
+    first = train_multitask(
+        MultitaskConfig(**common, encoder_from=str(classifier_path), freeze="encoder"),
+        data_dir,
+        tmp_path / "a",
+        tmp_path / "cache",
+    )
+    assert first["epochs_run"] == 1 and first["counts"]["test"]["bhsd_seg"] > 0
+    manifest = json.loads((tmp_path / "a" / "split_manifest.json").read_text())
+    assert not set(manifest["train"]["patients"]) & set(manifest["test"]["patients"])
+    saved = keras.models.load_model(tmp_path / "a" / "model.keras", compile=False)
+    before = saved.get_layer("stem_conv").get_weights()[0]
+    assert np.array_equal(
+        before, keras.models.load_model(classifier_path).get_layer("stem_conv").get_weights()[0]
+    )
+
+    # The continuation lets the encoder learn although the saved network had it frozen.
+    train_multitask(
+        MultitaskConfig(**common, init_from=str(tmp_path / "a" / "model.keras"), freeze="batchnorm"),
+        data_dir,
+        tmp_path / "b",
+        tmp_path / "cache",
+    )
+    after = keras.models.load_model(tmp_path / "b" / "last.keras", compile=False)
+    assert not np.array_equal(before, after.get_layer("stem_conv").get_weights()[0])
+    assert np.array_equal(
+        saved.get_layer("stem_bn").get_weights()[0], after.get_layer("stem_bn").get_weights()[0]
     )
