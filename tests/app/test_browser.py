@@ -428,7 +428,7 @@ def test_every_page_fits_a_phone(browser: Browser, server: ServiceProcess, api_k
 
         series = series_from_jpegs(patient_jpegs(DATA_DIR, "051")[10:14])
         study = httpx.post(
-            f"{server.url}/api/v1/studies",
+            f"{server.url}/api/v1/studies?wait=120",
             files=[("files", item) for item in series],
             headers={"Authorization": f"Bearer {api_key}"},
             timeout=120,
@@ -605,7 +605,7 @@ def test_no_table_or_definition_cell_is_narrower_than_its_content(
 
     series = series_from_jpegs(patient_jpegs(DATA_DIR, "051")[10:13])
     study = httpx.post(
-        f"{server.url}/api/v1/studies",
+        f"{server.url}/api/v1/studies?wait=120",
         files=[("files", item) for item in series],
         headers={"Authorization": f"Bearer {api_key}"},
         timeout=120,

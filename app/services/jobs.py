@@ -1,0 +1,412 @@
+"""Studies as jobs, run in the service's own process on a small pool of threads.
+
+``POST /api/v1/studies`` checks the upload (the series is read, the model chosen), stores the
+study's row as ``queued`` with its inputs beside it, and answers at once; a worker thread then
+analyses the series, recording the slices done after each batch (``running``), and stores the
+finished study in place of the row (``done``), or records why it could not (``failed``).
+
+A row is run by one attempt at a time, whatever the number of processes: an attempt starts with a
+conditional ``UPDATE`` from ``queued`` to ``running`` that only one process can win, names itself
+in ``owner`` and refreshes ``heartbeat_at`` with the progress. Its results are committed only while
+it still owns the row, in the transaction that writes the slices, so a failed or taken-over attempt
+leaves no slice rows or files. A job whose process died (its owner is a process of this host that
+is gone, or its heartbeat is older than the timeout) is queued again, at start-up and then
+periodically, until it has been tried ``max_attempts`` times; then it is ``failed`` with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+
+from pydantic import BaseModel
+from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from app.core.errors import ServiceError, StorageUnavailable
+from app.core.metrics import Metrics
+from app.db import JOB_DONE, Database, Study, utcnow
+from app.services.analysis import UploadFields, new_record_columns, patient_columns, short_id
+from app.services.claims import rows_changed
+from app.services.records import DATABASE_UNREACHABLE
+from app.services.storage import JOB_INPUTS, STUDIES
+from app.services.studies import StudyDecision, StudyService
+from ml.data.series import StudySeries
+
+logger = logging.getLogger(__name__)
+
+QUEUED = "queued"
+RUNNING = "running"
+DONE = JOB_DONE
+FAILED = "failed"
+STATUSES = (QUEUED, RUNNING, DONE, FAILED)
+# The result columns of a study that is not done yet hold placeholders; this label marks them.
+PENDING_LABEL = "pending"
+# The longest a request may wait for a job to finish (?wait=N and Prefer: wait=N are capped to it).
+MAX_WAIT_SECONDS = 120
+UNEXPECTED_FAILURE = (
+    "The analysis stopped on an unexpected error ({name}); upload the series again, and tell the "
+    "administrator if it fails again."
+)
+GIVEN_UP = (
+    "The analysis was interrupted {attempts} times (the service stopped while it ran) and was given "
+    "up; upload the series again, and tell the administrator if it happens again."
+)
+
+
+class JobLost(Exception):
+    """This attempt no longer holds the job: another process took it over, or the study was deleted."""
+
+
+class JobRequest(BaseModel):
+    """What an uploaded series is analysed with, kept beside its files (``job.json``)."""
+
+    names: list[str]
+    fields: dict[str, str | None]
+    model_name: str
+    model_version: str
+    segment: bool = True
+
+
+@dataclass
+class JobRun:
+    """One attempt at a job by this process, holding its row while it runs."""
+
+    jobs: StudyJobs
+    study_id: str
+    owner: str
+
+    def held(self) -> list[object]:
+        """The WHERE clauses that select the row while this attempt runs it."""
+        return [Study.id == self.study_id, Study.owner == self.owner, Study.status == RUNNING]
+
+    def progress(self, done: int, total: int) -> None:
+        """Record the slices done (and show this process is alive); ``JobLost`` when no longer held."""
+        with self.jobs.database.session() as session:
+            changed = rows_changed(
+                session,
+                update(Study)
+                .where(*self.held())  # type: ignore[arg-type]
+                .values(progress_done=done, progress_total=total, heartbeat_at=utcnow()),
+            )
+        if changed != 1:
+            raise JobLost(f"Study {self.study_id} is no longer this attempt's.")
+
+    def finish(self, session: Session, study: Study) -> None:
+        """Replace the row by the finished study, inside the transaction that writes its slices."""
+        changed = rows_changed(
+            session,
+            update(Study).where(*self.held()).values(owner=None),  # type: ignore[arg-type]
+        )
+        if changed != 1:
+            raise JobLost(f"Study {self.study_id} is no longer this attempt's.")
+        session.merge(study)
+
+
+# The job queues of this process that run, by name: a queue started again in the same process
+# (tests, a reload) knows which owners are gone.
+LIVE_QUEUES: set[str] = set()
+
+
+def queue_name() -> str:
+    """A new queue of this process, as ``host:pid:token``: the owner of the jobs it queues and runs."""
+    return f"{socket.gethostname()[:64]}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def owner_is_gone(owner: str | None) -> bool:
+    """Whether a job's owner (``host:pid:queue[:attempt]``) was a queue of this host that no longer runs."""
+    if not owner:
+        return True
+    host, pid_text, queue = ([*owner.split(":"), "", ""])[:3]
+    if host != socket.gethostname()[:64] or not pid_text.isdigit():
+        return False
+    if int(pid_text) == os.getpid():
+        return f"{host}:{pid_text}:{queue}" not in LIVE_QUEUES
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+class StudyJobs:
+    """The queue of study jobs and the worker threads that run them, in this process."""
+
+    def __init__(
+        self,
+        studies: StudyService,
+        workers: int = 2,
+        max_attempts: int = 3,
+        timeout_seconds: float = 600.0,
+        metrics: Metrics | None = None,
+    ) -> None:
+        if workers < 1 or max_attempts < 1 or timeout_seconds <= 0:
+            raise ValueError(
+                f"workers and max_attempts must be at least 1 and timeout_seconds positive, got "
+                f"{workers}, {max_attempts} and {timeout_seconds}."
+            )
+        self.studies = studies
+        self.files = studies.files
+        self.max_attempts = max_attempts
+        self.timeout = timedelta(seconds=timeout_seconds)
+        self.metrics = metrics
+        self.process = queue_name()
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="study-job")
+        self._submitted: set[str] = set()
+        self._changed = threading.Condition()
+        self._stop = threading.Event()
+        self._sweeper: threading.Thread | None = None
+
+    @property
+    def database(self) -> Database:
+        """The database of the studies (the records layer's, whatever it is now)."""
+        return self.studies.records.database
+
+    def enqueue_upload(
+        self,
+        uploads: Sequence[tuple[str, bytes]],
+        fields: UploadFields,
+        model_name: str | None = None,
+        model_version: str | None = None,
+        segment: bool = True,
+    ) -> Study:
+        """Check an uploaded series, store it as a queued job and hand it to a worker.
+
+        The errors a person can fix (no usable slice, an unknown model) are raised here, before
+        anything is stored, exactly as when the analysis ran inside the request.
+        """
+        series = self.studies.read_series(uploads)
+        classifier = self.studies.registry.get(model_name, model_version)
+        decision = StudyDecision.for_classifier(classifier)
+        request = JobRequest(
+            names=[name for name, _ in uploads],
+            fields=asdict(fields),
+            model_name=classifier.name,
+            model_version=classifier.version,
+            segment=segment,
+        )
+        now = utcnow()
+        study = Study(
+            **new_record_columns(classifier.name, classifier.version),
+            probability=0.0,
+            label=PENDING_LABEL,
+            threshold=decision.threshold,
+            operating_point=decision.operating_point,
+            aggregation=decision.aggregation,
+            num_slices=len(series.slices),
+            source="upload",
+            study_instance_uid=series.study_instance_uid,
+            series_instance_uid=series.series_instance_uid,
+            **patient_columns(fields, series.metadata),
+            status=QUEUED,
+            progress_done=0,
+            progress_total=len(series.slices),
+            attempts=0,
+            owner=self.process,
+            heartbeat_at=now,
+            timings_ms={},
+            details={},
+        )
+        inputs = {f"input_{index:04d}": data for index, (_, data) in enumerate(uploads)}
+        inputs["job.json"] = request.model_dump_json().encode()
+        self.files.save(study.id, inputs, JOB_INPUTS)
+        try:
+            with self.database.session() as session:
+                session.add(study)
+        except BaseException as exc:
+            self.files.delete(study.id, JOB_INPUTS)
+            if isinstance(exc, SQLAlchemyError):
+                logger.error("Could not queue the study: %s", type(exc).__name__)
+                raise StorageUnavailable(DATABASE_UNREACHABLE) from exc
+            raise
+        logger.info("study %s queued: %d slices", study.id, len(series.slices))
+        self.submit(study.id, series)
+        return study
+
+    def submit(self, study_id: str, series: StudySeries | None = None) -> None:
+        """Hand a queued job to the worker threads (``series``: already read, else read from its inputs)."""
+        with self._changed:
+            if study_id in self._submitted:
+                return
+            self._submitted.add(study_id)
+        if self.metrics is not None:
+            self.metrics.study_jobs_queued.inc()
+        self.executor.submit(self._run, study_id, series)
+
+    def _start(self, study_id: str) -> JobRun | None:
+        """Take a queued job for this process; None when another attempt has it or it is gone."""
+        owner = f"{self.process}:{secrets.token_hex(3)}"
+        with self.database.session() as session:
+            changed = rows_changed(
+                session,
+                update(Study)
+                .where(Study.id == study_id, Study.status == QUEUED)
+                .values(status=RUNNING, owner=owner, attempts=Study.attempts + 1, heartbeat_at=utcnow()),
+            )
+        return JobRun(self, study_id, owner) if changed == 1 else None
+
+    def _run(self, study_id: str, series: StudySeries | None) -> None:
+        """One attempt at a job, on a worker thread: analyse, store, or record why it failed."""
+        if self.metrics is not None:
+            self.metrics.study_jobs_queued.dec()
+        try:
+            run = self._start(study_id)
+            if run is None:
+                return
+            started = time.perf_counter()
+            outcome = self._attempt(run, series)
+            if self.metrics is not None and outcome is not None:
+                self.metrics.observe_study_job(outcome, time.perf_counter() - started)
+        except Exception:
+            logger.exception("Study job %s could not be run", short_id(study_id))
+        finally:
+            with self._changed:
+                self._submitted.discard(study_id)
+                self._changed.notify_all()
+
+    def _attempt(self, run: JobRun, series: StudySeries | None) -> str | None:
+        """Analyse and store the job's series; the outcome (done or failed), None when it was lost."""
+        study_id = run.study_id
+        try:
+            request = JobRequest.model_validate_json(self.files.read(study_id, "job.json", JOB_INPUTS))
+            if series is None:
+                uploads = [
+                    (name, self.files.read(study_id, f"input_{index:04d}", JOB_INPUTS))
+                    for index, name in enumerate(request.names)
+                ]
+                series = self.studies.read_series(uploads)
+            # Files a dead attempt may have left half-stored under the study's id.
+            self.files.delete(study_id, STUDIES)
+            self.studies.create_from_series(
+                series,
+                UploadFields(**request.fields),
+                "upload",
+                request.model_name,
+                request.model_version,
+                segment=request.segment,
+                job=run,
+            )
+        except JobLost:
+            logger.warning("Study job %s was taken over or deleted; this attempt stops.", short_id(study_id))
+            return None
+        except ServiceError as exc:
+            self._fail(run, exc.detail, exc.status_code)
+            return FAILED
+        except Exception as exc:
+            logger.exception("Study job %s failed", short_id(study_id))
+            self._fail(run, UNEXPECTED_FAILURE.format(name=type(exc).__name__), 500)
+            return FAILED
+        self.files.delete(study_id, JOB_INPUTS)
+        logger.info("study job %s done", short_id(study_id))
+        return DONE
+
+    def _fail(self, run: JobRun, reason: str, status_code: int) -> None:
+        """Mark the job failed with a reason a person can act on; its inputs go."""
+        with self.database.session() as session:
+            rows_changed(
+                session,
+                update(Study)
+                .where(*run.held())  # type: ignore[arg-type]
+                .values(status=FAILED, failure=reason, failure_status=status_code, owner=None),
+            )
+        self.files.delete(run.study_id, JOB_INPUTS)
+        if self.metrics is not None:
+            self.metrics.study_job_failures.inc()
+        logger.warning("Study job %s failed: %s", short_id(run.study_id), reason)
+
+    def wait(self, study_id: str, seconds: float) -> Study:
+        """The study once its job is done or failed, or as it is after ``seconds`` (``NotFound``: none)."""
+        deadline = time.monotonic() + max(0.0, min(seconds, MAX_WAIT_SECONDS))
+        while True:
+            study = self.studies.records.get(study_id)
+            remaining = deadline - time.monotonic()
+            if study.status in (DONE, FAILED) or remaining <= 0:
+                return study
+            with self._changed:
+                # Woken when a job of this process ends; a job of another process is polled.
+                self._changed.wait(min(remaining, 0.5))
+
+    def recover(self) -> list[str]:
+        """Queue again the jobs whose process died, or fail those tried ``max_attempts`` times.
+
+        Returns the ids of the jobs queued again.
+        """
+        cutoff = utcnow() - self.timeout
+        with self.database.session() as session:
+            rows = list(session.scalars(select(Study).where(Study.status.in_((QUEUED, RUNNING)))))
+        queued = []
+        for row in rows:
+            with self._changed:
+                if row.id in self._submitted:
+                    continue
+            stale = row.heartbeat_at is None or row.heartbeat_at < cutoff
+            if not (stale or owner_is_gone(row.owner)):
+                # Queued or run by a live process (``owner`` names it).
+                continue
+            if self._requeue(row):
+                queued.append(row.id)
+                self.submit(row.id)
+        if queued:
+            logger.warning("Took up %d study jobs left by a stopped process.", len(queued))
+        return queued
+
+    def _requeue(self, row: Study) -> bool:
+        """Queue a dead process's job again, or fail it after its last attempt; whether it was queued."""
+        given_up = row.attempts >= self.max_attempts
+        values = (
+            {"status": FAILED, "failure": GIVEN_UP.format(attempts=row.attempts), "failure_status": 500}
+            if given_up
+            else {"status": QUEUED}
+        )
+        same_owner = Study.owner.is_(None) if row.owner is None else Study.owner == row.owner
+        with self.database.session() as session:
+            changed = rows_changed(
+                session,
+                update(Study)
+                .where(Study.id == row.id, Study.status == row.status, same_owner)
+                .values(owner=self.process, heartbeat_at=utcnow(), **values),
+            )
+        if changed != 1:
+            return False
+        if given_up:
+            self.files.delete(row.id, JOB_INPUTS)
+            if self.metrics is not None:
+                self.metrics.study_job_failures.inc()
+            logger.warning("Study job %s given up after %d attempts.", short_id(row.id), row.attempts)
+        return not given_up
+
+    def start(self, interval_seconds: float | None = None) -> None:
+        """Take up jobs left by a stopped process now, then check again every ``interval_seconds``."""
+        LIVE_QUEUES.add(self.process)
+        self.recover()
+        interval = interval_seconds or self.timeout.total_seconds() / 4
+        self._sweeper = threading.Thread(
+            target=self._sweep, args=(interval,), name="study-job-recovery", daemon=True
+        )
+        self._sweeper.start()
+
+    def _sweep(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                self.recover()
+            except Exception:
+                logger.exception("Could not check for study jobs left by a stopped process")
+
+    def stop(self) -> None:
+        """Stop taking up jobs; running attempts finish, queued ones stay queued for the next start."""
+        self._stop.set()
+        LIVE_QUEUES.discard(self.process)
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        if self._sweeper is not None:
+            self._sweeper.join(5.0)
