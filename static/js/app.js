@@ -188,7 +188,7 @@
       form.classList.add("is-busy");
       form.setAttribute("aria-busy", "true");
       submit.disabled = true;
-      progressText.textContent = "Analysing " + count + " file" + (count === 1 ? "" : "s") + "… this can take a minute.";
+      progressText.textContent = "Sending " + count + " file" + (count === 1 ? "" : "s") + "… the study page then shows how far the analysis is.";
     });
 
     window.addEventListener("pageshow", function () {
