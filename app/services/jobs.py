@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -75,6 +75,8 @@ class JobRequest(BaseModel):
     model_name: str
     model_version: str
     segment: bool = True
+    # The time the series took to read in the request: the study's "decode" timing.
+    decode_ms: float = Field(0.0, ge=0)
 
 
 @dataclass
@@ -186,7 +188,9 @@ class StudyJobs:
         The errors a person can fix (no usable slice, an unknown model) are raised here, before
         anything is stored, exactly as when the analysis ran inside the request.
         """
+        started = time.perf_counter()
         series = self.studies.read_series(uploads)
+        decode_ms = (time.perf_counter() - started) * 1000.0
         classifier = self.studies.registry.get(model_name, model_version)
         decision = StudyDecision.for_classifier(classifier)
         request = JobRequest(
@@ -195,6 +199,7 @@ class StudyJobs:
             model_name=classifier.name,
             model_version=classifier.version,
             segment=segment,
+            decode_ms=decode_ms,
         )
         now = utcnow()
         study = Study(
@@ -280,12 +285,15 @@ class StudyJobs:
         study_id = run.study_id
         try:
             request = JobRequest.model_validate_json(self.files.read(study_id, "job.json", JOB_INPUTS))
+            decode_ms = request.decode_ms
             if series is None:
+                started = time.perf_counter()
                 uploads = [
                     (name, self.files.read(study_id, f"input_{index:04d}", JOB_INPUTS))
                     for index, name in enumerate(request.names)
                 ]
                 series = self.studies.read_series(uploads)
+                decode_ms = (time.perf_counter() - started) * 1000.0
             # Files a dead attempt may have left half-stored under the study's id.
             self.files.delete(study_id, STUDIES)
             self.studies.create_from_series(
@@ -294,6 +302,7 @@ class StudyJobs:
                 "upload",
                 request.model_name,
                 request.model_version,
+                decode_ms=decode_ms,
                 segment=request.segment,
                 job=run,
             )

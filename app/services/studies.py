@@ -229,22 +229,6 @@ class StudyService:
         except SeriesError as exc:
             raise InvalidStudy(str(exc)) from exc
 
-    def create(
-        self,
-        uploads: Sequence[tuple[str, bytes]],
-        fields: UploadFields,
-        model_name: str | None = None,
-        model_version: str | None = None,
-        segment: bool = True,
-    ) -> StudyRecord:
-        """Analyse an uploaded series and store it: files first, then the rows, all or nothing."""
-        started = time.perf_counter()
-        series = self.read_series(uploads)
-        decode_ms = (time.perf_counter() - started) * 1000.0
-        return self.create_from_series(
-            series, fields, "upload", model_name, model_version, decode_ms=decode_ms, segment=segment
-        )
-
     def create_from_series(
         self,
         series: StudySeries,

@@ -198,16 +198,23 @@ def started(settings: Settings) -> TestClient:
     return client
 
 
+def died_running(
+    settings: Settings, files: list[tuple[str, bytes]], monkeypatch: pytest.MonkeyPatch, attempts: int
+) -> str:
+    """A job whose process, on another host, died while running its attempt number ``attempts``:
+    its heartbeat is an hour old."""
+    with started(settings) as first:
+        study_id = leave_job(first, files, monkeypatch)
+    stale = utcnow() - timedelta(hours=1)
+    owner = "elsewhere:1:dead:beef"
+    set_row(settings, study_id, status="running", owner=owner, attempts=attempts, heartbeat_at=stale)
+    return study_id
+
+
 def test_a_job_left_running_by_a_dead_process_is_taken_up_after_a_restart(
     settings: Settings, series: list[tuple[str, bytes]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with started(settings) as first:
-        study_id = leave_job(first, series[:4], monkeypatch)
-    # The process died while running it: its heartbeat is an hour old.
-    stale = utcnow() - timedelta(hours=1)
-    set_row(
-        settings, study_id, status="running", owner="elsewhere:1:dead:beef", attempts=1, heartbeat_at=stale
-    )
+    study_id = died_running(settings, series[:4], monkeypatch, attempts=1)
 
     with started(settings) as second:
         result = second.get(f"/api/v1/studies/{study_id}?wait=60")
@@ -232,12 +239,7 @@ def test_a_job_whose_process_on_this_host_is_gone_is_taken_up_at_once(
 def test_a_job_interrupted_too_often_is_failed_with_the_reason(
     settings: Settings, series: list[tuple[str, bytes]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with started(settings) as first:
-        study_id = leave_job(first, series[:2], monkeypatch)
-    stale = utcnow() - timedelta(hours=1)
-    set_row(
-        settings, study_id, status="running", owner="elsewhere:1:dead:beef", attempts=3, heartbeat_at=stale
-    )
+    study_id = died_running(settings, series[:2], monkeypatch, attempts=3)
 
     with started(settings) as second:
         job = second.get(f"/api/v1/studies/{study_id}").json()
