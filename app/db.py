@@ -48,6 +48,8 @@ CARD_OPERATING_POINT = "model card default"
 MIGRATION_LOCK_KEY = 0x1C4D_0001
 # The status of a study whose analysis is finished and stored (every study stored before jobs).
 JOB_DONE = "done"
+# The label of a study whose result is not stored yet: its result columns hold placeholders.
+PENDING_LABEL = "pending"
 
 
 def utcnow() -> datetime:

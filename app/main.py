@@ -184,6 +184,7 @@ def attach_services(
         max_attempts=settings.study_job_max_attempts,
         timeout_seconds=settings.analysis_claim_timeout_seconds,
         metrics=app.state.metrics,
+        pacs=app.state.pacs,
     )
 
 

@@ -26,21 +26,26 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from app.core.errors import ServiceError, StorageUnavailable
+from app.core.errors import AnalysisInProgress, ServiceError, StorageUnavailable
 from app.core.metrics import Metrics
-from app.db import JOB_DONE, Database, Study, utcnow
+from app.db import JOB_DONE, PENDING_LABEL, Database, Study, utcnow
 from app.services.analysis import UploadFields, new_record_columns, patient_columns, short_id
-from app.services.claims import rows_changed
+from app.services.claims import FinishedAnalysis, rows_changed
 from app.services.records import DATABASE_UNREACHABLE
 from app.services.storage import JOB_INPUTS, STUDIES
-from app.services.studies import StudyDecision, StudyService
+from app.services.studies import StudyDecision, StudyRecord, StudyService
 from ml.data.series import StudySeries
+
+if TYPE_CHECKING:
+    from app.services.claims import Claim
+    from app.services.pacs import PacsService
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +54,6 @@ RUNNING = "running"
 DONE = JOB_DONE
 FAILED = "failed"
 STATUSES = (QUEUED, RUNNING, DONE, FAILED)
-# The result columns of a study that is not done yet hold placeholders; this label marks them.
-PENDING_LABEL = "pending"
 # The longest a request may wait for a job to finish (?wait=N and Prefer: wait=N are capped to it).
 MAX_WAIT_SECONDS = 120
 UNEXPECTED_FAILURE = (
@@ -67,11 +70,19 @@ class JobLost(Exception):
     """This attempt no longer holds the job: another process took it over, or the study was deleted."""
 
 
-class JobRequest(BaseModel):
-    """What an uploaded series is analysed with, kept beside its files (``job.json``)."""
+class JobDeferred(Exception):
+    """The job cannot run yet (its PACS series is still claimed by a worker that looks alive)."""
 
-    names: list[str]
-    fields: dict[str, str | None]
+
+class JobRequest(BaseModel):
+    """What a job analyses and with what, kept beside its files (``job.json``): an uploaded series
+    (its file names, in order, and the form's fields), or a study of the PACS (its UID)."""
+
+    source: Literal["upload", "dicomweb"] = "upload"
+    names: list[str] = Field(default_factory=list)
+    fields: dict[str, str | None] = Field(default_factory=dict)
+    study_instance_uid: str | None = None
+    num_candidates: int = Field(0, ge=0)
     model_name: str
     model_version: str
     segment: bool = True
@@ -86,6 +97,8 @@ class JobRun:
     jobs: StudyJobs
     study_id: str
     owner: str
+    # A study of the PACS is not done when it is stored, but once its results are stored back.
+    done_when_stored: bool = True
 
     def held(self) -> list[object]:
         """The WHERE clauses that select the row while this attempt runs it."""
@@ -105,13 +118,23 @@ class JobRun:
 
     def finish(self, session: Session, study: Study) -> None:
         """Replace the row by the finished study, inside the transaction that writes its slices."""
-        changed = rows_changed(
-            session,
-            update(Study).where(*self.held()).values(owner=None),  # type: ignore[arg-type]
-        )
+        values = {"owner": None} if self.done_when_stored else {"heartbeat_at": utcnow()}
+        changed = rows_changed(session, update(Study).where(*self.held()).values(**values))  # type: ignore[arg-type]
         if changed != 1:
             raise JobLost(f"Study {self.study_id} is no longer this attempt's.")
+        if not self.done_when_stored:
+            study.status = RUNNING
         session.merge(study)
+
+    def complete(self) -> None:
+        """Mark a study of the PACS done once its results are stored back."""
+        with self.jobs.database.session() as session:
+            changed = rows_changed(
+                session,
+                update(Study).where(*self.held()).values(status=DONE, owner=None),  # type: ignore[arg-type]
+            )
+        if changed != 1:
+            raise JobLost(f"Study {self.study_id} is no longer this attempt's.")
 
 
 # The job queues of this process that run, by name: a queue started again in the same process
@@ -152,6 +175,7 @@ class StudyJobs:
         max_attempts: int = 3,
         timeout_seconds: float = 600.0,
         metrics: Metrics | None = None,
+        pacs: PacsService | None = None,
     ) -> None:
         if workers < 1 or max_attempts < 1 or timeout_seconds <= 0:
             raise ValueError(
@@ -159,6 +183,7 @@ class StudyJobs:
                 f"{workers}, {max_attempts} and {timeout_seconds}."
             )
         self.studies = studies
+        self.pacs = pacs
         self.files = studies.files
         self.max_attempts = max_attempts
         self.timeout = timedelta(seconds=timeout_seconds)
@@ -192,7 +217,6 @@ class StudyJobs:
         series = self.studies.read_series(uploads)
         decode_ms = (time.perf_counter() - started) * 1000.0
         classifier = self.studies.registry.get(model_name, model_version)
-        decision = StudyDecision.for_classifier(classifier)
         request = JobRequest(
             names=[name for name, _ in uploads],
             fields=asdict(fields),
@@ -201,31 +225,86 @@ class StudyJobs:
             segment=segment,
             decode_ms=decode_ms,
         )
-        now = utcnow()
-        study = Study(
+        study = self._queued_row(request, "upload", len(series.slices))
+        study.study_instance_uid = series.study_instance_uid
+        study.series_instance_uid = series.series_instance_uid
+        for name, value in patient_columns(fields, series.metadata).items():
+            setattr(study, name, value)
+        inputs = {f"input_{index:04d}": data for index, (_, data) in enumerate(uploads)}
+        self._store_queued(study, request, inputs)
+        self.submit(study.id, series=series)
+        return study
+
+    def enqueue_dicomweb(
+        self, study_instance_uid: str, model_name: str | None = None, model_version: str | None = None
+    ) -> Study | StudyRecord:
+        """Claim a study of the PACS and queue its analysis; the stored analysis when there is one.
+
+        As when the analysis ran inside the request: a series analysed before with this model
+        version is returned, and one whose results never reached the PACS is stored back now
+        (both a ``StudyRecord``); another worker's live claim raises ``AnalysisInProgress``.
+        """
+        pacs = self._require_pacs()
+        claimed, num_candidates = pacs.claim_remote_study(study_instance_uid, model_name, model_version)
+        if isinstance(claimed, FinishedAnalysis):
+            return self.studies.get(claimed.study_id)
+        if claimed.study_id is not None:
+            record = pacs.analyse_claimed(claimed, num_candidates).record
+            with self.database.session() as session:
+                session.execute(
+                    update(Study).where(Study.id == record.study.id).values(failure=None, failure_status=None)
+                )
+            return record
+        key = claimed.key
+        request = JobRequest(
+            source="dicomweb",
+            study_instance_uid=study_instance_uid,
+            num_candidates=num_candidates,
+            model_name=key.model_name,
+            model_version=key.model_version,
+        )
+        try:
+            study = self._queued_row(request, "dicomweb", 0)
+            study.study_instance_uid = study_instance_uid
+            study.series_instance_uid = key.series_instance_uid
+            self._store_queued(study, request, {})
+        except BaseException:
+            claimed.release()
+            raise
+        self.submit(study.id, claim=(claimed, num_candidates))
+        return study
+
+    def _require_pacs(self) -> PacsService:
+        if self.pacs is None:
+            raise ValueError("This job queue was made without the PACS service.")
+        return self.pacs
+
+    def _queued_row(self, request: JobRequest, source: str, num_slices: int) -> Study:
+        """The row of a new job: the model and its decision rule, placeholders for the result."""
+        classifier = self.studies.registry.get(request.model_name, request.model_version)
+        decision = StudyDecision.for_classifier(classifier)
+        return Study(
             **new_record_columns(classifier.name, classifier.version),
             probability=0.0,
             label=PENDING_LABEL,
             threshold=decision.threshold,
             operating_point=decision.operating_point,
             aggregation=decision.aggregation,
-            num_slices=len(series.slices),
-            source="upload",
-            study_instance_uid=series.study_instance_uid,
-            series_instance_uid=series.series_instance_uid,
-            **patient_columns(fields, series.metadata),
+            num_slices=num_slices,
+            source=source,
             status=QUEUED,
             progress_done=0,
-            progress_total=len(series.slices),
+            progress_total=num_slices,
             attempts=0,
             owner=self.process,
-            heartbeat_at=now,
+            heartbeat_at=utcnow(),
             timings_ms={},
             details={},
         )
-        inputs = {f"input_{index:04d}": data for index, (_, data) in enumerate(uploads)}
-        inputs["job.json"] = request.model_dump_json().encode()
-        self.files.save(study.id, inputs, JOB_INPUTS)
+
+    def _store_queued(self, study: Study, request: JobRequest, inputs: dict[str, bytes]) -> None:
+        """Store a job's inputs, then its row; neither stays when the other cannot be stored."""
+        self.files.save(study.id, {**inputs, "job.json": request.model_dump_json().encode()}, JOB_INPUTS)
         try:
             with self.database.session() as session:
                 session.add(study)
@@ -235,19 +314,23 @@ class StudyJobs:
                 logger.error("Could not queue the study: %s", type(exc).__name__)
                 raise StorageUnavailable(DATABASE_UNREACHABLE) from exc
             raise
-        logger.info("study %s queued: %d slices", study.id, len(series.slices))
-        self.submit(study.id, series)
-        return study
+        logger.info("study %s queued (%s): %d slices", study.id, study.source, study.num_slices)
 
-    def submit(self, study_id: str, series: StudySeries | None = None) -> None:
-        """Hand a queued job to the worker threads (``series``: already read, else read from its inputs)."""
+    def submit(
+        self,
+        study_id: str,
+        series: StudySeries | None = None,
+        claim: tuple[Claim, int] | None = None,
+    ) -> None:
+        """Hand a queued job to the worker threads (``series``: already read; ``claim``: the PACS
+        series claimed in the request, with the number of CT series; else found again)."""
         with self._changed:
             if study_id in self._submitted:
                 return
             self._submitted.add(study_id)
         if self.metrics is not None:
             self.metrics.study_jobs_queued.inc()
-        self.executor.submit(self._run, study_id, series)
+        self.executor.submit(self._run, study_id, series, claim)
 
     def _start(self, study_id: str) -> JobRun | None:
         """Take a queued job for this process; None when another attempt has it or it is gone."""
@@ -261,16 +344,18 @@ class StudyJobs:
             )
         return JobRun(self, study_id, owner) if changed == 1 else None
 
-    def _run(self, study_id: str, series: StudySeries | None) -> None:
+    def _run(self, study_id: str, series: StudySeries | None, claim: tuple[Claim, int] | None) -> None:
         """One attempt at a job, on a worker thread: analyse, store, or record why it failed."""
         if self.metrics is not None:
             self.metrics.study_jobs_queued.dec()
         try:
             run = self._start(study_id)
             if run is None:
+                if claim is not None:
+                    claim[0].release()
                 return
             started = time.perf_counter()
-            outcome = self._attempt(run, series)
+            outcome = self._attempt(run, series, claim)
             if self.metrics is not None and outcome is not None:
                 self.metrics.observe_study_job(outcome, time.perf_counter() - started)
         except Exception:
@@ -280,34 +365,25 @@ class StudyJobs:
                 self._submitted.discard(study_id)
                 self._changed.notify_all()
 
-    def _attempt(self, run: JobRun, series: StudySeries | None) -> str | None:
-        """Analyse and store the job's series; the outcome (done or failed), None when it was lost."""
+    def _attempt(
+        self, run: JobRun, series: StudySeries | None, claim: tuple[Claim, int] | None
+    ) -> str | None:
+        """Analyse and store the job's study; the outcome (done or failed), None when it was lost."""
         study_id = run.study_id
         try:
             request = JobRequest.model_validate_json(self.files.read(study_id, "job.json", JOB_INPUTS))
-            decode_ms = request.decode_ms
-            if series is None:
-                started = time.perf_counter()
-                uploads = [
-                    (name, self.files.read(study_id, f"input_{index:04d}", JOB_INPUTS))
-                    for index, name in enumerate(request.names)
-                ]
-                series = self.studies.read_series(uploads)
-                decode_ms = (time.perf_counter() - started) * 1000.0
             # Files a dead attempt may have left half-stored under the study's id.
             self.files.delete(study_id, STUDIES)
-            self.studies.create_from_series(
-                series,
-                UploadFields(**request.fields),
-                "upload",
-                request.model_name,
-                request.model_version,
-                decode_ms=decode_ms,
-                segment=request.segment,
-                job=run,
-            )
+            if request.source == "dicomweb":
+                outcome = self._analyse_remote(run, request, claim)
+            else:
+                self._analyse_upload(run, request, series)
+                outcome = DONE
         except JobLost:
             logger.warning("Study job %s was taken over or deleted; this attempt stops.", short_id(study_id))
+            return None
+        except JobDeferred:
+            self._defer(run)
             return None
         except ServiceError as exc:
             self._fail(run, exc.detail, exc.status_code)
@@ -316,18 +392,90 @@ class StudyJobs:
             logger.exception("Study job %s failed", short_id(study_id))
             self._fail(run, UNEXPECTED_FAILURE.format(name=type(exc).__name__), 500)
             return FAILED
-        self.files.delete(study_id, JOB_INPUTS)
-        logger.info("study job %s done", short_id(study_id))
+        if outcome == DONE:
+            self.files.delete(study_id, JOB_INPUTS)
+            logger.info("study job %s done", short_id(study_id))
+        return outcome
+
+    def _analyse_upload(self, run: JobRun, request: JobRequest, series: StudySeries | None) -> None:
+        """Analyse an uploaded series (read again from the job's inputs after a restart) and store it."""
+        decode_ms = request.decode_ms
+        if series is None:
+            started = time.perf_counter()
+            uploads = [
+                (name, self.files.read(run.study_id, f"input_{index:04d}", JOB_INPUTS))
+                for index, name in enumerate(request.names)
+            ]
+            series = self.studies.read_series(uploads)
+            decode_ms = (time.perf_counter() - started) * 1000.0
+        self.studies.create_from_series(
+            series,
+            UploadFields(**request.fields),
+            "upload",
+            request.model_name,
+            request.model_version,
+            decode_ms=decode_ms,
+            segment=request.segment,
+            job=run,
+        )
+
+    def _analyse_remote(self, run: JobRun, request: JobRequest, claim: tuple[Claim, int] | None) -> str:
+        """Retrieve, analyse and store back a study of the PACS under its claim (claimed again after a
+        restart). When the study is stored but its results do not reach the PACS, the analysis stays
+        (done) and the job keeps the error, which asking again clears by storing them back."""
+        pacs = self._require_pacs()
+        run.done_when_stored = False
+        if claim is None:
+            try:
+                claimed, num_candidates = pacs.claim_remote_study(
+                    request.study_instance_uid or "", request.model_name, request.model_version
+                )
+            except AnalysisInProgress as exc:
+                # The claim of the process that died looks alive until its heartbeat is old.
+                raise JobDeferred from exc
+            if isinstance(claimed, FinishedAnalysis) or claimed.study_id not in (None, run.study_id):
+                if not isinstance(claimed, FinishedAnalysis):
+                    claimed.release()
+                raise AnalysisInProgress(
+                    "This series was analysed meanwhile by another worker; find it on the worklist."
+                )
+            claim = (claimed, num_candidates)
+        claimed, num_candidates = claim
+        try:
+            pacs.analyse_claimed(claimed, num_candidates, job=run)
+        except ServiceError as exc:
+            if claimed.study_id != run.study_id:
+                raise
+            self._fail(run, exc.detail, exc.status_code, keep_result=True)
+            return FAILED
+        run.complete()
         return DONE
 
-    def _fail(self, run: JobRun, reason: str, status_code: int) -> None:
-        """Mark the job failed with a reason a person can act on; its inputs go."""
+    def _defer(self, run: JobRun) -> None:
+        """Queue the job again without counting this attempt; a later check of the jobs retries it."""
         with self.database.session() as session:
             rows_changed(
                 session,
                 update(Study)
                 .where(*run.held())  # type: ignore[arg-type]
-                .values(status=FAILED, failure=reason, failure_status=status_code, owner=None),
+                .values(status=QUEUED, owner=None, attempts=Study.attempts - 1, heartbeat_at=utcnow()),
+            )
+        logger.info("Study job %s waits for its PACS series to be free.", short_id(run.study_id))
+
+    def _fail(self, run: JobRun, reason: str, status_code: int, keep_result: bool = False) -> None:
+        """Mark the job failed with a reason a person can act on; its inputs go. With
+        ``keep_result`` the stored study stays (done) and only keeps the reason."""
+        with self.database.session() as session:
+            rows_changed(
+                session,
+                update(Study)
+                .where(*run.held())  # type: ignore[arg-type]
+                .values(
+                    status=DONE if keep_result else FAILED,
+                    failure=reason,
+                    failure_status=status_code,
+                    owner=None,
+                ),
             )
         self.files.delete(run.study_id, JOB_INPUTS)
         if self.metrics is not None:

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from app.core.errors import InvalidStudy, InvalidUpload, NotFound, UnsupportedImage, UploadTooLarge
 from app.core.labels import Label
 from app.core.metrics import Metrics
-from app.db import CARD_OPERATING_POINT, JOB_DONE, AnalysisClaim, Database, Study, StudySlice
+from app.db import CARD_OPERATING_POINT, JOB_DONE, PENDING_LABEL, AnalysisClaim, Database, Study, StudySlice
 from app.services.analysis import (
     AnalysisPipeline,
     StageTimings,
@@ -417,7 +417,7 @@ class StudyService:
     def read_file(self, study_id: str, name: str) -> bytes:
         """A stored file of a study; the PDF report is rendered on first request."""
         study = self.records.get(study_id)
-        if study.status != JOB_DONE:
+        if study.label == PENDING_LABEL:
             raise NotFound(f"Study {study_id} has no files yet: its analysis is {study.status}.")
         if name == "report.pdf":
             return self.records.cached_file(study_id, name, lambda: self.render_report(self.get(study_id)))

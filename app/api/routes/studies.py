@@ -12,7 +12,6 @@ from fastapi.responses import JSONResponse
 
 from app.api.deps import (
     CurrentUser,
-    PacsServiceDep,
     SegmentWanted,
     SettingsDep,
     StudyJobsDep,
@@ -111,14 +110,18 @@ def to_job(study: Study, request: Request) -> StudyJobOut:
     )
 
 
-def job_answer(study: Study, request: Request, service: Any, finished_status: int) -> Response:
+def job_answer(
+    study: Study, request: Request, service: Any, finished_status: int, report_failure: bool = True
+) -> Response:
     """A study as a request that waited for it sees it: the result with ``finished_status`` once done,
-    the error the analysis ended in once failed, else ``202`` with the job and its ``Location``."""
+    the error the analysis ended in once failed (with ``report_failure``, also the error that kept a
+    done study's results from the PACS), else ``202`` with the job and its ``Location``."""
+    failed = study.status == FAILED or (report_failure and study.failure_status is not None)
+    if failed:
+        return JSONResponse({"detail": study.failure}, status_code=study.failure_status or 500)
     if study.status == DONE:
         result = to_schema(service.get(study.id), request)
         return JSONResponse(result.model_dump(mode="json"), status_code=finished_status)
-    if study.status == FAILED:
-        return JSONResponse({"detail": study.failure}, status_code=study.failure_status or 500)
     job = to_job(study, request)
     return JSONResponse(
         job.model_dump(mode="json"),
@@ -295,21 +298,33 @@ async def create_study(
     status_code=status.HTTP_201_CREATED,
     response_model=StudyOut,
     responses={
+        **JOB_RESPONSES,
         200: {
             "model": StudyOut,
             "description": "Analysed before with this model version: the stored analysis.",
         },
+        201: {"model": StudyOut, "description": "Asked to wait, and the analysis finished in time."},
         409: {"description": "Another worker is analysing this series with this model version; ask again."},
     },
 )
 def create_study_from_pacs(
-    request: Request, response: Response, body: DicomwebRequest, user: CurrentUser, pacs: PacsServiceDep
-) -> StudyOut:
-    """Analyse a study of the PACS by StudyInstanceUID and store the results back in it (DICOMweb)."""
-    analysis = pacs.analyse_remote_study(body.study_instance_uid, body.model, body.model_version)
-    if not analysis.created:
-        response.status_code = status.HTTP_200_OK
-    return to_schema(analysis.record, request)
+    request: Request,
+    body: DicomwebRequest,
+    user: CurrentUser,
+    service: StudyServiceDep,
+    jobs: StudyJobsDep,
+    wait: WaitQuery = None,
+    prefer: PreferHeader = None,
+) -> Response:
+    """Analyse a study of the PACS by StudyInstanceUID as a job and store the results back in it (DICOMweb)."""
+    queued = jobs.enqueue_dicomweb(body.study_instance_uid, body.model, body.model_version)
+    if isinstance(queued, StudyRecord):
+        return JSONResponse(
+            to_schema(queued, request).model_dump(mode="json"), status_code=status.HTTP_200_OK
+        )
+    seconds = wait_seconds(wait, prefer)
+    study = jobs.wait(queued.id, seconds) if seconds else queued
+    return job_answer(study, request, service, status.HTTP_201_CREATED)
 
 
 @router.get("", response_model=StudyPage)
@@ -345,7 +360,7 @@ def read_study(
     study = jobs.wait(str(study_id), seconds) if seconds else service.records.get(str(study_id))
     if study.status == FAILED:
         return JSONResponse(to_job(study, request).model_dump(mode="json"))
-    return job_answer(study, request, service, status.HTTP_200_OK)
+    return job_answer(study, request, service, status.HTTP_200_OK, report_failure=False)
 
 
 @router.get(
