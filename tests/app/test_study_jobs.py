@@ -19,7 +19,8 @@ from app.core.errors import StorageUnavailable
 from app.db import Database, Study, StudySlice, utcnow
 from app.main import create_app
 from app.services import studies as studies_module
-from app.services.jobs import GIVEN_UP, LIVE_QUEUES, MAX_WAIT_SECONDS, JobRequest, StudyJobs, owner_is_gone
+from app.services.job_attempts import GIVEN_UP, LIVE_QUEUES, JobRequest, owner_is_gone
+from app.services.jobs import MAX_WAIT_SECONDS, StudyJobs
 from tests.app.conftest import API_KEY, DATA_DIR
 from tests.support.dicom_series import patient_jpegs, series_from_jpegs
 
@@ -151,7 +152,7 @@ def test_a_failed_job_says_why_and_leaves_no_slices_or_files(
     response = client.post("/api/v1/studies?wait=60", files=files_of(series))
     assert response.status_code == 500
     detail = response.json()["detail"]
-    assert "unexpected error (RuntimeError)" in detail and "upload the series again" in detail
+    assert "unexpected error (RuntimeError)" in detail and "send the study again" in detail
     [study] = client.app.state.studies.list_unfinished()  # type: ignore[attr-defined]
     job = client.get(f"/api/v1/studies/{study.id}")
     assert job.status_code == 200

@@ -14,7 +14,7 @@ from app.api.routes.pages.views import study_segmentation_view, study_view
 from app.api.routes.studies import file_type, to_job
 from app.api.web_auth import CsrfField, PageUser, check_csrf
 from app.schemas import StudyJobOut
-from app.services.jobs import DONE
+from app.services.job_attempts import DONE
 from app.services.storage import STUDIES
 
 router = page_router()
