@@ -4,6 +4,7 @@ process, one attempt at a time, the pages that follow a job, and the job metrics
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from sqlalchemy import func, select, update
 
 from app.api.routes.studies import wait_seconds
 from app.core.config import Settings
-from app.core.errors import StorageUnavailable
+from app.core.errors import NotFound, StorageUnavailable
 from app.db import Database, Study, StudySlice, utcnow
 from app.main import create_app
 from app.services import studies as studies_module
@@ -346,3 +347,23 @@ def test_pages_follow_the_job_and_say_why_it_failed(
         worklist = client.get("/worklist")
         assert f'data-study-id="{failed_id}" data-status="failed"' in worklist.text
         assert "The storage is full" in worklist.text
+
+
+def test_a_study_deleted_while_its_job_runs_leaves_nothing(
+    client: TestClient, settings: Settings, series: list[tuple[str, bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = Gate(client, monkeypatch)
+    job = client.post("/api/v1/studies", files=files_of(series)).json()
+    assert gate.reached.wait(60)
+    assert client.delete(job["links"]["self"]).status_code == 204
+    gate.opened.set()
+    with pytest.raises(NotFound):
+        jobs_of(client).wait(job["id"], 1)
+    deadline = time.monotonic() + 60
+    while job["id"] in jobs_of(client)._submitted:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert client.get(job["links"]["self"]).status_code == 404
+    assert slice_rows(client, job["id"]) == 0
+    storage = settings.resolved_storage_dir
+    assert not (storage / "studies" / job["id"]).exists() and not (storage / "jobs" / job["id"]).exists()
