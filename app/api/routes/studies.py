@@ -48,7 +48,7 @@ from app.services.job_attempts import DONE, FAILED
 from app.services.jobs import MAX_WAIT_SECONDS
 from app.services.segmentation import colour_hex, study_slice_record
 from app.services.storage import STUDIES
-from app.services.studies import StudyRecord, slice_file
+from app.services.studies import StudyRecord, StudyService, slice_file
 
 router = APIRouter(prefix="/api/v1/studies", tags=["studies"])
 
@@ -112,7 +112,7 @@ def to_job(study: Study, request: Request) -> StudyJobOut:
 
 
 def job_answer(
-    study: Study, request: Request, service: Any, finished_status: int, report_failure: bool = True
+    study: Study, request: Request, service: StudyService, finished_status: int, report_failure: bool = True
 ) -> Response:
     """A study as a request that waited for it sees it: the result with ``finished_status`` once done,
     the error the analysis ended in once failed (with ``report_failure``, also the error that kept a
