@@ -46,6 +46,10 @@ BASELINE_REVISION = "0001"
 CARD_OPERATING_POINT = "model card default"
 # Any fixed number: PostgreSQL advisory lock that lets one process at a time migrate.
 MIGRATION_LOCK_KEY = 0x1C4D_0001
+# The status of a study whose analysis is finished and stored (every study stored before jobs).
+JOB_DONE = "done"
+# The label of a study whose result is not stored yet: its result columns hold placeholders.
+PENDING_LABEL = "pending"
 
 
 def utcnow() -> datetime:
@@ -114,6 +118,16 @@ class Study(AnalysisColumns, Base):
     source: Mapped[str] = mapped_column(String(10))
     study_instance_uid: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     series_instance_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The study as a job (app/services/jobs.py): queued, running, done or failed. Until it is done
+    # the result columns hold placeholders and only these describe the study.
+    status: Mapped[str] = mapped_column(String(10), default=JOB_DONE, server_default=JOB_DONE, index=True)
+    progress_done: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    progress_total: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    failure: Mapped[str | None] = mapped_column(Text, nullable=True)
+    failure_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    owner: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class StudySlice(Base):
@@ -299,9 +313,10 @@ def list_records(
     label: str | None = None,
     patient_id: str | None = None,
     positives_first: bool = False,
+    conditions: tuple[Any, ...] = (),
 ) -> tuple[list[Any], int]:
     """One page of predictions or studies, newest first (haemorrhage first on request), and the total."""
-    query = select(model)
+    query = select(model).where(*conditions)
     if label:
         query = query.where(model.label == label)
     if patient_id:

@@ -69,7 +69,7 @@ def open_storage(settings: Settings) -> tuple[Database, FileStore]:
     Result folders whose database row never committed (an interrupted run) are removed.
     """
     from app.db import Prediction, Study
-    from app.services.storage import STUDIES
+    from app.services.storage import JOB_INPUTS, STUDIES
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     database = Database(settings.resolved_database_url)
@@ -79,6 +79,7 @@ def open_storage(settings: Settings) -> tuple[Database, FileStore]:
     files.prepare()
     removed = files.remove_incomplete(stored_ids(database, Prediction))
     removed += files.remove_incomplete(stored_ids(database, Study), kind=STUDIES)
+    removed += files.remove_incomplete(stored_ids(database, Study), kind=JOB_INPUTS)
     if removed:
         logger.warning("Removed %d incomplete result folders left by an interrupted run.", removed)
     return database, files
@@ -145,6 +146,7 @@ def attach_services(
 ) -> None:
     """Put the stores and services the routes use on ``app.state``; warm the model up."""
     from app.services.claims import ClaimStore
+    from app.services.jobs import StudyJobs
     from app.services.pacs import PacsClient, PacsService
     from app.services.predictions import PredictionService
     from app.services.studies import StudyService
@@ -176,6 +178,14 @@ def attach_services(
         app.state.studies,
         ClaimStore(database, settings.analysis_claim_timeout_seconds),
     )
+    app.state.jobs = StudyJobs(
+        app.state.studies,
+        workers=settings.study_job_workers,
+        max_attempts=settings.study_job_max_attempts,
+        timeout_seconds=settings.analysis_claim_timeout_seconds,
+        metrics=app.state.metrics,
+        pacs=app.state.pacs,
+    )
 
 
 def start_watcher(settings: Settings, pacs: PacsService) -> StudyWatcher | None:
@@ -192,7 +202,7 @@ def start_watcher(settings: Settings, pacs: PacsService) -> StudyWatcher | None:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
-    """Start the service once (storage, models, services, PACS watcher); stop it on shutdown."""
+    """Start the service once (storage, models, services, study jobs, PACS watcher); stop it on shutdown."""
     prepare_process(settings)
     database, files = open_storage(settings)
     try:
@@ -201,12 +211,15 @@ async def lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
         database.dispose()
         raise
     attach_services(app, settings, database, files, registry)
+    # Jobs a stopped process left queued or running are taken up again.
+    app.state.jobs.start()
     watcher = start_watcher(settings, app.state.pacs)
     app.state.watcher = watcher
     logger.info("Ready: models %s", [f"{m['name']}/{m['version']}" for m in registry.describe()])
     yield
     if watcher is not None:
         watcher.stop()
+    app.state.jobs.stop()
     database.dispose()
 
 

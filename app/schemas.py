@@ -284,6 +284,29 @@ class StudySummary(BaseModel):
     links: StudyLinks
 
 
+class JobProgress(BaseModel):
+    done: int = Field(ge=0, description="Slices analysed so far.")
+    total: int = Field(ge=0, description="Slices in the series.")
+
+
+class StudyJobLinks(BaseModel):
+    self: str
+    page: str
+
+
+class StudyJobOut(BaseModel):
+    """A study whose analysis is queued, running or failed: how far it is, or why it failed."""
+
+    id: str
+    created_at: datetime
+    status: Literal["queued", "running", "done", "failed"]
+    progress: JobProgress
+    failure: str | None = Field(
+        None, description="Why the analysis failed, in words a person can act on; null unless failed."
+    )
+    links: StudyJobLinks
+
+
 class StudyPage(BaseModel):
     items: list[StudySummary]
     total: int

@@ -11,6 +11,7 @@ from app.core.config import Settings
 from app.core.ratelimit import RateLimiter
 from app.services.auth import KeyStore, Principal
 from app.services.inference import ModelRegistry
+from app.services.jobs import StudyJobs
 from app.services.pacs import PacsService
 from app.services.predictions import PredictionService
 from app.services.studies import StudyService
@@ -36,6 +37,11 @@ def get_predictions(request: Request) -> PredictionService:
 def get_studies(request: Request) -> StudyService:
     service: StudyService = request.app.state.studies
     return service
+
+
+def get_jobs(request: Request) -> StudyJobs:
+    jobs: StudyJobs = request.app.state.jobs
+    return jobs
 
 
 def get_pacs(request: Request) -> PacsService:
@@ -70,6 +76,7 @@ RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 PredictionServiceDep = Annotated[PredictionService, Depends(get_predictions)]
 StudyServiceDep = Annotated[StudyService, Depends(get_studies)]
 PacsServiceDep = Annotated[PacsService, Depends(get_pacs)]
+StudyJobsDep = Annotated[StudyJobs, Depends(get_jobs)]
 KeyStoreDep = Annotated[KeyStore, Depends(get_key_store)]
 
 

@@ -112,8 +112,18 @@ class Settings(BaseSettings):
     analysis_claim_timeout_seconds: float = Field(
         600.0,
         gt=0,
-        description="A PACS analysis whose worker has shown no sign of life for this many seconds (it "
-        "died) is taken over by another worker; keep it above the slowest retrieval or store-back.",
+        description="A PACS analysis or a study job whose worker has shown no sign of life for this many "
+        "seconds (it died) is taken over by another worker; keep it above the slowest retrieval or store-back.",
+    )
+    study_job_workers: int = Field(
+        2,
+        ge=1,
+        description="Worker threads per process that analyse study jobs; more than the cores gains nothing.",
+    )
+    study_job_max_attempts: int = Field(
+        3,
+        ge=1,
+        description="Times a study job interrupted by a stopped process is started before it is marked failed.",
     )
     session_hours: float = Field(12.0, gt=0, description="How long a browser sign-in lasts, in hours.")
     session_cookie_secure: bool = Field(

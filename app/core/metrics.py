@@ -1,4 +1,4 @@
-"""Prometheus metrics: requests, latency, predictions, model inference time and errors.
+"""Prometheus metrics: requests, latency, predictions, model inference time, study jobs and errors.
 
 Each application owns its registry, so several apps in one process (tests) never share counts.
 With several uvicorn workers, ``PROMETHEUS_MULTIPROC_DIR`` is set by ``python -m app`` and every
@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.multiprocess import MultiProcessCollector
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -17,6 +24,8 @@ MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Request latency from a health probe (milliseconds) to a slow upload (tens of seconds).
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 INFERENCE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# A study job: a few slices (a second) to a 1000-slice series on a busy machine (minutes).
+STUDY_JOB_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 
 class Metrics:
@@ -55,6 +64,24 @@ class Metrics:
             buckets=INFERENCE_BUCKETS,
             registry=target,
         )
+        self.study_jobs_queued = Gauge(
+            "ich_study_jobs_queued",
+            "Study jobs waiting for a worker thread (summed over processes).",
+            registry=target,
+            multiprocess_mode="livesum",
+        )
+        self.study_job_seconds = Histogram(
+            "ich_study_job_duration_seconds",
+            "Time of one attempt at a study job, from its start on a worker to done or failed.",
+            ["outcome"],
+            buckets=STUDY_JOB_BUCKETS,
+            registry=target,
+        )
+        self.study_job_failures = Counter(
+            "ich_study_job_failures",
+            "Study jobs that ended failed (an error, or given up after their last attempt).",
+            registry=target,
+        )
         self.errors = Counter(
             "ich_errors",
             "Errors by type: the service error class, or the exception class when unhandled.",
@@ -71,6 +98,9 @@ class Metrics:
 
     def count_prediction(self, label: str, model: str, version: str) -> None:
         self.predictions.labels(label=label, model=model, version=version).inc()
+
+    def observe_study_job(self, outcome: str, seconds: float) -> None:
+        self.study_job_seconds.labels(outcome=outcome).observe(seconds)
 
     def count_error(self, error_type: str) -> None:
         self.errors.labels(type=error_type).inc()

@@ -41,7 +41,7 @@ from app.core.labels import Label
 from app.services.analysis import UploadFields, short_id
 from app.services.claims import AnalysisKey, Claim, ClaimStore, FinishedAnalysis
 from app.services.storage import STUDIES
-from app.services.studies import StudyRecord, StudyService, slice_file
+from app.services.studies import JobAttempt, StudyRecord, StudyService, slice_file
 
 if TYPE_CHECKING:
     from dicomweb_client.api import DICOMwebClient
@@ -290,8 +290,20 @@ class PacsService:
             PacsError: the PACS refused a request or some of the stored objects.
             AnalysisInProgress: another worker holds the claim on this series and model version.
         """
+        claimed, num_candidates = self.claim_remote_study(study_instance_uid, model_name, model_version)
+        if isinstance(claimed, FinishedAnalysis):
+            return RemoteAnalysis(self.studies.get(claimed.study_id), created=False)
+        return self.analyse_claimed(claimed, num_candidates)
+
+    def claim_remote_study(
+        self, study_instance_uid: str, model_name: str | None = None, model_version: str | None = None
+    ) -> tuple[Claim | FinishedAnalysis, int]:
+        """Find a study of the PACS, choose its largest CT series and claim its analysis with the model
+        version asked for; the claim (or the finished analysis) and the number of CT series.
+
+        Raises the errors of :meth:`analyse_remote_study` but ``PacsError``.
+        """
         client = self._require_client()
-        reference = short_id(study_instance_uid)
         if client.find_study(study_instance_uid) is None:
             raise NotFound(f"The PACS has no study with StudyInstanceUID {study_instance_uid}.")
         candidates = [
@@ -305,13 +317,19 @@ class PacsService:
         series_uid = str(chosen.SeriesInstanceUID)
         classifier = self.studies.registry.get(model_name, model_version)
         key = AnalysisKey(study_instance_uid, series_uid, classifier.name, classifier.version)
-        claimed = self.claims.acquire(key)
-        if isinstance(claimed, FinishedAnalysis):
-            return RemoteAnalysis(self.studies.get(claimed.study_id), created=False)
+        return self.claims.acquire(key), len(candidates)
+
+    def analyse_claimed(
+        self, claimed: Claim, num_candidates: int, job: JobAttempt | None = None
+    ) -> RemoteAnalysis:
+        """Analyse a claimed series (as ``job``'s study, when it is a job), store the results back,
+        and mark the claim done; on any error the claim is released for a later attempt."""
+        client = self._require_client()
+        reference = short_id(claimed.key.study_instance_uid)
         # A study stored by an earlier holder of the claim is not analysed again, only stored back.
         created = claimed.study_id is None
         try:
-            record = self._analyse_claimed(client, claimed, len(candidates))
+            record = self._analyse_claimed(client, claimed, num_candidates, job)
         except BaseException:
             # Failed claims are taken over by the next request or poll; a lost one stays the winner's.
             claimed.release()
@@ -324,7 +342,9 @@ class PacsService:
         )
         return RemoteAnalysis(record, created=created)
 
-    def _analyse_claimed(self, client: PacsClient, claim: Claim, num_candidates: int) -> StudyRecord:
+    def _analyse_claimed(
+        self, client: PacsClient, claim: Claim, num_candidates: int, job: JobAttempt | None = None
+    ) -> StudyRecord:
         """Retrieve the claimed series, analyse it unless a study is already stored, store the results back."""
         key = claim.key
         logger.info(
@@ -348,6 +368,7 @@ class PacsService:
                 key.model_version,
                 details={"pacs_series_candidates": num_candidates},
                 claim=claim,
+                job=job,
             )
         else:
             record = self.studies.get(claim.study_id)

@@ -92,9 +92,13 @@ class Records(Generic[Row]):
         label: str | None = None,
         patient_id: str | None = None,
         positives_first: bool = False,
+        conditions: tuple[Any, ...] = (),
     ) -> tuple[list[Row], int]:
-        """One page of rows, newest first (haemorrhage first on request), and how many there are."""
-        return list_records(self.database, self.model, page, page_size, label, patient_id, positives_first)
+        """One page of rows (matching SQLAlchemy ``conditions``), newest first (haemorrhage first on
+        request), and how many there are."""
+        return list_records(
+            self.database, self.model, page, page_size, label, patient_id, positives_first, conditions
+        )
 
     def store(self, record_id: str, files: dict[str, bytes], add_rows: Callable[[Session], None]) -> None:
         """Write the files, then the rows in one transaction; on any failure neither stays.

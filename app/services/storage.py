@@ -42,6 +42,9 @@ PREDICTIONS = FileKind(
 # A study: the windowed slice, its overlay and, when segmented, its class mask and outlines for
 # every slice (numbered in anatomical order), and the lazily built report.
 STUDIES = FileKind("studies", "study", re.compile(r"(slice|overlay|mask|contours)_\d{3,4}\.png|report\.pdf"))
+# What a queued study job is analysed from, kept until it is done or failed so that a job left by
+# a stopped process can be taken up again: the uploaded files in order and what was asked (job.json).
+JOB_INPUTS = FileKind("jobs", "study job", re.compile(r"input_\d{4,5}|job\.json"))
 
 
 def _fsync_dir(path: Path) -> None:
@@ -86,7 +89,7 @@ class FileStore:
         return self.root / kind.folder
 
     def prepare(self) -> None:
-        for kind in (PREDICTIONS, STUDIES):
+        for kind in (PREDICTIONS, STUDIES, JOB_INPUTS):
             self.base(kind).mkdir(parents=True, exist_ok=True)
 
     def is_writable(self) -> bool:
@@ -161,7 +164,9 @@ class FileStore:
             ) from exc
 
     def delete(self, item_id: str, kind: FileKind = PREDICTIONS) -> None:
+        """Remove the files of an id, and any folder an interrupted save left staged for it."""
         folder = self.folder(item_id, kind)
+        shutil.rmtree(self.base(kind) / f".staging-{item_id}", ignore_errors=True)
         if folder.exists():
             # Rename first so that a crash mid-delete leaves no half folder under the id.
             trash = self.base(kind) / f".deleting-{item_id}-{uuid.uuid4().hex[:8]}"

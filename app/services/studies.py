@@ -12,18 +12,19 @@ bedside ABC/2 estimate).
 
 from __future__ import annotations
 
+import builtins
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy.orm import Session
 
-from app.core.errors import InvalidStudy, InvalidUpload, UnsupportedImage, UploadTooLarge
+from app.core.errors import InvalidStudy, InvalidUpload, NotFound, UnsupportedImage, UploadTooLarge
 from app.core.labels import Label
 from app.core.metrics import Metrics
-from app.db import CARD_OPERATING_POINT, AnalysisClaim, Database, Study, StudySlice
+from app.db import CARD_OPERATING_POINT, JOB_DONE, PENDING_LABEL, AnalysisClaim, Database, Study, StudySlice
 from app.services.analysis import (
     AnalysisPipeline,
     StageTimings,
@@ -45,7 +46,7 @@ from app.services.segmentation import (
     most_outlined_slices,
     pixel_spacing,
 )
-from app.services.storage import STUDIES, FileStore
+from app.services.storage import JOB_INPUTS, STUDIES, FileStore
 from ml.data.imaging import UnsupportedImageError
 from ml.data.series import (
     ArchiveError,
@@ -69,6 +70,18 @@ NUM_KEY_SLICES = 3
 # 300-slice study never holds more than one batch of heat maps and overlays in memory.
 BATCH_SIZE = 16
 SOURCES = ("upload", "dicomweb")
+
+
+class JobAttempt(Protocol):
+    """The attempt at a study job that an analysis belongs to (``app.services.jobs.JobRun``)."""
+
+    study_id: str
+
+    def progress(self, done: int, total: int) -> None:
+        """Record how many slices are analysed; raises when the job is no longer this attempt's."""
+
+    def finish(self, session: Session, study: Study) -> None:
+        """Store the finished study in place of the job's row, inside the transaction of its slices."""
 
 
 def slice_file(kind: str, index: int) -> str:
@@ -161,11 +174,30 @@ class StudyService:
         self.records: Records[Study] = Records(
             database, files, Study, STUDIES, dependents=(StudySlice, AnalysisClaim)
         )
-        # Listing, adding to the details (what was stored back to the PACS) and deleting are the
-        # records layer's own operations.
-        self.list = self.records.list
+        # Adding to the details (what was stored back to the PACS) is the records layer's own operation.
         self.update_details = self.records.update_details
-        self.delete = self.records.delete
+
+    def list(
+        self,
+        page: int = 1,
+        page_size: int = 20,
+        label: str | None = None,
+        patient_id: str | None = None,
+        positives_first: bool = False,
+    ) -> tuple[list[Study], int]:
+        """One page of finished studies, newest first (haemorrhage first on request), and the total."""
+        return self.records.list(
+            page, page_size, label, patient_id, positives_first, conditions=(Study.status == JOB_DONE,)
+        )
+
+    def list_unfinished(self, patient_id: str | None = None, limit: int = 50) -> builtins.list[Study]:
+        """Studies whose job is queued, running or failed, newest first (the worklist shows them apart)."""
+        return self.records.list(1, limit, None, patient_id, False, conditions=(Study.status != JOB_DONE,))[0]
+
+    def delete(self, study_id: str) -> None:
+        """Delete a study, its slices and its files, and the inputs of its job if it has not finished."""
+        self.records.delete(study_id)
+        self.files.delete(study_id, JOB_INPUTS)
 
     def read_series(self, uploads: Sequence[tuple[str, bytes]]) -> StudySeries:
         """Unpack ZIPs, parse the DICOM objects and return the chosen series, ordered.
@@ -197,22 +229,6 @@ class StudyService:
         except SeriesError as exc:
             raise InvalidStudy(str(exc)) from exc
 
-    def create(
-        self,
-        uploads: Sequence[tuple[str, bytes]],
-        fields: UploadFields,
-        model_name: str | None = None,
-        model_version: str | None = None,
-        segment: bool = True,
-    ) -> StudyRecord:
-        """Analyse an uploaded series and store it: files first, then the rows, all or nothing."""
-        started = time.perf_counter()
-        series = self.read_series(uploads)
-        decode_ms = (time.perf_counter() - started) * 1000.0
-        return self.create_from_series(
-            series, fields, "upload", model_name, model_version, decode_ms=decode_ms, segment=segment
-        )
-
     def create_from_series(
         self,
         series: StudySeries,
@@ -224,28 +240,40 @@ class StudyService:
         details: dict[str, Any] | None = None,
         segment: bool = True,
         claim: Claim | None = None,
+        job: JobAttempt | None = None,
     ) -> StudyRecord:
         """Classify (and outline) every slice of an assembled series, decide the study, and store it all.
 
         With a ``claim`` (the PACS path), its heartbeat is refreshed between batches and the study
         is linked to it in the transaction that stores the rows: a claim taken over by another
-        worker (``ClaimLost``) leaves nothing stored.
+        worker (``ClaimLost``) leaves nothing stored. With a ``job``, the progress is recorded after
+        each batch and the finished study takes the place of the job's row.
         """
         if source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, got {source!r}.")
         timings = StageTimings(started=time.perf_counter() - decode_ms / 1000.0)
         classifier = self.registry.get(model_name, model_version)
         decision = StudyDecision.for_classifier(classifier)
-        analysis = self._analyse(classifier, series, segment, claim.heartbeat if claim else None)
+        analysis = self._analyse(
+            classifier, series, segment, claim.heartbeat if claim else None, job.progress if job else None
+        )
         probability = aggregate(analysis.probabilities, decision.aggregation)
+        identity = new_record_columns(classifier.name, classifier.version)
+        if job is not None:
+            identity["id"] = job.study_id
         study = Study(
-            **new_record_columns(classifier.name, classifier.version),
+            **identity,
             probability=probability,
             label=Label.decided(probability >= decision.threshold),
             threshold=decision.threshold,
             operating_point=decision.operating_point,
             aggregation=decision.aggregation,
             num_slices=len(series.slices),
+            status=JOB_DONE,
+            progress_done=len(series.slices),
+            progress_total=len(series.slices),
+            failure=None,
+            failure_status=None,
             source=source,
             study_instance_uid=series.study_instance_uid,
             series_instance_uid=series.series_instance_uid,
@@ -258,7 +286,7 @@ class StudyService:
         timings.add("encode", analysis.encode_ms)
         if analysis.segmentation is not None:
             timings.add("segmentation", analysis.segmentation_ms)
-        self._store(study, slices, analysis.files, timings, claim)
+        self._store(study, slices, analysis.files, timings, claim, job)
         self.pipeline.count_inference(classifier.name, classifier.version, analysis.model_ms)
         logger.info(
             "study %s stored: series=%s slices=%d label=%s aggregation=%s model=%s/%s",
@@ -311,18 +339,23 @@ class StudyService:
     def _store(
         self,
         study: Study,
-        slices: list[StudySlice],
+        slices: builtins.list[StudySlice],
         files: dict[str, bytes],
         timings: StageTimings,
         claim: Claim | None,
+        job: JobAttempt | None = None,
     ) -> None:
-        """The storage stage: the files, then the study, its slices and its claim in one transaction."""
+        """The storage stage: the files, then the study (in place of its job's row), its slices and
+        its claim in one transaction."""
         started = time.perf_counter()
 
         def add_rows(session: Session) -> None:
             timings.add("storage", (time.perf_counter() - started) * 1000.0)
             study.timings_ms = timings.finish()
-            session.add(study)
+            if job is None:
+                session.add(study)
+            else:
+                job.finish(session, study)
             session.flush()
             session.add_all(slices)
             if claim is not None:
@@ -336,8 +369,10 @@ class StudyService:
         series: StudySeries,
         segment: bool = True,
         between_batches: Callable[[], None] | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> SeriesAnalysis:
-        """The model and images stages, one batch of slices at a time."""
+        """The model and images stages, one batch of slices at a time; ``progress`` hears of each
+        finished batch (slices done, slices in all)."""
         outlines = classifier.outlines(self.registry.segmenter(), segment)
         analysis = SeriesAnalysis(segmentation=StudySegmentation() if outlines else None)
         for start in range(0, len(series.slices), BATCH_SIZE):
@@ -363,6 +398,8 @@ class StudyService:
                     analysis.segmentation.add(result.segmentation)
             analysis.files.update(zip(names, run_all(jobs), strict=True))
             analysis.encode_ms += (time.perf_counter() - started) * 1000.0
+            if progress is not None:
+                progress(start + len(batch), len(series.slices))
         return analysis
 
     def get(self, study_id: str) -> StudyRecord:
@@ -371,7 +408,7 @@ class StudyService:
         slices = self.records.dependent_rows(StudySlice, study_id, StudySlice.slice_index)
         return StudyRecord(study=study, slices=slices)
 
-    def find_by_study_uid(self, study_instance_uid: str) -> list[Study]:
+    def find_by_study_uid(self, study_instance_uid: str) -> builtins.list[Study]:
         """Stored analyses of one DICOM study, newest first."""
         return self.records.where(
             Study.study_instance_uid == study_instance_uid, order_by=Study.created_at.desc()
@@ -379,6 +416,9 @@ class StudyService:
 
     def read_file(self, study_id: str, name: str) -> bytes:
         """A stored file of a study; the PDF report is rendered on first request."""
+        study = self.records.get(study_id)
+        if study.label == PENDING_LABEL:
+            raise NotFound(f"Study {study_id} has no files yet: its analysis is {study.status}.")
         if name == "report.pdf":
             return self.records.cached_file(study_id, name, lambda: self.render_report(self.get(study_id)))
         return self.records.read_file(study_id, name)

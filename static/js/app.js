@@ -188,7 +188,7 @@
       form.classList.add("is-busy");
       form.setAttribute("aria-busy", "true");
       submit.disabled = true;
-      progressText.textContent = "Analysing " + count + " file" + (count === 1 ? "" : "s") + "… this can take a minute.";
+      progressText.textContent = "Sending " + count + " file" + (count === 1 ? "" : "s") + "… the study page then shows how far the analysis is.";
     });
 
     window.addEventListener("pageshow", function () {
@@ -264,6 +264,50 @@
     show(current);
   }
 
+  // A study being analysed: follow its job (JSON) and show the slices done; when it ends, the
+  // page is loaded again and shows the result, or says why the analysis failed.
+  function setupJob(section) {
+    var url = section.getAttribute("data-job");
+    var bar = section.querySelector("[data-job-bar]");
+    var text = section.querySelector("[data-job-text]");
+    var title = section.querySelector("[data-job-title]");
+    var failure = section.querySelector("[data-job-failure]");
+
+    function show(job) {
+      var total = job.progress.total;
+      bar.max = total || 1;
+      bar.value = job.progress.done;
+      bar.textContent = job.progress.done + " of " + total;
+      text.textContent = job.progress.done + " of " + total + " slice" + (total === 1 ? "" : "s");
+      section.setAttribute("data-job-status", job.status);
+      title.textContent = job.status === "queued" ? "Waiting for a free worker" : "Analysing the slices";
+    }
+
+    function poll() {
+      fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+        .then(function (response) {
+          if (!response.ok) {
+            throw new Error("status " + response.status);
+          }
+          return response.json();
+        })
+        .then(function (job) {
+          show(job);
+          if (job.status === "done" || job.status === "failed") {
+            window.location.reload();
+            return;
+          }
+          window.setTimeout(poll, 1000);
+        })
+        .catch(function () {
+          failure.querySelector("p").textContent = "The progress could not be read; reload the page to try again.";
+          failure.hidden = false;
+        });
+    }
+
+    window.setTimeout(poll, 500);
+  }
+
   function setupConfirmations() {
     document.querySelectorAll("form[data-confirm]").forEach(function (form) {
       form.addEventListener("submit", function (event) {
@@ -294,6 +338,10 @@
     var scroller = document.querySelector("[data-scroller]");
     if (scroller) {
       setupScroller(scroller);
+    }
+    var job = document.querySelector("[data-job]");
+    if (job) {
+      setupJob(job);
     }
     setupOverlay();
     setupContours();

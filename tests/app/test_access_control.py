@@ -321,7 +321,8 @@ def test_study_upload_logs_no_patient_identifiers(
         renamed.append((name, hostile.dicom_bytes_of(dataset)))
     with caplog.at_level(logging.DEBUG):
         created = client.post(
-            "/api/v1/studies", files=[("files", (name, data, "application/dicom")) for name, data in renamed]
+            "/api/v1/studies?wait=120",
+            files=[("files", (name, data, "application/dicom")) for name, data in renamed],
         )
         assert created.status_code == 201, created.text
         assert created.json()["study"]["patient_id"] == "PID-271828"

@@ -119,6 +119,8 @@ def server(
         "ICH_DEFAULT_MODEL": "ich-compact",
         "ICH_API_KEYS": api_key,
         "ICH_INFERENCE_THREADS": "1",
+        # One worker thread: a study queued behind another shows its progress on its page.
+        "ICH_STUDY_JOB_WORKERS": "1",
     }
     with ServiceProcess(env) as process:
         yield process
@@ -429,7 +431,7 @@ def test_every_page_fits_a_phone(browser: Browser, server: ServiceProcess, api_k
 
         series = series_from_jpegs(patient_jpegs(DATA_DIR, "051")[10:14])
         study = httpx.post(
-            f"{server.url}/api/v1/studies",
+            f"{server.url}/api/v1/studies?wait=120",
             files=[("files", item) for item in series],
             headers={"Authorization": f"Bearer {api_key}"},
             timeout=120,
@@ -478,7 +480,9 @@ def test_sign_out_and_forms_without_csrf_token(
     expect(page).to_have_url(re.compile(r"/signin\?next=%2Fworklist$"))
 
 
-def test_study_upload_and_slice_scroller(context: BrowserContext, api_key: str, tmp_path: Path) -> None:
+def test_study_upload_and_slice_scroller(
+    context: BrowserContext, server: ServiceProcess, api_key: str, tmp_path: Path
+) -> None:
     from tests.support.dicom_series import patient_jpegs, series_from_jpegs
 
     folder = tmp_path / "series"
@@ -492,10 +496,25 @@ def test_study_upload_and_slice_scroller(context: BrowserContext, api_key: str, 
     page.set_input_files("#study-files", [str(path) for path in paths])
     expect(page.locator("[data-study-file-names]")).to_contain_text("8 files")
     shoot(page, "study-upload")
+    # A long study ahead holds the only worker: this one waits, then runs, with its progress shown.
+    ahead = httpx.post(
+        f"{server.url}/api/v1/studies",
+        files=[("files", item) for item in series_from_jpegs(patient_jpegs(DATA_DIR, "051") * 3)],
+        headers={"Authorization": f"Bearer {api_key}"},
+        timeout=120,
+    )
+    assert ahead.status_code == 202, ahead.text
     page.get_by_role("button", name="Upload series").click()
     expect(page).to_have_url(re.compile(r"/studies/[0-9a-f-]{36}$"))
     study_id = page.url.rsplit("/", 1)[1]
-    expect(page.get_by_role("heading", name="Study result")).to_be_visible()
+    expect(page.get_by_role("heading", name="Study analysis")).to_be_visible()
+    bar = page.locator("[data-job-bar]")
+    expect(bar).to_be_visible()
+    expect(page.locator("[data-job-text]")).to_have_text(re.compile(r"^\d of 8 slices$"))
+    assert bar.get_attribute("max") == "8"
+    shoot(page, "study-progress")
+    # The page fills in by itself when the analysis ends.
+    expect(page.get_by_role("heading", name="Study result")).to_be_visible(timeout=120_000)
     expect(page.locator("[data-label-text]")).to_have_text(
         re.compile("^(Haemorrhage suspected|No haemorrhage detected)$")
     )
@@ -606,7 +625,7 @@ def test_no_table_or_definition_cell_is_narrower_than_its_content(
 
     series = series_from_jpegs(patient_jpegs(DATA_DIR, "051")[10:13])
     study = httpx.post(
-        f"{server.url}/api/v1/studies",
+        f"{server.url}/api/v1/studies?wait=120",
         files=[("files", item) for item in series],
         headers={"Authorization": f"Bearer {api_key}"},
         timeout=120,

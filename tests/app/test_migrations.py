@@ -280,9 +280,13 @@ def test_revision_0003_names_the_model_card_as_the_operating_point_of_older_resu
                 )
             )
         database.migrate("0003")
+        studies = reflected(database, "studies")
         with database.session() as session:
             prediction = session.get(Prediction, prediction_id)
-            study = session.get(Study, study_id)
+            # The study as revision 0003 has it (the model describes the newest revision).
+            study = session.execute(
+                sa.select(studies.c.threshold, studies.c.operating_point).where(studies.c.id == study_id)
+            ).one_or_none()
             assert prediction is not None and study is not None
             # Results decided before sites could choose keep their threshold, named as the card's.
             assert (prediction.threshold, prediction.operating_point) == (0.5, "model card default")
@@ -361,5 +365,28 @@ def test_revision_0004_claims_each_pacs_analysis_once_and_keeps_duplicates(url: 
         assert "analysis_claims" not in table_names(database)
         with database.session() as session:
             assert session.scalar(sa.select(sa.func.count()).select_from(Study)) == 7
+    finally:
+        database.dispose()
+
+
+def test_revision_0005_reads_every_older_study_as_a_finished_job(url: str) -> None:
+    database = Database(url)
+    try:
+        database.migrate("0004")
+        study_id = insert_study(database, "upload", datetime(2026, 3, 4, tzinfo=UTC))
+        database.migrate("0005")
+        studies = reflected(database, "studies")
+        with database.engine.connect() as connection:
+            row = connection.execute(sa.select(studies).where(studies.c.id == study_id)).mappings().one()
+        assert row["status"] == "done" and row["attempts"] == 0
+        assert (row["progress_done"], row["progress_total"]) == (3, 3)
+        assert row["failure"] is None and row["owner"] is None and row["heartbeat_at"] is None
+        with database.engine.begin() as connection:
+            command.downgrade(alembic_config(connection), "0004")
+        assert "status" not in {column.name for column in reflected(database, "studies").c}
+        with database.engine.connect() as connection:
+            assert (
+                connection.scalar(sa.select(sa.func.count()).select_from(reflected(database, "studies"))) == 1
+            )
     finally:
         database.dispose()

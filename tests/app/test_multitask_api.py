@@ -150,7 +150,7 @@ def test_segment_false_skips_the_multitask_outlines(
 def test_a_study_is_decided_and_outlined_by_the_multitask_model(
     multitask_client: TestClient, series: list[tuple[str, bytes]]
 ) -> None:
-    response = multitask_client.post("/api/v1/studies", files=[("files", item) for item in series])
+    response = multitask_client.post("/api/v1/studies?wait=120", files=[("files", item) for item in series])
     assert response.status_code == 201, response.text
     body = response.json()
 
@@ -171,7 +171,7 @@ def test_a_study_is_decided_and_outlined_by_the_multitask_model(
     assert "Segmentation ich-multitask 0.0.1" in text and "Not for clinical use" in text
 
     without = multitask_client.post(
-        "/api/v1/studies?segment=false", files=[("files", item) for item in series]
+        "/api/v1/studies?segment=false&wait=120", files=[("files", item) for item in series]
     ).json()
     assert without["segmentation"] is None and all(item["segmentation"] is None for item in without["slices"])
     assert "segmentation" not in without["timings_ms"]

@@ -21,11 +21,11 @@ from fastapi.testclient import TestClient
 from pydicom.dataset import Dataset
 from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
 from pypdf import PdfReader
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from app.core.config import Settings
 from app.core.errors import PacsError
-from app.db import AnalysisClaim, Database
+from app.db import AnalysisClaim, Database, Study
 from app.main import create_app
 from tests.app.conftest import API_KEY, DATA_DIR
 from tests.support.dicom_series import patient_jpegs, series_from_jpegs
@@ -92,7 +92,7 @@ def test_analyse_a_pacs_study_and_store_the_results_back(orthanc: OrthancServer,
     study_uid, series_uid, sources = upload_series(orthanc)
     source_uids = {str(item.SOPInstanceUID) for item in sources}
     with api_client(pacs_settings(settings, orthanc)) as client:
-        response = client.post("/api/v1/studies/dicomweb", json={"study_instance_uid": study_uid})
+        response = client.post("/api/v1/studies/dicomweb?wait=120", json={"study_instance_uid": study_uid})
         assert response.status_code == 201, response.text
         body = response.json()
         assert body["source"] == "dicomweb"
@@ -171,7 +171,7 @@ def test_the_structured_report_names_the_site_operating_point(
     study_uid, series_uid, _ = upload_series(orthanc)
     settings = pacs_settings(local_settings, orthanc, study_threshold=0.123)
     with api_client(settings) as client:
-        response = client.post("/api/v1/studies/dicomweb", json={"study_instance_uid": study_uid})
+        response = client.post("/api/v1/studies/dicomweb?wait=120", json={"study_instance_uid": study_uid})
         assert response.status_code == 201, response.text
         body = response.json()
     assert body["threshold"] == 0.123
@@ -190,16 +190,18 @@ def test_the_structured_report_names_the_site_operating_point(
 def test_unknown_study_is_404(orthanc: OrthancServer, local_settings: Settings) -> None:
     with api_client(pacs_settings(local_settings, orthanc)) as client:
         unknown = generate_uid()
-        response = client.post("/api/v1/studies/dicomweb", json={"study_instance_uid": unknown})
+        response = client.post("/api/v1/studies/dicomweb?wait=120", json={"study_instance_uid": unknown})
         assert response.status_code == 404
         assert unknown in response.json()["detail"]
-        invalid = client.post("/api/v1/studies/dicomweb", json={"study_instance_uid": "../etc"})
+        invalid = client.post("/api/v1/studies/dicomweb?wait=120", json={"study_instance_uid": "../etc"})
         assert invalid.status_code == 422
 
 
 def test_without_dicomweb_settings_it_is_503(local_settings: Settings) -> None:
     with api_client(local_settings) as client:
-        response = client.post("/api/v1/studies/dicomweb", json={"study_instance_uid": generate_uid()})
+        response = client.post(
+            "/api/v1/studies/dicomweb?wait=120", json={"study_instance_uid": generate_uid()}
+        )
         assert response.status_code == 503
         assert "ICH_DICOMWEB_URL" in response.json()["detail"]
 
@@ -209,7 +211,7 @@ def test_stopped_pacs_is_503(local_settings: Settings) -> None:
         study_uid, _, _ = upload_series(stopping)
         settings = pacs_settings(local_settings, stopping, dicomweb_timeout_seconds=5)
     with api_client(settings) as client:
-        response = client.post("/api/v1/studies/dicomweb", json={"study_instance_uid": study_uid})
+        response = client.post("/api/v1/studies/dicomweb?wait=120", json={"study_instance_uid": study_uid})
         assert response.status_code == 503
         assert "did not answer" in response.json()["detail"]
         assert client.get("/api/v1/studies").json()["total"] == 0
@@ -285,9 +287,9 @@ def test_a_study_is_analysed_once_per_model_version(orthanc: OrthancServer, sett
     """Asking again returns the stored analysis (200) and stores nothing more in the PACS."""
     study_uid, _, _ = upload_series(orthanc, first_slice=4)
     with api_client(pacs_settings(settings, orthanc)) as client:
-        first = client.post("/api/v1/studies/dicomweb", json={"study_instance_uid": study_uid})
+        first = client.post("/api/v1/studies/dicomweb?wait=120", json={"study_instance_uid": study_uid})
         assert first.status_code == 201, first.text
-        again = client.post("/api/v1/studies/dicomweb", json={"study_instance_uid": study_uid})
+        again = client.post("/api/v1/studies/dicomweb?wait=120", json={"study_instance_uid": study_uid})
         assert again.status_code == 200, again.text
         assert again.json() == first.json()
         assert new_series_count(orthanc, study_uid) == 4
@@ -295,7 +297,8 @@ def test_a_study_is_analysed_once_per_model_version(orthanc: OrthancServer, sett
 
         # Another model version is another analysis.
         other = client.post(
-            "/api/v1/studies/dicomweb", json={"study_instance_uid": study_uid, "model_version": "0.0.1"}
+            "/api/v1/studies/dicomweb?wait=120",
+            json={"study_instance_uid": study_uid, "model_version": "0.0.1"},
         )
         assert other.status_code == 201, other.text
         assert other.json()["id"] != first.json()["id"] and other.json()["model"]["version"] == "0.0.1"
@@ -313,7 +316,7 @@ def test_a_study_another_worker_analyses_is_409(orthanc: OrthancServer, local_se
     settings = pacs_settings(local_settings, orthanc)
     with api_client(settings) as client:
         hold_claim(settings, study_uid, series_uid, silent_for=timedelta(seconds=5))
-        response = client.post("/api/v1/studies/dicomweb", json={"study_instance_uid": study_uid})
+        response = client.post("/api/v1/studies/dicomweb?wait=120", json={"study_instance_uid": study_uid})
         assert response.status_code == 409, response.text
         assert "Another worker is analysing this series with ich-compact 0.0.2" in response.json()["detail"]
         assert int(response.headers["Retry-After"]) > 0
@@ -327,7 +330,7 @@ def test_a_stuck_claim_is_taken_over(orthanc: OrthancServer, settings: Settings)
     configured = pacs_settings(settings, orthanc, analysis_claim_timeout_seconds=300)
     with api_client(configured) as client:
         claim_id = hold_claim(configured, study_uid, series_uid, silent_for=timedelta(seconds=301))
-        response = client.post("/api/v1/studies/dicomweb", json={"study_instance_uid": study_uid})
+        response = client.post("/api/v1/studies/dicomweb?wait=120", json={"study_instance_uid": study_uid})
         assert response.status_code == 201, response.text
         assert len(response.json()["stored_in_pacs"]) == 3
     (claim,) = claims_of(configured, study_uid)
@@ -348,7 +351,7 @@ def test_results_that_did_not_reach_the_pacs_are_stored_back_when_asked_again(
             raise PacsError("The PACS refused 5 of the 5 result objects (STOW-RS).")
 
         monkeypatch.setattr(pacs, "store_results", refuse)
-        refused = client.post("/api/v1/studies/dicomweb", json={"study_instance_uid": study_uid})
+        refused = client.post("/api/v1/studies/dicomweb?wait=120", json={"study_instance_uid": study_uid})
         assert refused.status_code == 502, refused.text
         assert "ask again to store its results back" in refused.json()["detail"]
         (study,) = client.get("/api/v1/studies").json()["items"]
@@ -356,9 +359,70 @@ def test_results_that_did_not_reach_the_pacs_are_stored_back_when_asked_again(
         assert [claim.status for claim in claims_of(local_settings, study_uid)] == ["failed"]
 
         monkeypatch.setattr(pacs, "store_results", store_results)
-        again = client.post("/api/v1/studies/dicomweb", json={"study_instance_uid": study_uid})
+        again = client.post("/api/v1/studies/dicomweb?wait=120", json={"study_instance_uid": study_uid})
         assert again.status_code == 200, again.text
         assert again.json()["id"] == study["id"] and len(again.json()["stored_in_pacs"]) == 3
         assert client.get("/api/v1/studies").json()["total"] == 1
     assert [claim.status for claim in claims_of(local_settings, study_uid)] == ["done"]
     assert new_series_count(orthanc, study_uid) == 4
+
+
+def test_a_pacs_study_is_a_job_done_once_its_results_are_stored_back(
+    orthanc: OrthancServer, local_settings: Settings
+) -> None:
+    study_uid, series_uid, _ = upload_series(orthanc, first_slice=6)
+    with api_client(pacs_settings(local_settings, orthanc)) as client:
+        response = client.post("/api/v1/studies/dicomweb", json={"study_instance_uid": study_uid})
+        assert response.status_code == 202, response.text
+        job = response.json()
+        assert job["status"] == "queued" and response.headers["location"] == job["links"]["self"]
+        result = client.get(f"{job['links']['self']}?wait=120")
+        assert result.status_code == 200, result.text
+        body = result.json()
+        # Done only once the results are in the PACS.
+        assert body["id"] == job["id"] and body["series_instance_uid"] == series_uid
+        assert body["source"] == "dicomweb" and len(body["stored_in_pacs"]) == 3
+        assert body["num_slices"] == NUM_SLICES
+        again = client.post("/api/v1/studies/dicomweb", json={"study_instance_uid": study_uid})
+        assert again.status_code == 200 and again.json() == body
+    (claim,) = claims_of(local_settings, study_uid)
+    assert claim.status == "done" and claim.study_id == job["id"]
+    assert new_series_count(orthanc, study_uid) == 4
+
+
+def test_a_pacs_job_of_a_stopped_process_waits_for_its_claim_then_runs(
+    orthanc: OrthancServer, local_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process stopped after claiming the series and queuing the job: after a restart the job
+    waits (not failed, the attempt not counted) until the claim looks dead, then runs."""
+    study_uid, _, _ = upload_series(orthanc, first_slice=7)
+    settings = pacs_settings(local_settings, orthanc)
+    with api_client(settings) as first:
+        monkeypatch.setattr(first.app.state.jobs, "submit", lambda *args, **kwargs: None)  # type: ignore[attr-defined]
+        queued = first.post("/api/v1/studies/dicomweb", json={"study_instance_uid": study_uid})
+        assert queued.status_code == 202, queued.text
+        monkeypatch.undo()
+    study_id = queued.json()["id"]
+    with api_client(settings) as second:
+        jobs = second.app.state.jobs  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 60
+        while (row := second.get(f"/api/v1/studies/{study_id}")).json()["status"] != "queued" or (
+            study_id in jobs._submitted
+        ):
+            assert time.monotonic() < deadline, row.text
+            time.sleep(0.2)
+        database = second.app.state.database  # type: ignore[attr-defined]
+        with database.session() as session:
+            session.execute(
+                update(AnalysisClaim)
+                .where(AnalysisClaim.study_instance_uid == study_uid)
+                .values(heartbeat_at=datetime.now(UTC) - timedelta(hours=1))
+            )
+        assert jobs.recover() == [study_id]
+        done = second.get(f"/api/v1/studies/{study_id}?wait=120")
+        assert done.status_code == 200, done.text
+        assert len(done.json()["stored_in_pacs"]) == 3
+        with database.session() as session:
+            assert session.get(Study, study_id).attempts == 1
+    (claim,) = claims_of(settings, study_uid)
+    assert claim.status == "done" and claim.study_id == study_id

@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import stat
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -451,6 +452,16 @@ def upload_study(client: TestClient, files: list[tuple[str, bytes]], **fields: s
     )
 
 
+def wait_for_job(client: TestClient, page: str, seconds: float = 120.0) -> dict[str, object]:
+    """The job of a study page, as its page follows it, once it is done or failed."""
+    deadline = time.monotonic() + seconds
+    while True:
+        job: dict[str, object] = client.get(f"{page}/job").json()
+        if job["status"] in ("done", "failed") or time.monotonic() > deadline:
+            return job
+        time.sleep(0.2)
+
+
 @pytest.mark.data
 def test_study_upload_shows_the_study_page(browser: TestClient) -> None:
     from tests.app.conftest import DATA_DIR
@@ -464,6 +475,7 @@ def test_study_upload_shows_the_study_page(browser: TestClient) -> None:
     assert response.status_code == 303, response.text
     location = response.headers["location"]
     assert re.fullmatch(r"/studies/[0-9a-f-]{36}", location)
+    assert wait_for_job(browser, location)["status"] == "done"
     page = browser.get(location)
     assert page.status_code == 200
     assert_html_page(page)

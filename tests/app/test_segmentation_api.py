@@ -72,7 +72,7 @@ def post(client: TestClient, data: bytes, query: str = "", **fields: str) -> dic
 
 
 def post_study(client: TestClient, files: list[tuple[str, bytes]]) -> dict[str, object]:
-    response = client.post("/api/v1/studies", files=[("files", item) for item in files])
+    response = client.post("/api/v1/studies?wait=120", files=[("files", item) for item in files])
     assert response.status_code == 201, response.text
     body: dict[str, object] = response.json()
     return body

@@ -91,7 +91,9 @@ def test_a_site_operating_point_decides_names_itself_and_leaves_old_results_alon
 ) -> None:
     with started(base_settings) as client:
         before = client.post("/api/v1/predictions", files={"file": ("slice.png", png_bytes)}).json()
-        study_before = client.post("/api/v1/studies", files=[("files", item) for item in series]).json()
+        study_before = client.post(
+            "/api/v1/studies?wait=120", files=[("files", item) for item in series]
+        ).json()
     assert (before["threshold"], before["operating_point"]) == (0.5, CARD)
     assert (study_before["threshold"], study_before["operating_point"]) == (0.5, CARD)
 
@@ -107,7 +109,9 @@ def test_a_site_operating_point_decides_names_itself_and_leaves_old_results_alon
         assert after["label"] != before["label"]
         assert after["threshold"] == slice_threshold and after["operating_point"] == SITE_SLICE
 
-        study_after = client.post("/api/v1/studies", files=[("files", item) for item in series]).json()
+        study_after = client.post(
+            "/api/v1/studies?wait=120", files=[("files", item) for item in series]
+        ).json()
         assert study_after["label"] != study_before["label"] and study_after["threshold"] == study_threshold
         assert study_after["operating_point"].startswith(
             "site operating point, chosen on 30 patients on 2026-12-01"
@@ -175,7 +179,7 @@ def test_explicit_thresholds_win_over_the_file_and_name_the_setting(
     with started(settings) as client:
         body = client.post("/api/v1/predictions", files={"file": ("slice.png", png_bytes)}).json()
         assert (body["threshold"], body["operating_point"]) == (0.3, site_point(0.3).slice_source())
-        study = client.post("/api/v1/studies", files=[("files", item) for item in series]).json()
+        study = client.post("/api/v1/studies?wait=120", files=[("files", item) for item in series]).json()
         assert (study["threshold"], study["operating_point"]) == (
             0.123,
             "site setting ICH_STUDY_THRESHOLD=0.123",
@@ -185,7 +189,7 @@ def test_explicit_thresholds_win_over_the_file_and_name_the_setting(
         body = client.post("/api/v1/predictions", files={"file": ("slice.png", png_bytes)}).json()
         assert (body["threshold"], body["operating_point"]) == (0.25, "site setting ICH_SLICE_THRESHOLD=0.25")
         # The tiny card names no study threshold, so studies follow the slice threshold in use.
-        study = client.post("/api/v1/studies", files=[("files", item) for item in series]).json()
+        study = client.post("/api/v1/studies?wait=120", files=[("files", item) for item in series]).json()
         assert (study["threshold"], study["operating_point"]) == (
             0.25,
             "site setting ICH_SLICE_THRESHOLD=0.25",

@@ -38,7 +38,7 @@ def series() -> list[tuple[str, bytes]]:
 
 
 def post_study(client: TestClient, files: list[tuple[str, bytes]], **fields: str) -> object:
-    return client.post("/api/v1/studies", files=[("files", item) for item in files], data=fields)
+    return client.post("/api/v1/studies?wait=120", files=[("files", item) for item in files], data=fields)
 
 
 def zip_of(files: list[tuple[str, bytes]], compression: int = zipfile.ZIP_DEFLATED) -> bytes:

@@ -1,18 +1,20 @@
-"""Whole studies: analyse a CT series (uploaded files or a ZIP), read it, its files and its report."""
+"""Whole studies: analyse a CT series (uploaded files or a ZIP) as a job, read it, its files and its report."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile, status
+from fastapi import APIRouter, File, Form, Header, Query, Request, Response, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 
 from app.api.deps import (
     CurrentUser,
-    PacsServiceDep,
     SegmentWanted,
     SettingsDep,
+    StudyJobsDep,
     StudyServiceDep,
     UploadUser,
 )
@@ -23,10 +25,13 @@ from app.db import Study
 from app.schemas import (
     Abc2Out,
     DicomwebRequest,
+    JobProgress,
     ModelRef,
     SkippedOut,
     StoredObject,
     StudyFields,
+    StudyJobLinks,
+    StudyJobOut,
     StudyLinks,
     StudyOut,
     StudyPage,
@@ -39,13 +44,40 @@ from app.schemas import (
 )
 from app.services.analysis import UploadFields
 from app.services.details import SliceSegmentationRecord, StudySegmentationRecord
+from app.services.job_attempts import DONE, FAILED
+from app.services.jobs import MAX_WAIT_SECONDS
 from app.services.segmentation import colour_hex, study_slice_record
 from app.services.storage import STUDIES
-from app.services.studies import StudyRecord, slice_file
+from app.services.studies import StudyRecord, StudyService, slice_file
 
 router = APIRouter(prefix="/api/v1/studies", tags=["studies"])
 
 STUDY_UPLOAD_PATH = "/api/v1/studies"
+PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d{1,6})(?:$|[,;\s])", re.IGNORECASE)
+
+WaitQuery = Annotated[
+    int | None,
+    Query(
+        ge=0,
+        le=1_000_000,
+        description=f"Wait up to this many seconds (at most {MAX_WAIT_SECONDS}) for the analysis to end.",
+    ),
+]
+PreferHeader = Annotated[
+    str | None,
+    Header(description="'wait=N': as the wait parameter (RFC 7240), when that is not given."),
+]
+JOB_RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {"model": StudyJobOut, "description": "Queued or running: how far the analysis is."},
+}
+
+
+def wait_seconds(wait: int | None, prefer: str | None) -> int:
+    """How long a request asks to wait for its study's job (``?wait=N``, else ``Prefer: wait=N``), capped."""
+    if wait is None and prefer:
+        found = PREFER_WAIT.search(prefer)
+        wait = int(found.group(1)) if found else None
+    return min(wait or 0, MAX_WAIT_SECONDS)
 
 
 def file_type(name: str) -> str:
@@ -65,6 +97,38 @@ def _fields(study: Study) -> StudyFields:
 def _links(study: Study, request: Request) -> StudyLinks:
     base = str(request.url_for("read_study", study_id=study.id).path)
     return StudyLinks(self=base, report=f"{base}/report.pdf", page=f"/studies/{study.id}")
+
+
+def to_job(study: Study, request: Request) -> StudyJobOut:
+    """The API form of a study as a job: its status, its progress and why it failed."""
+    return StudyJobOut(
+        id=study.id,
+        created_at=study.created_at,
+        status=study.status,
+        progress=JobProgress(done=study.progress_done, total=study.progress_total),
+        failure=study.failure if study.status == FAILED else None,
+        links=StudyJobLinks(self=_links(study, request).self, page=f"/studies/{study.id}"),
+    )
+
+
+def job_answer(
+    study: Study, request: Request, service: StudyService, finished_status: int, report_failure: bool = True
+) -> Response:
+    """A study as a request that waited for it sees it: the result with ``finished_status`` once done,
+    the error the analysis ended in once failed (with ``report_failure``, also the error that kept a
+    done study's results from the PACS), else ``202`` with the job and its ``Location``."""
+    failed = study.status == FAILED or (report_failure and study.failure_status is not None)
+    if failed:
+        return JSONResponse({"detail": study.failure}, status_code=study.failure_status or 500)
+    if study.status == DONE:
+        result = to_schema(service.get(study.id), request)
+        return JSONResponse(result.model_dump(mode="json"), status_code=finished_status)
+    job = to_job(study, request)
+    return JSONResponse(
+        job.model_dump(mode="json"),
+        status_code=status.HTTP_202_ACCEPTED,
+        headers={"Location": job.links.self},
+    )
 
 
 def to_summary(study: Study, request: Request) -> StudySummary:
@@ -194,11 +258,20 @@ async def read_uploads(uploads: list[UploadFile], limit: int) -> list[tuple[str,
     return files
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=StudyOut)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=StudyOut,
+    responses={
+        **JOB_RESPONSES,
+        201: {"model": StudyOut, "description": "Asked to wait, and the analysis finished in time."},
+    },
+)
 async def create_study(
     request: Request,
     user: UploadUser,
     service: StudyServiceDep,
+    jobs: StudyJobsDep,
     settings: SettingsDep,
     segment: SegmentWanted,
     files: Annotated[
@@ -208,12 +281,17 @@ async def create_study(
     form: Annotated[UploadForm, Form()],
     model: Annotated[str | None, Query(description="Model name; default model when omitted.")] = None,
     model_version: Annotated[str | None, Query(description="Model version; newest when omitted.")] = None,
-) -> StudyOut:
-    """Analyse a whole CT series: per-slice probabilities and outlines, a study decision, volumes and a report."""
+    wait: WaitQuery = None,
+    prefer: PreferHeader = None,
+) -> Response:
+    """Analyse a whole CT series as a job: per-slice probabilities and outlines, a study decision, volumes and a report."""
     uploads = await read_uploads(files, settings.max_study_upload_bytes)
     fields = UploadFields.from_form(**form.model_dump())
-    record = await run_in_threadpool(service.create, uploads, fields, model, model_version, segment)
-    return to_schema(record, request)
+    study = await run_in_threadpool(jobs.enqueue_upload, uploads, fields, model, model_version, segment)
+    seconds = wait_seconds(wait, prefer)
+    if seconds:
+        study = await run_in_threadpool(jobs.wait, study.id, seconds)
+    return job_answer(study, request, service, status.HTTP_201_CREATED)
 
 
 @router.post(
@@ -221,21 +299,33 @@ async def create_study(
     status_code=status.HTTP_201_CREATED,
     response_model=StudyOut,
     responses={
+        **JOB_RESPONSES,
         200: {
             "model": StudyOut,
             "description": "Analysed before with this model version: the stored analysis.",
         },
+        201: {"model": StudyOut, "description": "Asked to wait, and the analysis finished in time."},
         409: {"description": "Another worker is analysing this series with this model version; ask again."},
     },
 )
 def create_study_from_pacs(
-    request: Request, response: Response, body: DicomwebRequest, user: CurrentUser, pacs: PacsServiceDep
-) -> StudyOut:
-    """Analyse a study of the PACS by StudyInstanceUID and store the results back in it (DICOMweb)."""
-    analysis = pacs.analyse_remote_study(body.study_instance_uid, body.model, body.model_version)
-    if not analysis.created:
-        response.status_code = status.HTTP_200_OK
-    return to_schema(analysis.record, request)
+    request: Request,
+    body: DicomwebRequest,
+    user: CurrentUser,
+    service: StudyServiceDep,
+    jobs: StudyJobsDep,
+    wait: WaitQuery = None,
+    prefer: PreferHeader = None,
+) -> Response:
+    """Analyse a study of the PACS by StudyInstanceUID as a job and store the results back in it (DICOMweb)."""
+    queued = jobs.enqueue_dicomweb(body.study_instance_uid, body.model, body.model_version)
+    if isinstance(queued, StudyRecord):
+        return JSONResponse(
+            to_schema(queued, request).model_dump(mode="json"), status_code=status.HTTP_200_OK
+        )
+    seconds = wait_seconds(wait, prefer)
+    study = jobs.wait(queued.id, seconds) if seconds else queued
+    return job_answer(study, request, service, status.HTTP_201_CREATED)
 
 
 @router.get("", response_model=StudyPage)
@@ -256,12 +346,22 @@ def list_studies(
     )
 
 
-@router.get("/{study_id}", response_model=StudyOut)
+@router.get("/{study_id}", response_model=StudyOut | StudyJobOut, responses=JOB_RESPONSES)
 def read_study(
-    study_id: uuid.UUID, request: Request, user: CurrentUser, service: StudyServiceDep
-) -> StudyOut:
-    """One study analysis with its per-slice results."""
-    return to_schema(service.get(str(study_id)), request)
+    study_id: uuid.UUID,
+    request: Request,
+    user: CurrentUser,
+    service: StudyServiceDep,
+    jobs: StudyJobsDep,
+    wait: WaitQuery = None,
+    prefer: PreferHeader = None,
+) -> Response:
+    """One study analysis with its per-slice results; while it runs, its status and progress (202)."""
+    seconds = wait_seconds(wait, prefer)
+    study = jobs.wait(str(study_id), seconds) if seconds else service.records.get(str(study_id))
+    if study.status == FAILED:
+        return JSONResponse(to_job(study, request).model_dump(mode="json"))
+    return job_answer(study, request, service, status.HTTP_200_OK, report_failure=False)
 
 
 @router.get(

@@ -11,9 +11,11 @@ from app.api.deps import RegistryDep, StudyServiceDep
 from app.api.routes.pages.errors import page_router
 from app.api.routes.pages.rendering import redirect_with_message, render
 from app.api.routes.pages.views import study_segmentation_view, study_view
-from app.api.routes.studies import file_type
+from app.api.routes.studies import file_type, to_job
 from app.api.web_auth import CsrfField, PageUser, check_csrf
 from app.core.wording import study_rule_sentences
+from app.schemas import StudyJobOut
+from app.services.job_attempts import DONE
 from app.services.storage import STUDIES
 
 router = page_router()
@@ -23,7 +25,13 @@ router = page_router()
 def study_page(
     study_id: uuid.UUID, request: Request, user: PageUser, service: StudyServiceDep, registry: RegistryDep
 ) -> Response:
-    """One study: the decision, a slice scroller with the overlay on each slice, the chart and the volumes."""
+    """One study: the decision, a slice scroller with the overlay on each slice, the chart and the volumes;
+    while it is analysed, how far it is; when it failed, why."""
+    study = service.records.get(str(study_id))
+    if study.status != DONE:
+        return render(
+            request, "study_job.html", title="Study analysis", study=study, job=to_job(study, request)
+        )
     record = service.get(str(study_id))
     stored = (record.study.details or {}).get("segmentation")
     segmentation = study_segmentation_view(stored, registry.outline_model_card(stored))
@@ -42,6 +50,12 @@ def study_page(
             card.study_results() if card else [],
         ),
     )
+
+
+@router.get("/studies/{study_id}/job", response_model=StudyJobOut)
+def study_job(study_id: uuid.UUID, request: Request, user: PageUser, service: StudyServiceDep) -> StudyJobOut:
+    """How far the analysis of a study is, for the study page to follow (JSON)."""
+    return to_job(service.records.get(str(study_id)), request)
 
 
 @router.get("/studies/{study_id}/{file_name}")

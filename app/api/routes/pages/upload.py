@@ -8,7 +8,7 @@ from fastapi import File, Form, Request, Response, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from app.api.deps import PredictionServiceDep, SettingsDep, StudyServiceDep, limit_upload
+from app.api.deps import PredictionServiceDep, SettingsDep, StudyJobsDep, limit_upload
 from app.api.routes.pages.errors import page_router
 from app.api.routes.pages.rendering import render
 from app.api.routes.predictions import read_limited
@@ -91,12 +91,12 @@ async def upload(
 async def upload_study(
     request: Request,
     user: PageUser,
-    service: StudyServiceDep,
+    jobs: StudyJobsDep,
     settings: SettingsDep,
     csrf: CsrfField = "",
     files: Annotated[list[UploadFile] | None, File()] = None,
 ) -> Response:
-    """Analyse an uploaded CT series (several DICOM files or a ZIP), then show the study."""
+    """Queue the analysis of an uploaded CT series (several DICOM files or a ZIP), then show the study."""
     check_csrf(request, csrf)
     chosen = [item for item in files or [] if item.filename or item.size]
     try:
@@ -104,8 +104,8 @@ async def upload_study(
         if not chosen:
             raise InvalidUpload("Choose the DICOM files of one CT series, or one ZIP of them.")
         uploads = await read_uploads(chosen, settings.max_study_upload_bytes)
-        record = await run_in_threadpool(service.create, uploads, UploadFields())
+        study = await run_in_threadpool(jobs.enqueue_upload, uploads, UploadFields())
     except ServiceError as exc:
         message = "The series could not be analysed. " + exc.detail
         return upload_form(request, settings, exc.status_code, study_error=message)
-    return RedirectResponse(f"/studies/{record.study.id}", status.HTTP_303_SEE_OTHER)
+    return RedirectResponse(f"/studies/{study.id}", status.HTTP_303_SEE_OTHER)

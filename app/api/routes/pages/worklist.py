@@ -32,7 +32,8 @@ def worklist_page(
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> Response:
-    """Analysed images, newest first or haemorrhage-suspected first, searchable by patient ID."""
+    """Analysed images, newest first or haemorrhage-suspected first, searchable by patient ID; the
+    studies still being analysed, or whose analysis failed, apart."""
     search = patient_id.strip()
     items, total = service.list(
         page, page_size, None if result == "all" else result, search or None, order == "positives"
@@ -59,6 +60,7 @@ def worklist_page(
         total=total,
         studies=studies,
         studies_total=studies_total,
+        unfinished=study_service.list_unfinished(search or None),
         now={
             **{item.id: current_decision(registry, item) for item in items},
             **{item.id: current_decision(registry, item) for item in studies},
