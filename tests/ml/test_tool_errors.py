@@ -108,7 +108,7 @@ CASES: dict[str, tuple[list[str], str, dict[str, str]]] = {
     "bench-bad-count": (["bench", "--requests", "0", "--skip-http"], "requests must be at least 1", {}),
     "bench-missing-store": (
         ["bench", "--model-store", "{tmp}/missing", "--skip-http", "--quick", "--output", "{tmp}/bench.json"],
-        "No model bundle named 'ich-compact'",
+        "No model bundle named 'ich-multitask'",
         {},
     ),
 }
