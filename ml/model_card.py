@@ -68,7 +68,7 @@ class Proportion(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     value: float | None = None
-    ci95: list[float] | None = None
+    ci95: list[float | None] | None = None
     count: str = ""
 
 

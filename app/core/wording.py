@@ -155,7 +155,8 @@ def _share(proportion: Proportion) -> str:
     text = format_percent(proportion.value)
     if proportion.ci95 and len(proportion.ci95) == 2:
         low, high = proportion.ci95
-        text += f", 95% CI {format_percent(low)} to {format_percent(high)}"
+        if low is not None and high is not None:
+            text += f", 95% CI {format_percent(low)} to {format_percent(high)}"
     return text
 
 

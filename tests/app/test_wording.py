@@ -114,7 +114,7 @@ def test_the_study_rule_is_told_with_what_it_measured_on_held_out_patients() -> 
                         "phe_sich": {
                             "patients": 3,
                             "sensitivity": {"value": 1.0, "count": "3/3"},
-                            "specificity": {"value": None, "count": "0/0"},
+                            "specificity": {"value": None, "ci95": [None, None], "count": "0/0"},
                         },
                         "broken": {"patients": "many"},
                     }

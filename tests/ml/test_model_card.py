@@ -50,6 +50,7 @@ def test_every_shipped_card_reads_as_its_kind(model_dir: Path) -> None:
         assert card.threshold == raw["threshold"] and card.gradcam_layer == raw["gradcam_layer"]
         assert card.training.datasets == ["ct_ich", "head_ct", "phe_sich", "bhsd_seg"]
         results = {result.collection: result for result in card.study_results()}
+        assert set(results) == set(raw["metrics"]["test"]["studies"])
         assert (
             results["ct_ich"].sensitivity.count
             == raw["metrics"]["test"]["studies"]["ct_ich"]["sensitivity"]["count"]
