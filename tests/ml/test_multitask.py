@@ -392,3 +392,23 @@ def test_a_run_and_its_continuation_learn_what_they_are_told(data_dir: Path, tmp
     assert np.array_equal(
         saved.get_layer("stem_bn").get_weights()[0], after.get_layer("stem_bn").get_weights()[0]
     )
+
+
+def test_test_time_augmentation_is_measured_per_collection_and_scheme() -> None:
+    import keras
+
+    from ml.evaluate_tta import SCHEMES, tta_report
+    from ml.evaluation.metrics import binary_metrics
+
+    keras.utils.set_random_seed(17)
+    network = build_multitask((SIZE, SIZE, 1), width=4, backbone="compact")
+    rng = np.random.default_rng(17)
+    labels = [0, 1, 0, 1, 1, 0, 1, 0]
+    parts = {name: _part(name, len(labels), labels, rng) for name in ("ct_ich", "head_ct", "phe_sich")}
+    report = tta_report(network, parts)
+    assert set(report) == {"ct_ich", "head_ct", "phe_sich"}
+    assert all(set(values) == set(SCHEMES) for values in report.values())
+    single = Predictor(network)(parts["ct_ich"]).probability
+    assert report["ct_ich"]["one_pass"] == pytest.approx(
+        binary_metrics(np.array(labels), single, 0.5)["auc"], abs=1e-3
+    )
