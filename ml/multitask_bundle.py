@@ -31,6 +31,7 @@ from ml.data.augmentation import AugmentationConfig
 from ml.data.datasets import Sample, default_data_dir, read_datasets
 from ml.data.segmentation import SUBTYPE_COLOURS, SUBTYPES
 from ml.data.splits import load_manifest, select
+from ml.errors import DataError, MissingDataFile
 from ml.evaluation.metrics import binary_metrics, choose_threshold, json_number, summarize, wilson_interval
 from ml.evaluation.robustness import PERTURBATION_TITLES, robustness_report
 from ml.evaluation.segmentation import pointing_game_hit
@@ -63,8 +64,23 @@ LIMITATIONS = [
 
 
 def run_config(run_dir: Path) -> MultitaskConfig:
-    """The training configuration written beside a run's (or a bundle's) model."""
-    values = json.loads((run_dir / "train_config.json").read_text(encoding="utf-8"))
+    """The training configuration written beside a run's (or a bundle's) model.
+
+    Raises:
+        MissingDataFile: the folder holds no ``train_config.json``.
+        DataError: it is not a JSON object.
+    """
+    path = Path(run_dir) / "train_config.json"
+    if not path.is_file():
+        raise MissingDataFile(
+            f"{run_dir} holds no train_config.json: name a training run or a multitask bundle."
+        )
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path} is not valid JSON: {error}.") from error
+    if not isinstance(values, dict):
+        raise DataError(f"{path} is not a JSON object.")
     known = {field.name for field in fields(MultitaskConfig)}
     values = {key: value for key, value in values.items() if key in known}
     values["collections"] = tuple(values.get("collections", MultitaskConfig().collections))

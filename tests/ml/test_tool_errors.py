@@ -100,6 +100,16 @@ CASES: dict[str, tuple[list[str], str, dict[str, str]]] = {
         {},
     ),
     "export-missing-bundle": (["ml.export", "--model-dir", "{tmp}/missing"], "No model_card.json", {}),
+    "multitask-bundle-missing-run": (
+        ["ml.multitask_bundle", "--run-dir", "{tmp}/missing", "--output", "{tmp}/out"],
+        "holds no train_config.json",
+        {},
+    ),
+    "tta-missing-model": (
+        ["ml.evaluate_tta", "--model-dir", "{tmp}/missing"],
+        "holds no train_config.json",
+        {},
+    ),
     "export-bad-card": (["ml.export", "--model-dir", "{tmp}/bundle"], "is not valid JSON", {}),
     "compare-no-cards": (["ml.compare", "{tmp}/missing"], "holds a model_card.json", {}),
     "compare-bad-card": (["ml.compare", "{tmp}/bundle"], "is not valid JSON", {}),
