@@ -47,7 +47,7 @@ from ml.data.segmentation import (
     volume_split,
 )
 from ml.data.splits import patient_split
-from ml.errors import DataError
+from ml.errors import DataError, MissingDataFile
 from ml.evaluation.metrics import binary_metrics
 from ml.evaluation.segmentation import overlap_counts
 from ml.models.multitask import build_multitask, transfer_weights
@@ -622,6 +622,12 @@ def _write_split_manifest(parts: dict[str, dict[str, Part]], seed: int, path: Pa
     path.write_text(json.dumps({"seed": seed, **patients}, indent=1), encoding="utf-8")
 
 
+def _check_model_files(config: MultitaskConfig) -> None:
+    for option, named in (("--init-from", config.init_from), ("--encoder-from", config.encoder_from)):
+        if named and not Path(named).is_file():
+            raise MissingDataFile(f"{option}: no model file at {named}.")
+
+
 def _starting_model(config: MultitaskConfig) -> keras.Model:
     """A continued run's saved network, or a new one (its encoder copied from a classifier
     when ``encoder_from`` names one)."""
@@ -646,6 +652,7 @@ def train_multitask(
     """Train, keep the best epoch by ``val_score``, and write the model, its log, its split and
     its validation predictions into ``output_dir``. The test split is not looked at."""
     started = time.monotonic()
+    _check_model_files(config)
     keras.utils.set_random_seed(config.seed)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ml.data.datasets import load_image
+from ml.data.datasets import load_image, read_csv_rows
 from ml.data.preprocessing import Geometry, PreprocessConfig, preprocess
 from ml.errors import MissingDataFile
 
@@ -128,25 +128,28 @@ def read_bhsd(data_dir: Path) -> list[SegSample]:
 
 def read_ct_ich_subtypes(data_dir: Path) -> list[SegSample]:
     """CT-ICH brain-window slices with per-slice subtype labels; normal slices have a known
-    empty mask, haemorrhage slices no mask."""
+    empty mask, haemorrhage slices no mask.
+
+    Raises:
+        MissingDataFile: there is no ``ct_ich/labels.csv``.
+    """
     root = Path(data_dir) / "ct_ich"
     samples = []
-    with (root / "labels.csv").open(newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            relative = row["brain_path"].strip()
-            if not relative:
-                continue
-            subtypes = tuple(int(row[name].strip() or 0) for name in SUBTYPES)
-            samples.append(
-                SegSample(
-                    path=root / relative,
-                    mask_path=None,
-                    subtypes=subtypes,
-                    group=f"ct_ich-{row['patient_id'].strip()}",
-                    dataset="ct_ich",
-                    mask_known=not any(subtypes),
-                )
+    for row in read_csv_rows(root / "labels.csv"):
+        relative = row["brain_path"].strip()
+        if not relative:
+            continue
+        subtypes = tuple(int(row[name].strip() or 0) for name in SUBTYPES)
+        samples.append(
+            SegSample(
+                path=root / relative,
+                mask_path=None,
+                subtypes=subtypes,
+                group=f"ct_ich-{row['patient_id'].strip()}",
+                dataset="ct_ich",
+                mask_known=not any(subtypes),
             )
+        )
     return samples
 
 

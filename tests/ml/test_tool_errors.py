@@ -105,6 +105,24 @@ CASES: dict[str, tuple[list[str], str, dict[str, str]]] = {
         "holds no train_config.json",
         {},
     ),
+    "train-multitask-missing-encoder": (
+        [
+            "ml.train_multitask",
+            "--output",
+            "{tmp}/run",
+            "--backbone",
+            "compact",
+            "--encoder-from",
+            "{tmp}/none.keras",
+        ],
+        "--encoder-from: no model file",
+        {},
+    ),
+    "train-multitask-missing-data": (
+        ["ml.train_multitask", "--output", "{tmp}/run", "--data-dir", "{tmp}/nothing"],
+        "Label file not found",
+        {},
+    ),
     "tta-missing-model": (
         ["ml.evaluate_tta", "--model-dir", "{tmp}/missing"],
         "holds no train_config.json",
