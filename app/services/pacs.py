@@ -338,7 +338,7 @@ class PacsService:
         logger.info(
             "Study %s analysed from the PACS and %d series stored back",
             reference,
-            len(record.study.details.get("stored_in_pacs", [])),
+            len(record.details.stored_in_pacs),
         )
         return RemoteAnalysis(record, created=created)
 

@@ -1,14 +1,19 @@
-"""The page views: formatters, and a model card in readable pieces."""
+"""The page views: formatters, a model card in readable pieces, and stored outlines."""
 
 from __future__ import annotations
 
 import math
 from datetime import datetime
+from typing import cast
 
 import pytest
 
 from app.api.routes.pages.filters import as_mapping, format_datetime, format_number, format_percent
 from app.api.routes.pages.model_views import card_facts, card_view, training_facts, unseen_view
+from app.api.routes.pages.views import outline_card, segmentation_view, study_segmentation_view
+from app.services.details import OutlineModel, SliceSegmentationRecord, StudySegmentationRecord
+from app.services.inference import ModelRegistry
+from app.services.segmentation import FALLBACK_NOTE
 from ml.model_card import ModelCard
 
 
@@ -76,3 +81,69 @@ def test_a_full_card_reads_in_words() -> None:
     view = card_view(card)
     assert view["counts"] == [{"split": "Train", "images": 10, "positive": 4, "patients": 5}]
     assert view["perturbations"][0]["flips"] == "2.0%" and view["robustness_n"] == 50
+
+
+class CardShelf:
+    """A registry stand-in that records which cards were asked for."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, str]] = []
+
+    def find_card(self, name: str, version: str) -> ModelCard | None:
+        self.asked.append((name, version))
+        return None
+
+
+def test_outline_card_asks_only_for_a_named_model() -> None:
+    shelf = CardShelf()
+    assert outline_card(cast(ModelRegistry, shelf), None) is None
+    assert shelf.asked == []
+    assert outline_card(cast(ModelRegistry, shelf), OutlineModel(name="seg", version="2")) is None
+    assert shelf.asked == [("seg", "2")]
+
+
+def test_slice_outlines_read_from_the_typed_record() -> None:
+    assert segmentation_view(None, None, "/c.png") is None
+    record = SliceSegmentationRecord.read(
+        {
+            "model": {"name": "seg", "version": "2"},
+            "subtypes": {"subdural": {"probability": 0.9, "area_px": 40, "area_mm2": 10.0}},
+            "blood_area_px": 40,
+            "blood_area_mm2": 10.0,
+        }
+    )
+    view = segmentation_view(record, None, "/c.png")
+    assert view is not None
+    assert (view["model"].name, view["model"].version) == ("seg", "2")
+    assert view["millimetres"] and view["blood"] and view["contours"] == "/c.png"
+    rows = {row["name"]: row for row in view["rows"]}
+    assert rows["subdural"]["present"] and rows["subdural"]["area_px"] == 40
+    assert not rows["epidural"]["present"]
+    assert view["help"] == [FALLBACK_NOTE]
+
+
+def test_study_volumes_read_from_the_typed_record() -> None:
+    assert study_segmentation_view(None, None) is None
+    stored = StudySegmentationRecord.read(
+        {"model": {}, "subtypes": {}, "volume_unavailable_reason": "No spacing."}
+    )
+    view = study_segmentation_view(stored, None)
+    assert view is not None
+    assert view["model"] is None and view["abc2"] is None and view["volume_ml"] is None
+    assert view["reason"] == "No spacing." and view["summary"] == ["No spacing."]
+    stored = StudySegmentationRecord.read(
+        {
+            "model": {"name": "seg", "version": "2"},
+            "subtypes": {"subdural": {"probability": 0.8, "area_px": 100, "volume_ml": 1.5}},
+            "pixel_spacing_mm": [0.5, 0.5],
+            "slice_spacing_mm": 5.0,
+            "slice_spacing_source": "positions",
+            "blood_area_px": 100,
+            "volume_ml": 1.5,
+            "abc2": {"volume_ml": 1.2, "a_mm": 20.0, "b_mm": 10.0, "c_mm": 12.0},
+        }
+    )
+    view = study_segmentation_view(stored, None)
+    assert view is not None and view["abc2"] is not None and view["abc2"].volume_ml == 1.2
+    assert view["summary"][0].startswith("Outlined blood volume 1.5 mL by voxel counting: 100 pixels")
+    assert view["summary"][1].startswith("Bedside ABC/2 estimate from the same outlines: 1.2 mL")

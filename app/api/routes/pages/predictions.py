@@ -10,9 +10,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from app.api.deps import PredictionServiceDep, RegistryDep
 from app.api.routes.pages.errors import page_router
 from app.api.routes.pages.rendering import redirect_with_message, render
-from app.api.routes.pages.views import result_view, segmentation_view
+from app.api.routes.pages.views import outline_card, result_view, segmentation_view
 from app.api.routes.predictions import FILE_TYPES
 from app.api.web_auth import CsrfField, PageUser, check_csrf
+from app.services.predictions import prediction_details
 from app.services.segmentation import CONTOURS_FILE
 
 router = page_router()
@@ -28,13 +29,14 @@ def result_page(
 ) -> Response:
     """One analysis: the slice with its outlines beside its heat map, the probability, the model, downloads."""
     prediction = service.get(str(prediction_id))
-    view = result_view(prediction)
-    stored = (prediction.details or {}).get("segmentation")
+    details = prediction_details(prediction)
+    view = result_view(prediction, details)
+    stored = details.segmentation
     segmentation = None
     if view["in_scope"]:
         segmentation = segmentation_view(
             stored,
-            registry.outline_model_card(stored),
+            outline_card(registry, stored.model if stored else None),
             f"{view['base']}/{CONTOURS_FILE}",
         )
     return render(

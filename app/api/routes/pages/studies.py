@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from app.api.deps import RegistryDep, StudyServiceDep
 from app.api.routes.pages.errors import page_router
 from app.api.routes.pages.rendering import redirect_with_message, render
-from app.api.routes.pages.views import study_segmentation_view, study_view
+from app.api.routes.pages.views import outline_card, study_segmentation_view, study_view
 from app.api.routes.studies import file_type, to_job
 from app.api.web_auth import CsrfField, PageUser, check_csrf
 from app.core.wording import study_rule_sentences
@@ -33,8 +33,8 @@ def study_page(
             request, "study_job.html", title="Study analysis", study=study, job=to_job(study, request)
         )
     record = service.get(str(study_id))
-    stored = (record.study.details or {}).get("segmentation")
-    segmentation = study_segmentation_view(stored, registry.outline_model_card(stored))
+    stored = record.details.segmentation
+    segmentation = study_segmentation_view(stored, outline_card(registry, stored.model if stored else None))
     card = registry.find_card(record.study.model_name, record.study.model_version)
     return render(
         request,

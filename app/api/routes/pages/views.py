@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.api.routes.pages.filters import as_mapping, format_percent
+from app.api.routes.pages.filters import format_percent
 from app.api.routes.pages.rendering import LABEL_TEXT
 from app.core.labels import Label
 from app.db import Prediction, Study
+from app.services.details import (
+    OutlineModel,
+    PredictionDetails,
+    SliceSegmentationRecord,
+    StudySegmentationRecord,
+)
 from app.services.inference import ModelRegistry
 from app.services.predictions import prediction_scope
 from app.services.segmentation import (
@@ -46,10 +52,11 @@ def patient_facts(record: Prediction | Study) -> list[tuple[str, str]]:
     return [(title, value) for title, value in facts if value]
 
 
-def result_view(prediction: Prediction) -> dict[str, Any]:
-    """What the result page shows, worked out here so the template stays simple."""
+def result_view(prediction: Prediction, details: PredictionDetails) -> dict[str, Any]:
+    """What the result page shows, worked out here so the template stays simple; ``details`` are the
+    prediction's details, read once by the caller."""
     positive = prediction.label == Label.HEMORRHAGE
-    in_scope, scope_reasons = prediction_scope(prediction)
+    in_scope, scope_reasons = prediction_scope(prediction, details)
     timings = prediction.timings_ms or {}
     return {
         "positive": positive,
@@ -68,39 +75,48 @@ def result_view(prediction: Prediction) -> dict[str, Any]:
     }
 
 
+def outline_card(registry: ModelRegistry, model: OutlineModel | None) -> ModelCard | None:
+    """The card of the model that drew stored outlines; None when none is named or it is no longer loaded."""
+    return registry.find_card(model.name, model.version) if model is not None else None
+
+
 def outline_help(card: ModelCard | None) -> list[str]:
     """How far to trust the outlines, from the card of the model that drew them (a note when
     that model is no longer loaded)."""
     return help_sentences(card.raw) if card is not None else [FALLBACK_NOTE]
 
 
-def segmentation_view(record: Any, card: ModelCard | None, contours: str) -> dict[str, Any] | None:
+def segmentation_view(
+    record: SliceSegmentationRecord | None, card: ModelCard | None, contours: str
+) -> dict[str, Any] | None:
     """The outlines of one slice for the result page: legend rows, totals and the help text."""
-    if not isinstance(record, dict) or not isinstance(record.get("subtypes"), dict):
+    if record is None:
         return None
-    blood_px = int(record.get("blood_area_px") or 0)
+    blood_px = record.blood_area_px
     return {
-        "model": as_mapping(record.get("model")),
-        "rows": legend(record),
+        "model": record.model,
+        "rows": legend(record.model_dump()),
         "contours": contours,
-        "blood": area_text(blood_px, record.get("blood_area_mm2")) if blood_px else None,
-        "millimetres": record.get("blood_area_mm2") is not None,
+        "blood": area_text(blood_px, record.blood_area_mm2) if blood_px else None,
+        "millimetres": record.blood_area_mm2 is not None,
         "help": outline_help(card),
     }
 
 
-def study_segmentation_view(stored: Any, card: ModelCard | None) -> dict[str, Any] | None:
+def study_segmentation_view(
+    stored: StudySegmentationRecord | None, card: ModelCard | None
+) -> dict[str, Any] | None:
     """The study's volumes for the study page: voxel count, ABC/2, each subtype, or why there are none."""
-    if not isinstance(stored, dict) or not isinstance(stored.get("subtypes"), dict):
+    if stored is None:
         return None
-    abc2 = as_mapping(stored.get("abc2"))
+    summary = stored.model_dump()
     return {
-        "model": as_mapping(stored.get("model")),
-        "rows": legend(stored),
-        "volume_ml": stored.get("volume_ml"),
-        "reason": stored.get("volume_unavailable_reason"),
-        "abc2": abc2 or None,
-        "summary": study_summary_sentences(stored),
+        "model": stored.model,
+        "rows": legend(summary),
+        "volume_ml": stored.volume_ml,
+        "reason": stored.volume_unavailable_reason,
+        "abc2": stored.abc2,
+        "summary": study_summary_sentences(summary),
         "help": outline_help(card),
     }
 
@@ -112,7 +128,7 @@ CHART_HEIGHT = 160.0
 def study_view(record: StudyRecord) -> dict[str, Any]:
     """What the study page shows: the decision, the slices for the scroller and the chart's geometry."""
     study = record.study
-    segmented = isinstance((study.details or {}).get("segmentation"), dict)
+    segmented = record.details.segmentation is not None
     positive = study.label == Label.HEMORRHAGE
     key_slices = record.key_slices
     count = max(1, len(record.slices))
@@ -156,7 +172,7 @@ def study_view(record: StudyRecord) -> dict[str, Any]:
         "chart_height": CHART_HEIGHT,
         "study": patient_facts(study),
         "skipped": record.skipped,
-        "stored_in_pacs": (study.details or {}).get("stored_in_pacs", []),
+        "stored_in_pacs": record.details.stored_in_pacs,
         "base": base,
     }
 
