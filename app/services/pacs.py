@@ -233,7 +233,9 @@ class PacsClient:
             filters["StudyDate"] = f"{since:%Y%m%d}-"
         results = self.call(
             "the study search (QIDO-RS)",
-            lambda: self.client.search_for_studies(search_filters=filters, limit=limit),
+            lambda: self.client.search_for_studies(
+                search_filters=filters, limit=limit, fields=["NumberOfStudyRelatedInstances"]
+            ),
         )
         return [Dataset.from_json(item) for item in results]
 
@@ -609,7 +611,9 @@ class StudyWatcher:
 
     Every ``interval`` seconds it asks QIDO-RS for CT studies dated from ``lookback_days`` ago
     and analyses each one this service has not analysed yet; the worklist then lists them,
-    haemorrhage-suspected first when asked. Every worker of every replica runs one: the claims of
+    haemorrhage-suspected first when asked. A modality sends a study one image at a time, so a
+    study is analysed only once it has stopped growing: when its number of instances is the one
+    the previous poll saw. Every worker of every replica runs one: the claims of
     ``analysis_claims`` let only one of them analyse each series.
     """
 
@@ -620,6 +624,8 @@ class StudyWatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failed: set[str] = set()
+        # Instances each waiting study had at the last poll (None: the PACS did not say).
+        self._sizes: dict[str, int | None] = {}
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="dicomweb-watcher", daemon=True)
@@ -637,7 +643,12 @@ class StudyWatcher:
         created = []
         for found in client.search_studies(since):
             uid = str(found.get("StudyInstanceUID", ""))
-            if not uid or uid in self._failed or self.pacs.studies.find_by_study_uid(uid):
+            if not uid or uid in self._failed:
+                continue
+            if self.pacs.studies.find_by_study_uid(uid):
+                self._sizes.pop(uid, None)
+                continue
+            if not self.settled(uid, found.get("NumberOfStudyRelatedInstances")):
                 continue
             if self._stop.is_set():
                 break
@@ -655,6 +666,17 @@ class StudyWatcher:
             if analysis.created:
                 created.append(analysis.record.study.id)
         return created
+
+    def settled(self, uid: str, instances: Any) -> bool:
+        """Whether a study has stopped growing: seen at the previous poll with the same number
+        of instances (or, where the PACS does not say how many, seen at the previous poll)."""
+        size = int(instances) if instances not in (None, "") else None
+        previous = self._sizes.get(uid, -1)
+        self._sizes[uid] = size
+        if previous != size:
+            return False
+        del self._sizes[uid]
+        return True
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
