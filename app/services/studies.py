@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from app.core.errors import InvalidStudy, InvalidUpload, NotFound, UnsupportedImage, UploadTooLarge
 from app.core.labels import Label
 from app.core.metrics import Metrics
+from app.core.wording import study_rule_sentences
 from app.db import CARD_OPERATING_POINT, JOB_DONE, PENDING_LABEL, AnalysisClaim, Database, Study, StudySlice
 from app.services.analysis import (
     AnalysisPipeline,
@@ -456,8 +457,20 @@ class StudyService:
             source_format="DICOM series" if study.source == "upload" else "DICOM series from the PACS",
             skipped_count=len(record.details.skipped),
             segmentation=section,
+            decision_rule=decision_rule(self.registry, study),
         )
         return render_study_report(report)
+
+
+def decision_rule(registry: ModelRegistry, study: Study) -> list[str]:
+    """How the study's decision was made and what its rule measured, from its model's card."""
+    card = registry.find_card(study.model_name, study.model_version)
+    return study_rule_sentences(
+        study.aggregation,
+        study.threshold,
+        card.study_threshold if card else None,
+        card.study_results() if card else [],
+    )
 
 
 def slice_rows(study_id: str, series: StudySeries, probabilities: Sequence[float]) -> list[StudySlice]:

@@ -492,6 +492,15 @@ def test_study_upload_shows_the_study_page(browser: TestClient) -> None:
         assert image.status_code == 200 and image.headers["content-type"] == "image/png"
     report = browser.get(f"{location}/report.pdf")
     assert report.headers["content-disposition"].startswith('attachment; filename="ich-study-report-')
+    from pypdf import PdfReader
+
+    report_text = " ".join(
+        " ".join(page.extract_text() for page in PdfReader(io.BytesIO(report.content)).pages).split()
+    )
+    assert (
+        "How this study decision is made. A study is flagged when the highest slice probability"
+        in report_text
+    )
     worklist = browser.get("/worklist")
     assert f'data-study-id="{location.rsplit("/", 1)[1]}"' in worklist.text
     assert "1 study" in worklist.text

@@ -427,6 +427,22 @@ def test_study_report_names_the_operating_point_of_its_threshold() -> None:
     site = "site setting ICH_STUDY_THRESHOLD=0.5"
     text = " ".join(_text(render_study_report(_study_report(operating_point=site))).split())  # type: ignore[arg-type]
     assert f"Operating point: {site}" in text
+    assert "How this study decision is made" not in text
+
+
+def test_study_report_says_how_the_decision_is_made() -> None:
+    from app.services.reporting import render_study_report
+
+    rule = [
+        "A study is flagged when the highest slice probability reaches 50.0%.",
+        "On the CT-ICH test patients, the rule flagged 4/4.",
+    ]
+    text = " ".join(_text(render_study_report(_study_report(decision_rule=rule))).split())  # type: ignore[arg-type]
+    assert (
+        "How this study decision is made. A study is flagged when the highest slice probability reaches 50.0%."
+        in text
+    )
+    assert "the rule flagged 4/4." in text
 
 
 def test_study_report_refuses_inconsistent_input() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -79,6 +79,8 @@ class StudyReport:
         skipped_count: uploaded objects that were not analysed.
         segmentation: volumes and outlines by subtype, when the slices were segmented.
         operating_point: where the study threshold came from (the model card, or a site's).
+        decision_rule: how the study decision is made and what the rule measured on held-out
+            patients, one sentence each (``app.core.wording.study_rule_sentences``).
     """
 
     report_id: str
@@ -101,6 +103,7 @@ class StudyReport:
     skipped_count: int = 0
     segmentation: SegmentationSection | None = None
     operating_point: str = CARD_OPERATING_POINT
+    decision_rule: list[str] = field(default_factory=list)
 
 
 def study_decision_sentence(report: StudyReport) -> str:
@@ -226,6 +229,14 @@ def _study_finding_section(report: StudyReport, styles: Styles) -> list[Flowable
         Spacer(1, 1.5 * mm),
         operating_point_line(report.operating_point, styles),
     ]
+    if report.decision_rule:
+        flowables += [
+            Spacer(1, 1.5 * mm),
+            Paragraph(
+                "<b>How this study decision is made.</b> " + markup(" ".join(report.decision_rule)),
+                styles.body,
+            ),
+        ]
     if report.skipped_count:
         flowables += [
             Spacer(1, 2 * mm),

@@ -13,10 +13,10 @@ from app.api.routes.pages.rendering import redirect_with_message, render
 from app.api.routes.pages.views import outline_card, study_segmentation_view, study_view
 from app.api.routes.studies import file_type, to_job
 from app.api.web_auth import CsrfField, PageUser, check_csrf
-from app.core.wording import study_rule_sentences
 from app.schemas import StudyJobOut
 from app.services.job_attempts import DONE
 from app.services.storage import STUDIES
+from app.services.studies import decision_rule
 
 router = page_router()
 
@@ -35,7 +35,6 @@ def study_page(
     record = service.get(str(study_id))
     stored = record.details.segmentation
     segmentation = study_segmentation_view(stored, outline_card(registry, stored.model if stored else None))
-    card = registry.find_card(record.study.model_name, record.study.model_version)
     return render(
         request,
         "study.html",
@@ -43,12 +42,7 @@ def study_page(
         study=record.study,
         view=study_view(record),
         segmentation=segmentation,
-        decision_rule=study_rule_sentences(
-            record.study.aggregation,
-            record.study.threshold,
-            card.study_threshold if card else None,
-            card.study_results() if card else [],
-        ),
+        decision_rule=decision_rule(registry, record.study),
     )
 
 
