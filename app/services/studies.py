@@ -405,8 +405,11 @@ class StudyService:
 
     def get(self, study_id: str) -> StudyRecord:
         """A stored study and its slices (``NotFound`` when there is none)."""
-        study = self.records.get(study_id)
-        slices = self.records.dependent_rows(StudySlice, study_id, StudySlice.slice_index)
+        return self.with_slices(self.records.get(study_id))
+
+    def with_slices(self, study: Study) -> StudyRecord:
+        """A study row already read, with its slices."""
+        slices = self.records.dependent_rows(StudySlice, study.id, StudySlice.slice_index)
         return StudyRecord(study=study, slices=slices)
 
     def find_by_study_uid(self, study_instance_uid: str) -> builtins.list[Study]:

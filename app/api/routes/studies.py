@@ -121,7 +121,7 @@ def job_answer(
     if failed:
         return JSONResponse({"detail": study.failure}, status_code=study.failure_status or 500)
     if study.status == DONE:
-        result = to_schema(service.get(study.id), request)
+        result = to_schema(service.with_slices(study), request)
         return JSONResponse(result.model_dump(mode="json"), status_code=finished_status)
     job = to_job(study, request)
     return JSONResponse(

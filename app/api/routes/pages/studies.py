@@ -32,7 +32,7 @@ def study_page(
         return render(
             request, "study_job.html", title="Study analysis", study=study, job=to_job(study, request)
         )
-    record = service.get(str(study_id))
+    record = service.with_slices(study)
     stored = record.details.segmentation
     segmentation = study_segmentation_view(stored, outline_card(registry, stored.model if stored else None))
     return render(
