@@ -110,7 +110,7 @@ def naive_analyse(classifier: Any, decoded: Any) -> NaiveSlice:
     from app.services.inference import encode_png
     from ml.data.preprocessing import preprocess
     from ml.explain.gradcam import overlay_heatmap
-    from ml.training import predict_probabilities
+    from ml.model_io import predict_probabilities
 
     model = classifier.bundle.model
     size = classifier.config.image_size

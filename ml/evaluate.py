@@ -45,9 +45,8 @@ from ml.evaluation.metrics import (
 )
 from ml.evaluation.plots import save_calibration, save_confusion_matrix, save_roc
 from ml.evaluation.study import compare_aggregations, study_rule
-from ml.model_io import ModelBundle, load_bundle
+from ml.model_io import ModelBundle, load_bundle, predict_probabilities
 from ml.operating_point import ChosenOn, MeasuredAt, ModelName, OperatingPoint, StudyMeasuredAt
-from ml.training import predict_probabilities
 
 logger = logging.getLogger(__name__)
 

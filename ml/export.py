@@ -27,9 +27,9 @@ from ml.evaluation.metrics import binary_metrics, choose_threshold, summarize, w
 from ml.evaluation.plots import save_calibration, save_confusion_matrix, save_roc
 from ml.evaluation.robustness import robustness_report
 from ml.evaluation.study import compare_aggregations
-from ml.model_io import ModelBundle, load_bundle
+from ml.model_io import ModelBundle, load_bundle, predict_probabilities
 from ml.seg_training import prepare
-from ml.training import predict_probabilities, preprocess_samples
+from ml.training import preprocess_samples
 
 logger = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 
 from ml.data.preprocessing import PreprocessConfig
 from ml.errors import DataError, MissingDataFile
@@ -24,6 +25,7 @@ __all__ = [
     "ModelCard",
     "discover_models",
     "load_bundle",
+    "predict_probabilities",
     "read_card",
     "read_card_json",
     "read_model_card",
@@ -166,3 +168,15 @@ def save_bundle(model: keras.Model, card: dict[str, Any], model_dir: Path) -> Pa
     model.save(model_dir / MODEL_FILE)
     (model_dir / CARD_FILE).write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
     return model_dir
+
+
+def predict_probabilities(model: keras.Model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Haemorrhage probabilities for preprocessed images (uint8 or float in [0, 1]), from a
+    classifier or from the slice head of a multitask network."""
+    data = images.astype(np.float32)
+    if images.dtype == np.uint8:
+        data /= 255.0
+    outputs = model.predict(data, batch_size=batch_size, verbose=0)
+    if isinstance(outputs, dict):
+        outputs = outputs["probability"]
+    return np.asarray(outputs).ravel()

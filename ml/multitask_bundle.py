@@ -38,7 +38,7 @@ from ml.evaluation.segmentation import pointing_game_hit
 from ml.evaluation.study import compare_aggregations
 from ml.explain.gradcam import GradCam
 from ml.model_io import save_bundle
-from ml.models.multitask import GRADCAM_LAYER, probability_model
+from ml.models.multitask import GRADCAM_LAYER
 from ml.multitask import FLAG_BOX, MultitaskConfig, Outputs, Part, Predictor, prepare_parts
 from ml.seg_training import choose_postprocessing, clear_rate, pooled_blood_dice
 from ml.training import measure_latency
@@ -302,7 +302,7 @@ def make_bundle(
         predictor, test, threshold, chosen["aggregation"], chosen["threshold"], blood_threshold, min_px
     )
     robustness = robustness_report(
-        probability_model(model),
+        model,
         classifier_test_samples(config, data_dir),
         config.preprocess_config,
         threshold,

@@ -26,6 +26,7 @@ from ml.data.preprocessing import PreprocessConfig, preprocess
 from ml.data.splits import Split, patient_split, write_manifest
 from ml.evaluation.metrics import choose_threshold, mean_source_auc, patient_level, summarize
 from ml.evaluation.robustness import robustness_report
+from ml.model_io import predict_probabilities
 from ml.models.classifier import GRADCAM_LAYERS, build_classifier
 
 __all__ = [
@@ -190,18 +191,6 @@ def _dataset(
     if augmenter is not None:
         dataset = dataset.map(lambda x, *rest: (augmenter(x), *rest))
     return dataset.prefetch(tf.data.AUTOTUNE)
-
-
-def predict_probabilities(model: keras.Model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Haemorrhage probabilities for preprocessed images (uint8 or float in [0, 1]), from a
-    classifier or from the slice head of a multitask network."""
-    data = images.astype(np.float32)
-    if images.dtype == np.uint8:
-        data /= 255.0
-    outputs = model.predict(data, batch_size=batch_size, verbose=0)
-    if isinstance(outputs, dict):
-        outputs = outputs["probability"]
-    return np.asarray(outputs).ravel()
 
 
 def balanced_sample_weights(samples: Sequence[Sample], by_dataset: bool = True) -> np.ndarray:

@@ -18,6 +18,7 @@ import numpy as np
 
 from ml.data.datasets import Sample, load_image
 from ml.data.preprocessing import PreprocessConfig, preprocess
+from ml.model_io import predict_probabilities
 
 __all__ = [
     "PERTURBATIONS",
@@ -128,13 +129,14 @@ def robustness_report(
     threshold: float,
     batch_size: int = 32,
 ) -> dict[str, Any]:
-    """Mean absolute change of probability and share of flipped decisions per perturbation."""
+    """Mean absolute change of probability and share of flipped decisions per perturbation, for a
+    classifier or the slice head of a multitask network."""
     originals = [load_image(sample.path) for sample in samples]
-    base = np.asarray(model.predict(_batch(originals, config), batch_size=batch_size, verbose=0)).ravel()
+    base = predict_probabilities(model, _batch(originals, config), batch_size)
     report: dict[str, Any] = {"n": len(samples)}
     for name, perturb in PERTURBATIONS.items():
         changed = _batch([perturb(image) for image in originals], config)
-        probabilities = np.asarray(model.predict(changed, batch_size=batch_size, verbose=0)).ravel()
+        probabilities = predict_probabilities(model, changed, batch_size)
         difference = np.abs(probabilities - base)
         flips = (probabilities >= threshold) != (base >= threshold)
         report[name] = {

@@ -26,7 +26,7 @@ from keras import layers
 from ml.models.classifier import compact_encoder
 from ml.models.unet import SEGMENTATION_CLASSES, conv_block, conv_unit, decoder, encoder, stage_filters
 
-__all__ = ["BACKBONES", "GRADCAM_LAYER", "build_multitask", "probability_model", "transfer_weights"]
+__all__ = ["BACKBONES", "GRADCAM_LAYER", "build_multitask", "transfer_weights"]
 
 GRADCAM_LAYER = "gradcam_features"
 BACKBONES = ("unet", "compact")
@@ -144,9 +144,3 @@ def transfer_weights(source: keras.Model, target: keras.Model) -> list[str]:
         layer.set_weights(weights)
         copied.append(layer.name)
     return copied
-
-
-def probability_model(model: keras.Model) -> keras.Model:
-    """The slice-probability head alone, sharing ``model``'s layers: a single-output model that
-    the classifier's evaluation and robustness checks take as they are."""
-    return keras.Model(model.inputs, model.output["probability"], name=f"{model.name}_probability")

@@ -19,7 +19,6 @@ from ml.evaluation.metrics import sensitivity_at_specificity
 from ml.evaluation.robustness import PERTURBATIONS, robustness_report
 from ml.export import bundle_size_mib
 from ml.model_io import ModelBundle, discover_models, load_bundle
-from ml.models.multitask import probability_model
 from ml.multitask import Part, Predictor, prepare_parts
 from ml.multitask_bundle import CLASSIFIED, classifier_test_samples, held_out_metrics, run_config
 from tests.support.targets import assert_answer_unchanged, perturbations, with_shortfalls
@@ -193,9 +192,7 @@ def test_targets_on_held_out_patients(
 def robustness(bundle: ModelBundle, data_dir: Path) -> dict[str, Any]:
     config = run_config(bundle.path)
     samples = classifier_test_samples(config, data_dir)
-    return robustness_report(
-        probability_model(bundle.model), samples, config.preprocess_config, float(bundle.card["threshold"])
-    )
+    return robustness_report(bundle.model, samples, config.preprocess_config, float(bundle.card["threshold"]))
 
 
 def test_the_card_robustness_is_reproduced(bundle: ModelBundle, robustness: dict[str, Any]) -> None:
