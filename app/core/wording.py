@@ -23,6 +23,7 @@ AGGREGATION_TEXT = {
     "max": "the highest slice probability",
     "top3_mean": "the mean of the three highest slice probabilities",
     "noisy_or": "the probability that at least one slice is positive (noisy-OR)",
+    "neighbour_pair": "the highest probability that two neighbouring slices both reach (the lower of each adjacent pair)",
 }
 
 

@@ -32,10 +32,19 @@ def _noisy_or(probabilities: np.ndarray) -> float:
     return float(1.0 - np.exp(np.sum(np.log1p(-np.clip(probabilities, 0.0, 1.0 - 1e-7)))))
 
 
+def _neighbour_pair(probabilities: np.ndarray) -> float:
+    # A bleed seen on two adjacent slices: the highest, over neighbouring pairs in series order,
+    # of the lower probability of the two. A single slice counts on its own.
+    if probabilities.size == 1:
+        return float(probabilities[0])
+    return float(np.minimum(probabilities[:-1], probabilities[1:]).max())
+
+
 AGGREGATIONS: dict[str, Callable[[np.ndarray], float]] = {
     "max": _max,
     "top3_mean": _top3_mean,
     "noisy_or": _noisy_or,
+    "neighbour_pair": _neighbour_pair,
 }
 
 
@@ -61,7 +70,7 @@ def study_rule(card: Mapping[str, Any], slice_threshold: float) -> tuple[str, fl
 
 
 def aggregate(probabilities: Sequence[float] | np.ndarray, method: str = "max") -> float:
-    """One study probability from its slices' probabilities."""
+    """One study probability from its slices' probabilities, in series order."""
     if method not in AGGREGATIONS:
         raise ValueError(f"Unknown aggregation {method!r}; choose one of {sorted(AGGREGATIONS)}.")
     values = np.asarray(probabilities, dtype=np.float64).ravel()
