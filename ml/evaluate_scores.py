@@ -33,7 +33,9 @@ def score_report(parts: dict[str, Part], outputs: dict[str, Outputs]) -> dict[st
         report[name] = {}
         for method in SLICE_SCORES:
             scores = slice_score(method, answer.probability, answer.subtypes, answer.blood)
-            report[name][method] = round(float(binary_metrics(part.labels[keep], scores[keep], 0.5)["auc"]), 4)
+            report[name][method] = round(
+                float(binary_metrics(part.labels[keep], scores[keep], 0.5)["auc"]), 4
+            )
     return report
 
 

@@ -420,3 +420,25 @@ def test_test_time_augmentation_is_measured_per_collection_and_scheme() -> None:
     assert report["ct_ich"]["one_pass"] == pytest.approx(
         binary_metrics(np.array(labels), single, 0.5)["auc"], abs=1e-3
     )
+
+
+def test_every_slice_score_is_measured_per_collection() -> None:
+    import keras
+
+    from ml.evaluate_scores import score_report
+    from ml.evaluation.metrics import binary_metrics
+    from ml.slice_score import SLICE_SCORES
+
+    keras.utils.set_random_seed(19)
+    network = build_multitask((SIZE, SIZE, 1), width=4, backbone="compact")
+    rng = np.random.default_rng(19)
+    labels = [0, 1, 0, 1, 1, 0, 1, 0]
+    parts = {name: _part(name, len(labels), labels, rng) for name in ("ct_ich", "head_ct", "phe_sich")}
+    predictor = Predictor(network)
+    outputs = {name: predictor(part) for name, part in parts.items()}
+    report = score_report(parts, outputs)
+    assert set(report) == {"ct_ich", "head_ct", "phe_sich"}
+    assert all(set(values) == set(SLICE_SCORES) for values in report.values())
+    assert report["head_ct"]["probability"] == pytest.approx(
+        binary_metrics(np.array(labels), outputs["head_ct"].probability, 0.5)["auc"], abs=1e-3
+    )

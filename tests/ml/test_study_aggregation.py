@@ -23,6 +23,15 @@ def test_noisy_or_is_probability_of_any_positive() -> None:
     assert aggregate([1.0, 0.0], "noisy_or") == pytest.approx(1.0, abs=1e-6)
 
 
+def test_neighbour_pair_needs_two_adjacent_slices() -> None:
+    # One bright slice between quiet neighbours counts for little; two adjacent ones count fully.
+    assert aggregate([0.1, 0.9, 0.2, 0.1], "neighbour_pair") == pytest.approx(0.2)
+    assert aggregate([0.1, 0.8, 0.7, 0.1], "neighbour_pair") == pytest.approx(0.7)
+    # Series order matters: the same values apart from each other are not a pair.
+    assert aggregate([0.8, 0.1, 0.7, 0.1], "neighbour_pair") == pytest.approx(0.1)
+    assert aggregate([0.6], "neighbour_pair") == pytest.approx(0.6)
+
+
 def test_bad_inputs_are_refused() -> None:
     with pytest.raises(ValueError, match="Unknown aggregation"):
         aggregate([0.1], "median")
@@ -35,7 +44,7 @@ def test_compare_aggregations_groups_by_patient() -> None:
     probabilities = [0.1, 0.2, 0.9, 0.3, 0.05]
     groups = ["a", "a", "b", "b", "c"]
     results = compare_aggregations(labels, probabilities, groups)
-    assert set(results) == {"max", "top3_mean", "noisy_or"}
+    assert set(results) == {"max", "top3_mean", "noisy_or", "neighbour_pair"}
     np.testing.assert_array_equal(results["max"]["labels"], [0, 1, 0])
     np.testing.assert_allclose(results["max"]["probabilities"], [0.2, 0.9, 0.05])
 

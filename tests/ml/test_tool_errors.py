@@ -128,6 +128,11 @@ CASES: dict[str, tuple[list[str], str, dict[str, str]]] = {
         "holds no train_config.json",
         {},
     ),
+    "scores-missing-model": (
+        ["ml.evaluate_scores", "--model-dir", "{tmp}/missing"],
+        "holds no train_config.json",
+        {},
+    ),
     "export-bad-card": (["ml.export", "--model-dir", "{tmp}/bundle"], "is not valid JSON", {}),
     "compare-no-cards": (["ml.compare", "{tmp}/missing"], "holds a model_card.json", {}),
     "compare-bad-card": (["ml.compare", "{tmp}/bundle"], "is not valid JSON", {}),
