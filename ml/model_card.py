@@ -102,6 +102,9 @@ class ModelCard(BaseModel):
     threshold_rule: str | None = None
     study_threshold: float | None = None
     study_aggregation: str | None = None
+    # Multitask models: a study is also flagged when its outlined pixels, summed over the series
+    # on the model grid, reach this count (``ml.evaluation.study_outline``); absent, it is not.
+    study_outline_px: int | None = Field(default=None, ge=1)
     gradcam_layer: str | None = None
     # Segmentation and multitask models: how probabilities become outlines, and of which subtypes.
     blood_threshold: float | None = None

@@ -36,6 +36,7 @@ from ml.evaluation.metrics import binary_metrics, choose_threshold, json_number,
 from ml.evaluation.robustness import PERTURBATION_TITLES, robustness_report
 from ml.evaluation.segmentation import pointing_game_hit
 from ml.evaluation.study import compare_aggregations
+from ml.evaluation.study_outline import choose_outline_rule, grid_blood_px, series_sums, study_flags
 from ml.explain.gradcam import GradCam
 from ml.model_io import save_bundle
 from ml.models.multitask import GRADCAM_LAYER
@@ -47,6 +48,10 @@ logger = logging.getLogger(__name__)
 
 SLICE_SENSITIVITY = 0.95
 STUDY_SENSITIVITY = 0.95
+# The outline criterion joins the study rule only if it clears this many more CT-ICH normal
+# validation patients than the probability alone, at the same patient sensitivity.
+OUTLINE_RULE_GAIN = 2
+OUTLINE_AGGREGATION = "top3_mean"
 CLASSIFIED = ("ct_ich", "head_ct", "phe_sich")
 SERIES = ("ct_ich", "phe_sich")
 
@@ -116,14 +121,42 @@ def series_scores(
     }
 
 
-def _series(parts: dict[str, Part], outputs: dict[str, Outputs]) -> dict[str, Any]:
-    """Every slice of a series counts, the uncertain ones too: the patient's label is known."""
-    return series_scores(
+def _series(
+    parts: dict[str, Part], outputs: dict[str, Outputs], outline: tuple[float, int] | None = None
+) -> dict[str, Any]:
+    """Every slice of a series counts, the uncertain ones too: the patient's label is known. With
+    ``outline`` (blood threshold, smallest component), each patient's outlined pixels too."""
+    groups = [group for name in SERIES for group in parts[name].groups]
+    series = series_scores(
         np.concatenate([parts[name].labels for name in SERIES]),
         np.concatenate([outputs[name].probability for name in SERIES]),
-        [group for name in SERIES for group in parts[name].groups],
+        groups,
         [name for name in SERIES for _ in parts[name].groups],
     )
+    if outline is not None:
+        pixels = np.concatenate([grid_blood_px(outputs[name].blood, *outline) for name in SERIES])
+        series["outline_px"] = series_sums(pixels, groups)
+    return series
+
+
+def choose_study_rules(series: dict[str, Any], sensitivity: float = STUDY_SENSITIVITY) -> dict[str, Any]:
+    """The probability-only rule (:func:`choose_study_rule`), and the rule with the outline
+    criterion beside ``OUTLINE_AGGREGATION`` when ``series`` holds outlined pixels; the second is
+    ``chosen`` only if it clears ``OUTLINE_RULE_GAIN`` more CT-ICH normal patients."""
+    rules = choose_study_rule(series, sensitivity)
+    if "outline_px" not in series:
+        return rules
+    values = series["by_method"][OUTLINE_AGGREGATION]
+    normal = (values["labels"] == 0) & (series["sources"] == "ct_ich")
+    with_outline = choose_outline_rule(
+        values["labels"], values["probabilities"], series["outline_px"], normal, sensitivity
+    )
+    rules["outline_candidate"] = with_outline
+    if with_outline is not None and (
+        with_outline["ct_ich_normal_cleared"] >= rules["chosen"]["ct_ich_normal_cleared"] + OUTLINE_RULE_GAIN
+    ):
+        rules["chosen"] = {"aggregation": OUTLINE_AGGREGATION, **with_outline}
+    return rules
 
 
 def choose_study_rule(series: dict[str, Any], sensitivity: float = STUDY_SENSITIVITY) -> dict[str, Any]:
@@ -148,16 +181,19 @@ def choose_study_rule(series: dict[str, Any], sensitivity: float = STUDY_SENSITI
     return {"chosen": best, "candidates": table}
 
 
-def study_metrics(series: dict[str, Any], aggregation: str, threshold: float) -> dict[str, Any]:
+def study_metrics(
+    series: dict[str, Any], aggregation: str, threshold: float, outline_px: int | None = None
+) -> dict[str, Any]:
     values = series["by_method"][aggregation]
     labels, scores = values["labels"], values["probabilities"]
+    decided = study_flags(scores, series.get("outline_px", np.zeros(len(labels))), threshold, outline_px)
     report: dict[str, Any] = {}
     for name in ("all", *SERIES):
         chosen = np.ones(len(labels), bool) if name == "all" else series["sources"] == name
         positives = int(np.sum(labels[chosen] == 1))
         negatives = int(np.sum(labels[chosen] == 0))
-        flagged = int(np.sum(scores[chosen & (labels == 1)] >= threshold))
-        cleared = int(np.sum(scores[chosen & (labels == 0)] < threshold))
+        flagged = int(np.sum(decided[chosen & (labels == 1)]))
+        cleared = int(np.sum(~decided[chosen & (labels == 0)]))
         report[name] = {
             "patients": int(chosen.sum()),
             "sensitivity": {
@@ -182,6 +218,7 @@ def held_out_metrics(
     study_threshold: float,
     blood_threshold: float,
     min_px: int,
+    study_outline_px: int | None = None,
 ) -> dict[str, Any]:
     """The card's test figures: slices per collection at ``threshold``, studies under the chosen
     rule, and outlines after the chosen post-processing."""
@@ -207,7 +244,9 @@ def held_out_metrics(
         ),
         "normal_ct_ich_slices": int(normal.sum()),
     }
-    studies = study_metrics(_series(test, outputs), aggregation, study_threshold)
+    studies = study_metrics(
+        _series(test, outputs, (blood_threshold, min_px)), aggregation, study_threshold, study_outline_px
+    )
     pointing = pointing_game(predictor.model, test, threshold)
     return {"slices": slices, "studies": studies, "outlines": outlines, "pointing_game": pointing}
 
@@ -288,18 +327,26 @@ def make_bundle(
 
     labels, probabilities = _pooled_reliable(validation, val_outputs)
     threshold = choose_threshold(labels, probabilities, SLICE_SENSITIVITY)
-    study_rule = choose_study_rule(_series(validation, val_outputs))
-    chosen = study_rule["chosen"]
     normal_val = validation["ct_ich"].labels == 0
     post = choose_postprocessing(
         val_outputs["bhsd_seg"].maps, validation["bhsd_seg"].masks, val_outputs["ct_ich"].maps[normal_val]
     )
     blood_threshold = float(post["chosen"]["blood_threshold"])
     min_px = int(post["chosen"]["min_component_px"])
+    study_rule = choose_study_rules(_series(validation, val_outputs, (blood_threshold, min_px)))
+    chosen = study_rule["chosen"]
+    outline_px = chosen.get("outline_px")
 
     # The test split, once.
     measured = held_out_metrics(
-        predictor, test, threshold, chosen["aggregation"], chosen["threshold"], blood_threshold, min_px
+        predictor,
+        test,
+        threshold,
+        chosen["aggregation"],
+        chosen["threshold"],
+        blood_threshold,
+        min_px,
+        outline_px,
     )
     robustness = robustness_report(
         model,
@@ -320,8 +367,10 @@ def make_bundle(
         "threshold_rule": f"highest threshold with sensitivity >= {SLICE_SENSITIVITY} on the reliable validation slices of ct_ich, head_ct and phe_sich",
         "study_aggregation": chosen["aggregation"],
         "study_threshold": chosen["threshold"],
+        "study_outline_px": outline_px,
         "study_selection": {
             "rule": f"per aggregation the highest threshold with patient sensitivity >= {STUDY_SENSITIVITY} on the validation CT-ICH and phe_sich series; chosen: the most CT-ICH normal patients cleared, then patient AUC",
+            "outline_rule": f"{OUTLINE_AGGREGATION} or the outlined pixels summed over the series (model grid, after post-processing); thresholds at spaced midpoints between validation patients, patient sensitivity >= {STUDY_SENSITIVITY}, the most CT-ICH normal patients cleared, then the lowest thresholds; chosen only if it clears {OUTLINE_RULE_GAIN} more than the probability alone",
             **study_rule,
         },
         "gradcam_layer": GRADCAM_LAYER,

@@ -302,6 +302,38 @@ def test_the_bundle_measures_slices_studies_outlines_and_where_the_heat_map_poin
         assert 0.0 <= pointing["hit_rate"] <= 1.0
 
 
+def test_the_study_rule_with_outlines_is_chosen_only_when_it_clears_more_normal_patients() -> None:
+    from ml.multitask_bundle import OUTLINE_AGGREGATION, choose_study_rules, study_metrics
+
+    # Six patients; p1 bleeds with low probabilities but a large outline.
+    labels = np.array([1, 1, 1, 0, 0, 0])
+    scores = np.array([0.20, 0.80, 0.70, 0.40, 0.45, 0.60])
+    volumes = np.array([900.0, 1500.0, 300.0, 100.0, 0.0, 250.0])
+    by_method = {
+        method: {"labels": labels, "probabilities": scores} for method in ("max", OUTLINE_AGGREGATION)
+    }
+    sources = np.array(["phe_sich", "ct_ich", "ct_ich", "ct_ich", "ct_ich", "ct_ich"])
+    without = choose_study_rules({"by_method": by_method, "sources": sources})
+    assert "outline_candidate" not in without and without["chosen"]["ct_ich_normal_cleared"] == 0
+    rules = choose_study_rules({"by_method": by_method, "sources": sources, "outline_px": volumes})
+    chosen = rules["chosen"]
+    assert chosen["aggregation"] == OUTLINE_AGGREGATION and chosen["ct_ich_normal_cleared"] == 3
+    series = {"by_method": by_method, "sources": sources, "outline_px": volumes}
+    report = study_metrics(series, OUTLINE_AGGREGATION, chosen["threshold"], chosen["outline_px"])
+    assert report["all"]["sensitivity"]["count"] == "3/3"
+    assert report["ct_ich"]["specificity"]["count"] == "3/3"
+    # The probability alone at the same threshold misses the small bleed.
+    alone = study_metrics(series, OUTLINE_AGGREGATION, chosen["threshold"])
+    assert alone["phe_sich"]["sensitivity"]["count"] == "0/1"
+    # Not enough gain: one normal patient more is not worth a second criterion.
+    few = {
+        "by_method": by_method,
+        "sources": np.array(["phe_sich", "ct_ich", "ct_ich", "ct_ich", "phe_sich", "phe_sich"]),
+        "outline_px": volumes,
+    }
+    assert "outline_px" not in choose_study_rules(few)["chosen"]
+
+
 def test_the_classifier_tools_read_the_slice_head_of_a_multitask_network(model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     import cv2
 

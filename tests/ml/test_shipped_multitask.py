@@ -70,6 +70,7 @@ def measured(bundle: ModelBundle, test_parts: dict[str, Part]) -> dict[str, Any]
         float(card["study_threshold"]),
         float(card["blood_threshold"]),
         int(card["min_component_px"]),
+        card.get("study_outline_px"),
     )
 
 
