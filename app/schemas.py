@@ -238,17 +238,40 @@ class StoredObject(BaseModel):
     sop_instance_uids: list[str]
 
 
+class StudyCriteriaOut(BaseModel):
+    flagged_by: list[Literal["probability", "outline"]] = Field(
+        description="The criteria that flagged the study: 'probability' (the study probability reached "
+        "the threshold) and 'outline' (the outlined blood reached outline_threshold_px); empty when cleared."
+    )
+    outline_threshold_px: int | None = Field(
+        description="The model card's outline criterion: outlined pixels of blood, summed over the "
+        "slices on the model's input grid, that flag a study; null when the model's rule has none."
+    )
+    outline_px: int | None = Field(
+        description="This study's outlined pixels on the model grid, summed over its slices; null when "
+        "it was analysed without outlines."
+    )
+
+
 class StudyOut(BaseModel):
     id: str
     created_at: datetime
     probability: float = Field(ge=0.0, le=1.0, description="Study probability of intracranial haemorrhage.")
     label: StudyLabel
-    threshold: float = Field(description="The study threshold; label is 'hemorrhage' at or above it.")
+    threshold: float = Field(
+        description="The study threshold; label is 'hemorrhage' at or above it, or when the outline "
+        "criterion flags the study (criteria)."
+    )
     operating_point: str = Field(
         description="Which operating point set the study threshold: 'model card default', or the site "
         "operating point with where it was chosen.",
     )
     aggregation: str = Field(description="How the slice probabilities became the study's (model card).")
+    criteria: StudyCriteriaOut | None = Field(
+        default=None,
+        description="Which criteria of the study rule flagged the study; null for studies stored before "
+        "the service recorded them.",
+    )
     num_slices: int
     source: Literal["upload", "dicomweb"]
     study_instance_uid: str | None

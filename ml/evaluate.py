@@ -45,21 +45,38 @@ from ml.evaluation.metrics import (
 )
 from ml.evaluation.plots import save_calibration, save_confusion_matrix, save_roc
 from ml.evaluation.study import compare_aggregations, study_rule
+from ml.evaluation.study_outline import grid_blood_px, series_sums, study_flags
 from ml.model_io import ModelBundle, load_bundle, predict_probabilities
 from ml.operating_point import ChosenOn, MeasuredAt, ModelName, OperatingPoint, StudyMeasuredAt
 
 logger = logging.getLogger(__name__)
 
 
-def predict_samples(bundle: ModelBundle, samples: Sequence[Sample], batch_size: int = 32) -> np.ndarray:
-    """Probabilities for image files of any format and size, via the bundle's preprocessing."""
+def predict_samples(
+    bundle: ModelBundle, samples: Sequence[Sample], batch_size: int = 32
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Probabilities for image files of any format and size, via the bundle's preprocessing; for a
+    card with the outline criterion (``study_outline_px``) also each slice's outlined pixels on the
+    model grid, from the same pass (else ``None``)."""
     config = bundle.preprocess_config
+    card = bundle.model_card
+    blood_threshold = card.blood_threshold
+    outline = card.study_outline_px is not None and blood_threshold is not None
     probabilities: list[float] = []
+    pixels: list[int] = []
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
         batch = np.stack([preprocess(_read_pixels(sample.path), config).image for sample in chunk])
-        probabilities.extend(predict_probabilities(bundle.model, batch).tolist())
-    return np.array(probabilities, dtype=np.float64)
+        if not outline:
+            probabilities.extend(predict_probabilities(bundle.model, batch).tolist())
+            continue
+        outputs = bundle.model(batch.astype(np.float32), training=False)
+        probabilities.extend(np.asarray(outputs["probability"]).ravel().tolist())
+        blood = 1.0 - np.asarray(outputs["mask"])[..., 0]
+        pixels.extend(
+            grid_blood_px(blood, float(blood_threshold or 0.0), int(card.min_component_px or 0)).tolist()
+        )
+    return np.array(probabilities, dtype=np.float64), np.array(pixels, np.int64) if outline else None
 
 
 def _read_pixels(path: Path) -> np.ndarray:
@@ -184,18 +201,39 @@ def study_report(
     probabilities: np.ndarray,
     groups: Sequence[str],
     resamples: int,
+    outlined_px: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Each group (patient) decided as the service decides a study: the card's aggregation of
-    slice probabilities against its study threshold."""
+    slice probabilities against its study threshold; with the card's outline criterion and each
+    slice's ``outlined_px``, also the decisions of the whole rule (``rule``), either criterion
+    flagging."""
     aggregation, threshold, problems = study_rule(bundle.card, bundle.threshold)
     for problem in problems:
         logger.warning("Model card %s/%s: %s.", bundle.name, bundle.version, problem)
     studies = compare_aggregations(labels, probabilities, groups)[aggregation]
-    return {
+    report: dict[str, Any] = {
         "aggregation": aggregation,
         "threshold": round(threshold, 6),
         **summarize(studies["labels"], studies["probabilities"], threshold, None, resamples),
     }
+    outline_px = bundle.model_card.study_outline_px
+    if outline_px is not None and outlined_px is not None:
+        volumes = series_sums(outlined_px, groups)
+        flagged = study_flags(studies["probabilities"], volumes, threshold, outline_px)
+        truth = studies["labels"].astype(bool)
+        report["rule"] = {
+            "outline_px": outline_px,
+            "flagged_by_outline_alone": int(np.sum(flagged & (studies["probabilities"] < threshold))),
+            "sensitivity": {
+                "count": f"{int(np.sum(flagged & truth))}/{int(truth.sum())}",
+                "value": json_number(float(np.mean(flagged[truth]))) if truth.any() else None,
+            },
+            "specificity": {
+                "count": f"{int(np.sum(~flagged & ~truth))}/{int((~truth).sum())}",
+                "value": json_number(float(np.mean(~flagged[~truth]))) if (~truth).any() else None,
+            },
+        }
+    return report
 
 
 def evaluate(
@@ -218,7 +256,7 @@ def evaluate(
     groups = [sample.group for sample in samples]
     if target_sensitivity is not None and not labels.any():
         raise DataError("Choosing a threshold needs images labelled 1 (haemorrhage) in the CSV.")
-    probabilities = predict_samples(bundle, samples)
+    probabilities, outlined_px = predict_samples(bundle, samples)
     has_groups = len(set(groups)) < len(groups)
     report: dict[str, Any] = {
         "model": {"name": bundle.name, "version": bundle.version},
@@ -233,7 +271,7 @@ def evaluate(
         save_confusion_matrix(
             patient_labels, patient_probs, threshold, output_dir / "confusion_patient.png", "Per patient"
         )
-        report["study"] = study_report(bundle, labels, probabilities, groups, resamples)
+        report["study"] = study_report(bundle, labels, probabilities, groups, resamples, outlined_px)
     if target_sensitivity is not None:
         report["site_threshold"] = site_threshold(labels, probabilities, target_sensitivity, bundle.threshold)
         if has_groups:

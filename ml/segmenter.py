@@ -53,6 +53,9 @@ class SegmentationResult:
 
     class_map: np.ndarray
     subtype_probabilities: dict[str, float]
+    # Outlined pixels on the model grid, whatever grid ``class_map`` is on: what the study rule's
+    # outline criterion counts (``ml.evaluation.study_outline``).
+    grid_blood_px: int = 0
 
     def area_px(self) -> dict[str, int]:
         counts = np.bincount(self.class_map.ravel(), minlength=len(SUBTYPES) + 1)
@@ -132,11 +135,13 @@ class Outlining:
         """One slice's result from its per-class probabilities (``S x S x 6``) and subtype
         probabilities (5); with its geometry the class map is on the original image's grid."""
         class_map = class_map_from_probabilities(mask, self.blood_threshold, self.min_component_px)
+        grid_blood_px = int(np.count_nonzero(class_map))
         if geometry is not None:
             class_map = class_map_to_original(class_map, geometry)
         return SegmentationResult(
             class_map=class_map,
             subtype_probabilities={name: round(float(subtypes[k]), 4) for k, name in enumerate(SUBTYPES)},
+            grid_blood_px=grid_blood_px,
         )
 
 

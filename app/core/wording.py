@@ -116,6 +116,7 @@ def study_decision_text(
     aggregation: str,
     num_slices: int,
     key_slice_index: int | None,
+    flagged_by_outline: bool = False,
 ) -> str:
     """The plain-language study decision, naming the aggregation and the most probable slice.
 
@@ -126,6 +127,8 @@ def study_decision_text(
         aggregation: how slice probabilities became the study's (a key of ``AGGREGATION_TEXT``).
         num_slices: slices analysed.
         key_slice_index: the most probable slice's index from 0, when there is one.
+        flagged_by_outline: the outline criterion flagged the study although the probability
+            stays under the threshold.
     """
     shown_probability, shown_threshold = percent_pair(probability, threshold)
     method = AGGREGATION_TEXT.get(aggregation, aggregation)
@@ -134,6 +137,11 @@ def study_decision_text(
         f"over {plural(num_slices, 'slice')}, against a study threshold of {shown_threshold}."
     )
     if label == Label.HEMORRHAGE:
+        if flagged_by_outline:
+            return (
+                f"{lead} Haemorrhage suspected from the blood outlined across the series, although the "
+                "probability stays under the threshold: a radiologist should review this study promptly."
+            )
         where = f" Most likely on slice {key_slice_index + 1}." if key_slice_index is not None else ""
         return f"{lead} Haemorrhage suspected: a radiologist should review this study promptly.{where}"
     return (
@@ -161,11 +169,18 @@ def _share(proportion: Proportion) -> str:
     return text
 
 
+def _outline_criterion(outline_px: int, grid: int | None) -> str:
+    where = f"the model's {grid} x {grid} grid of the head" if grid else "the model's grid of the head"
+    return f"the outline marks at least {outline_px:,} pixels of blood across its slices (counted on {where})"
+
+
 def study_rule_sentences(
     aggregation: str,
     threshold: float,
     card_threshold: float | None,
     results: Sequence[StudyResult],
+    outline_px: int | None = None,
+    grid: int | None = None,
 ) -> list[str]:
     """How a study decision is made and what that rule measured on held-out patients.
 
@@ -174,13 +189,20 @@ def study_rule_sentences(
         threshold: the study threshold the decision used.
         card_threshold: the model card's own study threshold (the one its figures are for).
         results: the card's study figures per collection (``ModelCard.study_results``).
+        outline_px: the card's outline criterion (``study_outline_px``), when it has one.
+        grid: the side of the model's input grid, in pixels.
     """
     method = AGGREGATION_TEXT.get(aggregation, aggregation)
+    rule = f"A study is flagged when {method} reaches the study threshold of {format_percent(threshold, 1)}"
+    if outline_px is not None:
+        rule += (
+            f", or when {_outline_criterion(outline_px, grid)}: the outline finds small bleeds that "
+            "the slice probabilities score low"
+        )
     sentences = [
-        f"A study is flagged when {method} reaches the study threshold of {format_percent(threshold, 1)}. "
-        "The rule and its threshold were chosen on validation patients to flag at least 95% of the "
-        "patients with haemorrhage while clearing as many patients without as possible: missing a "
-        "bleeding patient is the error it avoids first."
+        f"{rule}. The rule and its thresholds were chosen on validation patients to flag at least 95% "
+        "of the patients with haemorrhage while clearing as many patients without as possible: "
+        "missing a bleeding patient is the error it avoids first."
     ]
     if card_threshold is not None and abs(card_threshold - threshold) > 1e-6:
         sentences.append(
@@ -207,3 +229,36 @@ def study_rule_sentences(
         if parts:
             sentences.append(f"On the {name}, the rule {' and '.join(parts)}.")
     return sentences
+
+
+def study_criteria_sentence(
+    flagged_by: Sequence[str],
+    probability: float,
+    threshold: float,
+    outline_px: int | None,
+    outline_threshold_px: int | None,
+) -> str | None:
+    """Which criterion flagged this study (or why none did); ``None`` for a rule without the
+    outline criterion, where the verdict says it all."""
+    if outline_threshold_px is None:
+        return None
+    score = f"the study probability of {format_percent(probability, 1)}"
+    if outline_px is None:
+        return (
+            "The outline criterion could not apply: this study was analysed without outlines, so "
+            f"only {score} was compared with the study threshold of {format_percent(threshold, 1)}."
+        )
+    outlined = f"{outline_px:,} outlined pixels of blood (criterion: {outline_threshold_px:,})"
+    if list(flagged_by) == ["outline"]:
+        return (
+            f"This study was flagged by its outline: {outlined}, although {score} stays under the "
+            f"study threshold of {format_percent(threshold, 1)}."
+        )
+    if "outline" in flagged_by:
+        return f"This study was flagged by both criteria: {score} and {outlined}."
+    if flagged_by:
+        return f"This study was flagged by {score}; its outline holds {outlined}."
+    return (
+        f"Neither criterion flags this study: {score} stays under the study threshold of "
+        f"{format_percent(threshold, 1)}, and its outline holds {outlined}."
+    )

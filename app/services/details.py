@@ -117,6 +117,8 @@ class StudySegmentationRecord(Record):
     volume_unavailable_reason: str | None = None
     abc2: Abc2Record | None = None
     blood_area_px: int = 0
+    # Outlined pixels on the model grid, summed over the slices (the study rule's outline criterion).
+    grid_blood_px: int = 0
     subtypes: dict[str, StudySubtype]
     slices: list[CompactSlice] = []
 
@@ -155,6 +157,16 @@ class PredictionDetails(Record):
     segmentation: SliceSegmentationRecord | None = None
 
 
+class StudyCriteria(Record):
+    """Which of the study rule's criteria flagged a study, and the outline figures they compared."""
+
+    flagged_by: list[Literal["probability", "outline"]] = []
+    # The outline criterion: the card's threshold, and the study's own count (None when the
+    # study was analysed without outlines, so the criterion could not apply).
+    outline_threshold_px: int | None = None
+    outline_px: int | None = None
+
+
 class StudyDetails(Record):
     """What a study keeps besides its columns and its slice rows."""
 
@@ -166,5 +178,6 @@ class StudyDetails(Record):
     skipped: list[SkippedFile] = []
     other_series: list[Any] = []
     segmentation: StudySegmentationRecord | None = None
+    criteria: StudyCriteria | None = None
     stored_in_pacs: list[StoredSeriesRecord] = []
     pacs_series_candidates: int | None = None

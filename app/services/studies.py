@@ -17,14 +17,14 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from sqlalchemy.orm import Session
 
 from app.core.errors import InvalidStudy, InvalidUpload, NotFound, UnsupportedImage, UploadTooLarge
 from app.core.labels import Label
 from app.core.metrics import Metrics
-from app.core.wording import study_rule_sentences
+from app.core.wording import study_criteria_sentence, study_rule_sentences
 from app.db import CARD_OPERATING_POINT, JOB_DONE, PENDING_LABEL, AnalysisClaim, Database, Study, StudySlice
 from app.services.analysis import (
     AnalysisPipeline,
@@ -36,7 +36,7 @@ from app.services.analysis import (
     short_id,
     slice_image_jobs,
 )
-from app.services.details import SkippedFile, StudyDetails, StudySegmentationRecord
+from app.services.details import SkippedFile, StudyCriteria, StudyDetails, StudySegmentationRecord
 from app.services.inference import ModelRegistry, SliceClassifier, run_all
 from app.services.records import Records
 from app.services.segmentation import (
@@ -128,15 +128,32 @@ class StudyDecision:
     threshold: float
     # Where the threshold came from: "model card default" or the site operating point's description.
     operating_point: str = CARD_OPERATING_POINT
+    # The outline criterion (a multitask card's ``study_outline_px``): the study is also flagged
+    # when its outlined pixels on the model grid, summed over the slices, reach this count.
+    outline_px: int | None = None
 
     @classmethod
     def for_classifier(cls, classifier: SliceClassifier) -> StudyDecision:
         """The classifier's operating point: its card's ``study_aggregation`` and ``study_threshold``
-        (with safe defaults), or the study threshold a site chose."""
+        (with safe defaults), or the study threshold a site chose; and its card's outline criterion."""
         point = classifier.operating_point
         return cls(
-            aggregation=point.aggregation, threshold=point.study.value, operating_point=point.study.source
+            aggregation=point.aggregation,
+            threshold=point.study.value,
+            operating_point=point.study.source,
+            outline_px=classifier.model_card.study_outline_px if classifier.outlines_itself else None,
         )
+
+    def criteria(self, probability: float, segmentation: StudySegmentation | None) -> StudyCriteria:
+        """Which criteria flag a study with this aggregated ``probability`` and these outlines
+        (``None`` when the series was analysed without outlines: the outline criterion cannot apply)."""
+        outlined = segmentation.grid_blood_px if segmentation is not None else None
+        flagged_by: list[Literal["probability", "outline"]] = []
+        if probability >= self.threshold:
+            flagged_by.append("probability")
+        if self.outline_px is not None and outlined is not None and outlined >= self.outline_px:
+            flagged_by.append("outline")
+        return StudyCriteria(flagged_by=flagged_by, outline_threshold_px=self.outline_px, outline_px=outlined)
 
 
 @dataclass
@@ -259,13 +276,14 @@ class StudyService:
             classifier, series, segment, claim.heartbeat if claim else None, job.progress if job else None
         )
         probability = aggregate(analysis.probabilities, decision.aggregation)
+        criteria = decision.criteria(probability, analysis.segmentation)
         identity = new_record_columns(classifier.name, classifier.version)
         if job is not None:
             identity["id"] = job.study_id
         study = Study(
             **identity,
             probability=probability,
-            label=Label.decided(probability >= decision.threshold),
+            label=Label.decided(bool(criteria.flagged_by)),
             threshold=decision.threshold,
             operating_point=decision.operating_point,
             aggregation=decision.aggregation,
@@ -279,7 +297,9 @@ class StudyService:
             study_instance_uid=series.study_instance_uid,
             series_instance_uid=series.series_instance_uid,
             **patient_columns(fields, series.metadata),
-            details=self._details(classifier, series, analysis, details or {}).stored(),
+            details=self._details(
+                classifier, series, analysis, {**(details or {}), "criteria": criteria}
+            ).stored(),
         )
         slices = slice_rows(study.id, series, analysis.probabilities)
         timings.add("decode", decode_ms)
@@ -461,6 +481,8 @@ class StudyService:
             skipped_count=len(record.details.skipped),
             segmentation=section,
             decision_rule=decision_rule(self.registry, study),
+            criteria=criteria_sentence(study),
+            flagged_by_outline=flagged_by_outline_alone(study),
         )
         return render_study_report(report)
 
@@ -468,12 +490,38 @@ class StudyService:
 def decision_rule(registry: ModelRegistry, study: Study) -> list[str]:
     """How the study's decision was made and what its rule measured, from its model's card."""
     card = registry.find_card(study.model_name, study.model_version)
-    return study_rule_sentences(
+    criteria = StudyDetails.read(study.details).criteria
+    outline_px = criteria.outline_threshold_px if criteria is not None else None
+    sentences = study_rule_sentences(
         study.aggregation,
         study.threshold,
         card.study_threshold if card else None,
         card.study_results() if card else [],
+        outline_px,
+        card.input_shape[0] if card and card.input_shape else None,
     )
+    return sentences
+
+
+def criteria_sentence(study: Study) -> str | None:
+    """Which criterion of its rule flagged the study (or why none did), when its rule has the
+    outline criterion; ``None`` otherwise."""
+    criteria = StudyDetails.read(study.details).criteria
+    if criteria is None or study.probability is None:
+        return None
+    return study_criteria_sentence(
+        criteria.flagged_by,
+        study.probability,
+        study.threshold,
+        criteria.outline_px,
+        criteria.outline_threshold_px,
+    )
+
+
+def flagged_by_outline_alone(study: Study) -> bool:
+    """Whether only the outline criterion flagged the study (its probability stays under the threshold)."""
+    criteria = StudyDetails.read(study.details).criteria
+    return criteria is not None and list(criteria.flagged_by) == ["outline"]
 
 
 def slice_rows(study_id: str, series: StudySeries, probabilities: Sequence[float]) -> list[StudySlice]:

@@ -275,3 +275,82 @@ def test_a_multitask_card_without_outline_fields_is_not_loaded(
 
     assert not registry.ready
     assert "lacks the field(s) ['blood_threshold']" in caplog.text
+
+
+@pytest.fixture(scope="module")
+def outline_rule_store(multitask_model_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny multitask model with a study rule that only its outline criterion can meet: every
+    pixel counts as outlined blood (blood threshold 0), and no probability reaches 1.0."""
+    import shutil
+
+    store = tmp_path_factory.mktemp("outline_rule_store")
+    target = store / "ich-multitask" / "0.0.1"
+    shutil.copytree(multitask_model_store / "ich-multitask" / "0.0.1", target)
+    card = json.loads((target / "model_card.json").read_text(encoding="utf-8"))
+    card.update(blood_threshold=0.0, min_component_px=1, study_threshold=1.0, study_outline_px=3 * 64 * 64)
+    (target / "model_card.json").write_text(json.dumps(card), encoding="utf-8")
+    return store
+
+
+def test_the_outline_criterion_flags_a_study_the_probability_does_not(
+    outline_rule_store: Path, tmp_path: Path, series: list[tuple[str, bytes]]
+) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        model_store=outline_rule_store,
+        default_model="ich-multitask",
+        api_keys=API_KEY,
+        max_upload_mb=2,
+    )
+    with TestClient(create_app(settings)) as client:
+        client.headers["Authorization"] = f"Bearer {API_KEY}"
+        files = [("files", item) for item in series]
+        body = client.post("/api/v1/studies?wait=120", files=files).json()
+        # Three slices on the 64 x 64 model grid, every pixel outlined (the JPEGs are 512 x 512).
+        assert body["criteria"] == {
+            "flagged_by": ["outline"],
+            "outline_threshold_px": 12288,
+            "outline_px": 12288,
+        }
+        assert body["probability"] < body["threshold"] and body["label"] == "hemorrhage"
+        report = client.get(body["links"]["report"])
+        text = " ".join(
+            " ".join(page.extract_text().split()) for page in PdfReader(io.BytesIO(report.content)).pages
+        )
+        assert "flagged by its outline: 12,288 outlined pixels of blood" in text
+        assert "or when the outline marks at least 12,288 pixels of blood across its slices" in text
+
+        # Without outlines the criterion cannot apply, and the study says so.
+        without = client.post("/api/v1/studies?segment=false&wait=120", files=files).json()
+        assert without["criteria"] == {"flagged_by": [], "outline_threshold_px": 12288, "outline_px": None}
+        assert without["label"] == "no_hemorrhage"
+        report = client.get(without["links"]["report"])
+        text = " ".join(
+            " ".join(page.extract_text().split()) for page in PdfReader(io.BytesIO(report.content)).pages
+        )
+        assert "The outline criterion could not apply" in text
+
+    # One pixel more than the series holds: neither criterion flags it.
+    card_path = outline_rule_store / "ich-multitask" / "0.0.1" / "model_card.json"
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    card_path.write_text(json.dumps({**card, "study_outline_px": 12289}), encoding="utf-8")
+    try:
+        with TestClient(create_app(settings)) as client:
+            client.headers["Authorization"] = f"Bearer {API_KEY}"
+            body = client.post("/api/v1/studies?wait=120", files=files).json()
+    finally:
+        card_path.write_text(json.dumps(card), encoding="utf-8")
+    assert body["criteria"] == {"flagged_by": [], "outline_threshold_px": 12289, "outline_px": 12288}
+    assert body["label"] == "no_hemorrhage"
+
+
+def test_a_multitask_study_without_the_outline_criterion_records_only_the_probability(
+    multitask_client: TestClient, series: list[tuple[str, bytes]]
+) -> None:
+    body = multitask_client.post(
+        "/api/v1/studies?wait=120", files=[("files", item) for item in series]
+    ).json()
+    criteria = body["criteria"]
+    assert criteria["outline_threshold_px"] is None and criteria["outline_px"] >= 0
+    assert criteria["flagged_by"] == (["probability"] if body["probability"] >= body["threshold"] else [])
+    assert body["label"] == ("hemorrhage" if criteria["flagged_by"] else "no_hemorrhage")

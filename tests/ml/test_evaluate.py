@@ -62,6 +62,39 @@ def test_study_report_decides_each_patient_as_the_service_decides_a_study() -> N
     assert probabilities[:4].max() >= card["threshold"]
 
 
+def test_study_report_applies_the_outline_criterion_of_the_card() -> None:
+    card = {
+        "name": "m",
+        "version": "1",
+        "kind": "multitask",
+        "threshold": 0.3,
+        "study_aggregation": "max",
+        "study_threshold": 0.5,
+        "study_outline_px": 100,
+        "blood_threshold": 0.9,
+        "min_component_px": 10,
+    }
+    bundle = ModelBundle(model=None, card=card, path=Path("."))
+    # Patient a bleeds with low probabilities but 120 outlined pixels over two slices; b is normal
+    # with 90 (under the criterion); c bleeds with a high probability and no outline.
+    groups = ["a", "a", "b", "b", "c"]
+    labels = np.array([1, 1, 0, 0, 1])
+    probabilities = np.array([0.2, 0.3, 0.2, 0.1, 0.8])
+    outlined = np.array([70, 50, 90, 0, 0])
+    report = study_report(bundle, labels, probabilities, groups, resamples=20, outlined_px=outlined)
+    # The probability alone misses patient a; the whole rule does not.
+    assert report["confusion"]["fn"] == 1
+    rule = report["rule"]
+    assert rule["outline_px"] == 100 and rule["flagged_by_outline_alone"] == 1
+    assert rule["sensitivity"] == {"count": "2/2", "value": 1.0}
+    assert rule["specificity"] == {"count": "1/1", "value": 1.0}
+    # A card without the criterion reports the probability alone.
+    plain = ModelBundle(model=None, card={**card, "study_outline_px": None}, path=Path("."))
+    assert "rule" not in study_report(
+        plain, labels, probabilities, groups, resamples=20, outlined_px=outlined
+    )
+
+
 def test_site_operating_point_keeps_the_sensitivity_per_slice_and_per_patient(tmp_path: Path) -> None:
     card = {"name": "m", "version": "2", "threshold": 0.2, "study_aggregation": "max", "study_threshold": 0.3}
     bundle = ModelBundle(model=None, card=card, path=Path("."))

@@ -29,14 +29,16 @@ STORE = Path(__file__).resolve().parents[2] / "model_store"
 SERVED_MODEL = "ich-multitask"
 
 # Targets of the product that the served version does not reach yet, with what it measured on
-# the test split (its slice head is ich-compact 1.1.0's, so the slice and study figures are too).
+# the test split (its slice head is ich-compact 1.1.0's, so the slice figures are too; its study
+# rule adds the outline criterion).
 KNOWN_SHORTFALLS: dict[str, str] = {
-    "ct_ich_slice_auc": "ich-multitask 1.0.0: AUC 0.896, 95% CI 0.817-0.973 (target 0.95)",
-    "ct_ich_sensitivity_at_specificity_0.90": "ich-multitask 1.0.0: 0.60 (target 0.90)",
-    "head_ct_auc": "ich-multitask 1.0.0: AUC 0.910, 95% CI 0.776-1.000 on 24 images (target 0.97)",
-    "head_ct_accuracy": "ich-multitask 1.0.0: accuracy 0.54 at the served threshold (target 0.90)",
-    "ct_ich_study_specificity": "ich-multitask 1.0.0: 0 of 5 CT-ICH normal patients cleared (target 0.80)",
-    "bhsd_seg_heat_map_in_the_bleed": "ich-multitask 1.0.0: heat map peak in the bleed on 1 of 15 slices (target 0.80)",
+    "ct_ich_slice_auc": "ich-multitask 1.1.0: AUC 0.896, 95% CI 0.817-0.973 (target 0.95)",
+    "ct_ich_sensitivity_at_specificity_0.90": "ich-multitask 1.1.0: 0.60 (target 0.90)",
+    "head_ct_auc": "ich-multitask 1.1.0: AUC 0.910, 95% CI 0.776-1.000 on 24 images (target 0.97)",
+    "head_ct_accuracy": "ich-multitask 1.1.0: accuracy 0.54 at the served threshold (target 0.90)",
+    "study_sensitivity": "ich-multitask 1.1.0: 17 of 18 bleeding patients flagged, 0.94 (target 0.95); CT-ICH 3 of 4",
+    "ct_ich_study_specificity": "ich-multitask 1.1.0: 1 of 5 CT-ICH normal patients cleared (target 0.80)",
+    "bhsd_seg_heat_map_in_the_bleed": "ich-multitask 1.1.0: heat map peak in the bleed on 1 of 15 slices (target 0.80)",
 }
 # Perturbations that still move the answer, with what they measured.
 NOT_YET_ROBUST: dict[str, str] = {

@@ -62,3 +62,21 @@ def test_the_rule_rescues_a_small_bleed_and_clears_normal_patients() -> None:
 def test_no_rule_when_sensitivity_cannot_be_reached() -> None:
     labels = np.array([1, 0])
     assert choose_outline_rule(labels, np.array([0.5, 0.5]), np.array([1.0, 1.0]), labels == 0, 1.5) is None
+
+
+def test_the_service_counts_the_pixels_the_rule_was_chosen_on() -> None:
+    # The service's outlines (ml.segmenter.Outlining) and the bundle's evaluation count the same
+    # pixels of the same network output, whatever the size of the uploaded image.
+    from ml.data.preprocessing import Geometry
+    from ml.segmenter import Outlining
+
+    rng = np.random.default_rng(5)
+    logits = rng.normal(size=(32, 32, 6)).astype(np.float32)
+    logits[8:20, 8:20, 2] += 6.0
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=-1, keepdims=True)
+    outlining = Outlining(blood_threshold=0.9, min_component_px=12)
+    geometry = Geometry(original_shape=(512, 400), crop_box=(40, 480, 20, 380), pad=(0, 40), square_side=440)
+    result = outlining.result(probabilities, np.zeros(5), geometry)
+    expected = grid_blood_px((1.0 - probabilities[..., 0])[np.newaxis], 0.9, 12)[0]
+    assert result.grid_blood_px == expected > 0
+    assert result.class_map.shape == (512, 400)

@@ -29,6 +29,7 @@ from app.schemas import (
     ModelRef,
     SkippedOut,
     StoredObject,
+    StudyCriteriaOut,
     StudyFields,
     StudyJobLinks,
     StudyJobOut,
@@ -197,6 +198,9 @@ def to_schema(record: StudyRecord, request: Request) -> StudyOut:
         threshold=study.threshold,
         operating_point=study.operating_point,
         aggregation=study.aggregation,
+        criteria=StudyCriteriaOut.model_validate(details.criteria.model_dump())
+        if details.criteria is not None
+        else None,
         num_slices=study.num_slices,
         source=study.source,
         study_instance_uid=study.study_instance_uid,

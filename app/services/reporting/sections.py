@@ -71,12 +71,14 @@ class ReportDetails(Protocol):
     def requesting_clinician(self) -> str | None: ...
 
 
-def validate(report: ReportDetails, allowed: list[Label]) -> None:
+def validate(report: ReportDetails, allowed: list[Label], flagged_otherwise: bool = False) -> None:
     """Refuse a report whose numbers, label or time cannot be printed truthfully.
 
     Args:
         report: the report to check.
         allowed: the labels this kind of report may carry.
+        flagged_otherwise: a criterion other than the probability flagged it (a study's outline),
+            so a positive label under the threshold is true.
 
     Raises:
         ValueError: the probability or threshold is outside [0, 1], the label is not allowed or
@@ -87,7 +89,7 @@ def validate(report: ReportDetails, allowed: list[Label]) -> None:
             raise ValueError(f"{name} must be in [0, 1], got {value!r}.")
     if report.label not in allowed:
         raise ValueError(f"label must be one of {', '.join(map(repr, allowed))}, got {report.label!r}.")
-    if report.label == Label.HEMORRHAGE and report.probability < report.threshold:
+    if report.label == Label.HEMORRHAGE and report.probability < report.threshold and not flagged_otherwise:
         raise ValueError(
             f"label {report.label!r} contradicts probability {report.probability} below "
             f"threshold {report.threshold}."

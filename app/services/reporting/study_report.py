@@ -81,6 +81,10 @@ class StudyReport:
         operating_point: where the study threshold came from (the model card, or a site's).
         decision_rule: how the study decision is made and what the rule measured on held-out
             patients, one sentence each (``app.core.wording.study_rule_sentences``).
+        criteria: which criterion of a rule with the outline criterion flagged the study
+            (``app.core.wording.study_criteria_sentence``).
+        flagged_by_outline: the outline criterion alone flagged the study, so its label is
+            ``"hemorrhage"`` with a probability under the threshold.
     """
 
     report_id: str
@@ -104,6 +108,8 @@ class StudyReport:
     segmentation: SegmentationSection | None = None
     operating_point: str = CARD_OPERATING_POINT
     decision_rule: list[str] = field(default_factory=list)
+    criteria: str | None = None
+    flagged_by_outline: bool = False
 
 
 def study_decision_sentence(report: StudyReport) -> str:
@@ -115,6 +121,7 @@ def study_decision_sentence(report: StudyReport) -> str:
         report.aggregation,
         len(report.slice_probabilities),
         report.key_slices[0].index if report.key_slices else None,
+        report.flagged_by_outline,
     )
 
 
@@ -127,7 +134,7 @@ def render_study_report(report: StudyReport) -> bytes:
     Raises:
         ValueError: as :func:`render_slice_report`, or with no slice probabilities.
     """
-    validate(report, [Label.HEMORRHAGE, Label.NO_HEMORRHAGE])
+    validate(report, [Label.HEMORRHAGE, Label.NO_HEMORRHAGE], flagged_otherwise=report.flagged_by_outline)
     if not report.slice_probabilities:
         raise ValueError("A study report needs at least one slice probability.")
     created_utc = report.created_at.astimezone(UTC)
@@ -229,6 +236,8 @@ def _study_finding_section(report: StudyReport, styles: Styles) -> list[Flowable
         Spacer(1, 1.5 * mm),
         operating_point_line(report.operating_point, styles),
     ]
+    if report.criteria:
+        flowables += [Spacer(1, 1.5 * mm), Paragraph(markup(report.criteria), styles.body)]
     if report.decision_rule:
         flowables += [
             Spacer(1, 1.5 * mm),

@@ -85,11 +85,13 @@ class StudySegmentation:
         self.model: dict[str, str] | None = None
         self.slices: list[dict[str, list[Any]]] = []
         self.blood = PackedMasks()
+        self.grid_blood_px = 0
 
     def add(self, segmentation: SliceSegmentation) -> None:
         self.model = self.model or model_of(segmentation)
         self.slices.append(compact_numbers(segmentation))
         self.blood.append(segmentation.result.blood)
+        self.grid_blood_px += segmentation.result.grid_blood_px
 
     def summary(
         self, positions: Sequence[float | None], spacing_value: Any, slice_thickness: Any
@@ -115,6 +117,7 @@ class StudySegmentation:
             "volume_unavailable_reason": reason,
             "abc2": abc2,
             "blood_area_px": int(sum(totals)),
+            "grid_blood_px": self.grid_blood_px,
             "subtypes": {
                 name: {
                     "probability": max(

@@ -16,7 +16,7 @@ from app.api.web_auth import CsrfField, PageUser, check_csrf
 from app.schemas import StudyJobOut
 from app.services.job_attempts import DONE
 from app.services.storage import STUDIES
-from app.services.studies import decision_rule
+from app.services.studies import criteria_sentence, decision_rule
 
 router = page_router()
 
@@ -43,6 +43,7 @@ def study_page(
         view=study_view(record),
         segmentation=segmentation,
         decision_rule=decision_rule(registry, record.study),
+        criteria=criteria_sentence(record.study),
     )
 
 
