@@ -68,7 +68,19 @@ def test_the_shipped_store_has_classifiers_of_both_versions_and_a_segmentation_m
         ("ich-compact", "1.1.0"),
         ("ich-unet", "1.1.0"),
         ("ich-multitask", "1.0.0"),
+        ("ich-multitask", "1.1.0"),
     } <= found
+
+
+def test_the_outline_criterion_of_a_study_rule_is_a_positive_pixel_count() -> None:
+    from ml.errors import DataError
+
+    card = ModelCard.from_mapping(classifier_card(kind="multitask", study_outline_px=361))
+    assert card.study_outline_px == 361
+    assert ModelCard.from_mapping(classifier_card()).study_outline_px is None
+    for bad in (0, -5, "many"):
+        with pytest.raises(DataError, match="study_outline_px"):
+            ModelCard.from_mapping(classifier_card(kind="multitask", study_outline_px=bad))
 
 
 def test_a_multitask_card_is_a_classifier_that_outlines() -> None:
