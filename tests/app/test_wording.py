@@ -135,3 +135,40 @@ def test_the_study_rule_is_told_with_what_it_measured_on_held_out_patients() -> 
     site = " ".join(study_rule_sentences("max", 0.7, 0.4, []))
     assert "site's operating point sets the study threshold" in site and "40.0%" in site
     assert "gives no measured sensitivity and specificity" in site
+
+
+def test_the_rule_names_the_outline_criterion_when_the_card_has_one() -> None:
+    from app.core.wording import study_rule_sentences
+
+    with_outline = study_rule_sentences("top3_mean", 0.571, 0.571, [], outline_px=1361, grid=288)[0]
+    assert "reaches the study threshold of 57.1%" in with_outline
+    assert "or when the outline marks at least 1,361 pixels of blood across its slices" in with_outline
+    assert "288 x 288 grid" in with_outline
+    assert "outline" not in study_rule_sentences("top3_mean", 0.571, 0.571, [])[0]
+
+
+def test_each_study_says_which_criterion_flagged_it() -> None:
+    from app.core.wording import study_criteria_sentence
+
+    assert study_criteria_sentence(["probability"], 0.8, 0.5, 10, None) is None
+    alone = study_criteria_sentence(["outline"], 0.3, 0.5, 900, 361)
+    assert alone is not None and alone.startswith(
+        "This study was flagged by its outline: 900 outlined pixels"
+    )
+    assert "stays under the study threshold of 50.0%" in alone
+    both = study_criteria_sentence(["probability", "outline"], 0.8, 0.5, 900, 361)
+    assert both is not None and "both criteria" in both
+    by_probability = study_criteria_sentence(["probability"], 0.8, 0.5, 12, 361)
+    assert by_probability is not None and "its outline holds 12 outlined pixels" in by_probability
+    cleared = study_criteria_sentence([], 0.3, 0.5, 12, 361)
+    assert cleared is not None and cleared.startswith("Neither criterion flags this study")
+    off = study_criteria_sentence([], 0.3, 0.5, None, 361)
+    assert off is not None and "analysed without outlines" in off
+
+
+def test_a_study_flagged_by_its_outline_alone_says_so_in_its_decision() -> None:
+    from app.core.wording import study_decision_text
+
+    text = study_decision_text(0.3, 0.5, "hemorrhage", "top3_mean", 30, 4, flagged_by_outline=True)
+    assert "Haemorrhage suspected from the blood outlined across the series" in text
+    assert "probability stays under the threshold" in text
