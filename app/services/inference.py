@@ -25,6 +25,7 @@ from PIL.PngImagePlugin import PngInfo, putchunk
 
 from app.core.errors import InvalidUpload, ModelUnavailable, NotFound, UnsupportedImage
 from app.core.labels import Label
+from app.services.details import OutlineModel
 from app.services.operating_points import OperatingPointInUse
 from ml.data.imaging import DecodedImage, ImageDecodeError, UnsupportedImageError, decode_image
 from ml.data.preprocessing import preprocess
@@ -561,7 +562,10 @@ class ModelRegistry:
 
     def outline_model_card(self, record: Any) -> ModelCard | None:
         """The card of the model named in a stored outline record (a segmentation or a multitask
-        model); None when it names none, or one no longer loaded."""
+        model), typed or as stored; None when it names none, or one no longer loaded."""
+        named = getattr(record, "model", None)
+        if isinstance(named, OutlineModel):
+            return self.find_card(named.name, named.version)
         model = record.get("model") if isinstance(record, dict) else None
         if not isinstance(model, dict):
             return None
