@@ -131,21 +131,26 @@ def job_answer(
     )
 
 
+def _summary_fields(study: Study, request: Request) -> dict[str, Any]:
+    """What a study's summary says, and its full form too."""
+    return {
+        "id": study.id,
+        "created_at": study.created_at,
+        "probability": study.probability,
+        "label": study.label,
+        "threshold": study.threshold,
+        "operating_point": study.operating_point,
+        "aggregation": study.aggregation,
+        "num_slices": study.num_slices,
+        "source": study.source,
+        "model": ModelRef(name=study.model_name, version=study.model_version),
+        "study": _fields(study),
+        "links": _links(study, request),
+    }
+
+
 def to_summary(study: Study, request: Request) -> StudySummary:
-    return StudySummary(
-        id=study.id,
-        created_at=study.created_at,
-        probability=study.probability,
-        label=study.label,
-        threshold=study.threshold,
-        operating_point=study.operating_point,
-        aggregation=study.aggregation,
-        num_slices=study.num_slices,
-        source=study.source,
-        model=ModelRef(name=study.model_name, version=study.model_version),
-        study=_fields(study),
-        links=_links(study, request),
-    )
+    return StudySummary(**_summary_fields(study, request))
 
 
 def study_segmentation_schema(stored: StudySegmentationRecord | None) -> StudySegmentationOut | None:
@@ -186,24 +191,15 @@ def to_schema(record: StudyRecord, request: Request) -> StudyOut:
     """The API form of a stored study and its slices."""
     study = record.study
     details = record.details
-    links = _links(study, request)
+    summary = _summary_fields(study, request)
+    links: StudyLinks = summary["links"]
     key_slices = record.key_slices
     stored = details.segmentation.model_dump(mode="json") if details.segmentation is not None else None
     return StudyOut(
-        id=study.id,
-        created_at=study.created_at,
-        probability=study.probability,
-        label=study.label,
-        threshold=study.threshold,
-        operating_point=study.operating_point,
-        aggregation=study.aggregation,
-        num_slices=study.num_slices,
-        source=study.source,
+        **summary,
         study_instance_uid=study.study_instance_uid,
         series_instance_uid=study.series_instance_uid,
         ordering=details.ordering,
-        model=ModelRef(name=study.model_name, version=study.model_version),
-        study=_fields(study),
         key_slices=key_slices,
         slices=[
             StudySliceOut(
@@ -234,7 +230,6 @@ def to_schema(record: StudyRecord, request: Request) -> StudyOut:
             for item in details.stored_in_pacs
         ],
         timings_ms=study.timings_ms or {},
-        links=links,
         segmentation=study_segmentation_schema(details.segmentation),
     )
 
