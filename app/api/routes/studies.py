@@ -18,6 +18,7 @@ from app.api.deps import (
     StudyServiceDep,
     UploadUser,
 )
+from app.api.files import API_MAX_AGE_SECONDS, stored_file_response
 from app.api.routes.predictions import segmentation_schema
 from app.core.errors import InvalidUpload, NotFound, UploadTooLarge
 from app.core.labels import StudyLabel
@@ -375,10 +376,8 @@ def read_study_file(
         )
     identifier = str(study_id)
     data = service.read_file(identifier, file_name)
-    headers = {"Cache-Control": "private, max-age=3600"}
-    if file_name.endswith(".pdf"):
-        headers["Content-Disposition"] = f'attachment; filename="ich-study-report-{identifier}.pdf"'
-    return Response(content=data, media_type=file_type(file_name), headers=headers)
+    attachment = f"ich-study-report-{identifier}.pdf" if file_name.endswith(".pdf") else None
+    return stored_file_response(data, file_type(file_name), API_MAX_AGE_SECONDS, attachment)
 
 
 @router.delete("/{study_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
