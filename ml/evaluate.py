@@ -31,8 +31,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from ml.cli import ArgumentParser, data_errors
-from ml.data.datasets import Sample, read_labelled_csv
-from ml.data.imaging import ImageDecodeError, UnsupportedImageError, decode_image
+from ml.data.datasets import Sample, load_image, read_labelled_csv
 from ml.data.preprocessing import preprocess
 from ml.errors import DataError, MissingDataFile
 from ml.evaluation.metrics import (
@@ -83,10 +82,7 @@ def _read_pixels(path: Path) -> np.ndarray:
     """The pixels of one listed image; a missing or unreadable file is the CSV's error, not a bug."""
     if not path.is_file():
         raise MissingDataFile(f"Image not found: {path}; image paths are read relative to the CSV.")
-    try:
-        return decode_image(path.read_bytes()).pixels
-    except (ImageDecodeError, UnsupportedImageError) as error:
-        raise DataError(f"Could not read image {path}: {error}") from error
+    return load_image(path)
 
 
 def site_threshold(

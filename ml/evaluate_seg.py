@@ -24,7 +24,7 @@ import keras
 import numpy as np
 
 from ml.cli import ArgumentParser, data_errors
-from ml.data.datasets import default_data_dir, load_image, read_csv_rows
+from ml.data.datasets import default_data_dir, load_raw_image, read_csv_rows
 from ml.data.preprocessing import PreprocessConfig
 from ml.data.segmentation import (
     SUBTYPES,
@@ -73,7 +73,7 @@ def read_mask_csv(
         if not (row[image_col] or "").strip() or not (row[mask_col] or "").strip():
             raise DataError(f"{csv_path}, line {index}: empty {image_col!r} or {mask_col!r}.")
         mask_path = (csv_path.parent / row[mask_col].strip()).resolve()
-        mask = load_image(mask_path)
+        mask = load_raw_image(mask_path)
         present = np.unique(mask)
         samples.append(
             SegSample(

@@ -80,7 +80,7 @@ FLAG_BOX = 2
 COLLECTIONS = ("ct_ich", "head_ct", "phe_sich", "bhsd_seg")
 # Changes with what preparation makes of a slice (orientation, pixel labels), so that a cache of
 # another preparation is never read.
-PREPARATION = "2: phe_sich face up with derived blood; no-head slices ignored"
+PREPARATION = "3: phe_sich face up with derived blood; no-head slices ignored; slices read by decode_image"
 
 
 @dataclass

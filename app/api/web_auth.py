@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 from fastapi import Depends, Form, Request
 
 from app.core.config import Settings
+from app.core.errors import ServiceError
 from app.core.sessions import CSRF_FIELD, csrf_valid, end_session
 from app.services.auth import Principal
 
@@ -23,8 +24,20 @@ class SignInRequired(Exception):
     """The page needs a signed-in browser session."""
 
 
-class CsrfRejected(Exception):
+CSRF_MESSAGE = (
+    "This form has expired or did not come from this site, so it was not accepted. "
+    "Reload the page and try again (cookies must be allowed for this site)."
+)
+
+
+class CsrfRejected(ServiceError):
     """A form arrived without its session's CSRF token."""
+
+    status_code = 403
+    title = "Form not accepted"
+
+    def __init__(self, detail: str = CSRF_MESSAGE) -> None:
+        super().__init__(detail)
 
 
 def safe_next(target: str | None) -> str:

@@ -1,13 +1,22 @@
-"""Domain errors raised by services, and the handlers that turn them into JSON responses."""
+"""Domain errors raised by services, how each is answered, and the API's handlers.
+
+:func:`answer_for` is the one mapping from an error to its status, ``detail``, page heading and
+headers: the API's handlers here send it as JSON, the pages (:mod:`app.api.routes.pages.errors`)
+render it as HTML. A new error is a :class:`ServiceError` subclass with its ``status_code`` (and,
+where the status's heading does not fit, its ``title``), declared once.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.core.logs import route_template
 
@@ -19,9 +28,15 @@ class InvalidSettings(Exception):
 
 
 class ServiceError(Exception):
-    """Base class: ``status_code`` and a ``detail`` a person can act on."""
+    """Base class: ``status_code`` and a ``detail`` a person can act on.
+
+    ``title`` is the heading of the page that shows the error (None: the status's, from
+    :data:`STATUS_TITLES`); ``retry_after``, where set, is sent as the ``Retry-After`` header.
+    """
 
     status_code = 500
+    title: str | None = None
+    retry_after: int | None = None
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -110,6 +125,76 @@ def malformed_id(exc: RequestValidationError) -> NotFound | None:
     return NotFound(f"No {kind} with id {errors[0].get('input')!r}.")
 
 
+# The heading of an error page for each status; the detail says the rest.
+STATUS_TITLES = {
+    400: "The request could not be used",
+    403: "Not allowed",
+    404: "Not found",
+    405: "Not allowed",
+    413: "File too large",
+    415: "File not readable",
+    429: "Too many uploads",
+    503: "Service not ready",
+}
+DEFAULT_TITLE = "Something went wrong"
+
+
+@dataclass(frozen=True)
+class ErrorAnswer:
+    """How an error is answered, in whatever form: JSON for the API, a page for a browser."""
+
+    status_code: int
+    detail: str
+    # A heading of the error's own; None: the status's (see :attr:`heading`).
+    title: str | None = None
+    headers: Mapping[str, str] | None = None
+    # Each field's error of an invalid API request (``loc``, ``msg``, ``type``).
+    errors: list[dict[str, Any]] | None = None
+    # The error it is answered as, for the error counts (a malformed id counts as ``NotFound``).
+    counted_as: str = ""
+
+    @property
+    def heading(self) -> str:
+        """The error page's heading."""
+        return self.title or STATUS_TITLES.get(self.status_code, DEFAULT_TITLE)
+
+
+def answer_for(exc: Exception, *, from_page: bool = False) -> ErrorAnswer | None:
+    """The status, ``detail``, heading and headers that answer ``exc``; None for an error nobody
+    foresaw (a bug: the server's own error answers it).
+
+    Domain errors keep their class's status; HTTP errors keep theirs; a malformed id is an unknown
+    one (404). Any other invalid request is a 422 for the API, and a 400 for a page (whose own
+    form sent it).
+    """
+    if isinstance(exc, ServiceError):
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+        return ErrorAnswer(exc.status_code, exc.detail, exc.title, headers, counted_as=type(exc).__name__)
+    if isinstance(exc, StarletteHTTPException):
+        return ErrorAnswer(exc.status_code, str(exc.detail), headers=exc.headers, counted_as="HTTPException")
+    if isinstance(exc, RequestValidationError):
+        not_found = malformed_id(exc)
+        if not_found is not None:
+            return answer_for(not_found)
+        if from_page:
+            return ErrorAnswer(
+                400,
+                "The request was not understood. " + describe_validation(exc),
+                counted_as="RequestValidationError",
+            )
+        errors = [
+            {"loc": list(error.get("loc", ())), "msg": error.get("msg", ""), "type": error.get("type", "")}
+            for error in exc.errors()
+        ]
+        return ErrorAnswer(
+            422,
+            "Invalid request. " + describe_validation(exc),
+            errors=errors,
+            counted_as="RequestValidationError",
+        )
+    return None
+
+
 def _count_error(request: Request, error_type: str) -> None:
     metrics = getattr(request.app.state, "metrics", None)
     if metrics is not None:
@@ -117,31 +202,21 @@ def _count_error(request: Request, error_type: str) -> None:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Map domain and validation errors to ``{"detail": ...}`` JSON responses."""
+    """Answer domain and validation errors with ``{"detail": ...}`` JSON, as :func:`answer_for` says."""
 
     @app.exception_handler(ServiceError)
-    async def handle_service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        _count_error(request, type(exc).__name__)
-        if exc.status_code >= 500:
-            logger.error("%s on %s: %s", type(exc).__name__, route_template(request.scope), exc.detail)
-        retry_after = getattr(exc, "retry_after", None)
-        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-        return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail}, headers=headers)
-
     @app.exception_handler(RequestValidationError)
-    async def handle_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        not_found = malformed_id(exc)
-        if not_found is not None:
-            return await handle_service_error(request, not_found)
-        _count_error(request, "RequestValidationError")
-        errors = [
-            {"loc": list(error.get("loc", ())), "msg": error.get("msg", ""), "type": error.get("type", "")}
-            for error in exc.errors()
-        ]
-        return JSONResponse(
-            status_code=422,
-            content={"detail": "Invalid request. " + describe_validation(exc), "errors": errors},
-        )
+    async def handle_error(request: Request, exc: Exception) -> JSONResponse:
+        answer = answer_for(exc)
+        if answer is None:  # only the two types above are handled here
+            raise exc
+        _count_error(request, answer.counted_as)
+        if answer.status_code >= 500:
+            logger.error("%s on %s: %s", answer.counted_as, route_template(request.scope), answer.detail)
+        content: dict[str, Any] = {"detail": answer.detail}
+        if answer.errors is not None:
+            content["errors"] = answer.errors
+        return JSONResponse(status_code=answer.status_code, content=content, headers=answer.headers)
 
     document_validation_errors(app)
 

@@ -204,10 +204,9 @@ class PredictionService:
         # Outlines on an image that is not a head CT slice mean nothing, as its probability does.
         in_scope = prediction.label != Label.OUT_OF_SCOPE
         if in_scope and details.segmentation is not None and self.files.exists(prediction.id, CONTOURS_FILE):
-            segmentation = details.segmentation.model_dump(mode="json")
             section = slice_report_section(
-                segmentation,
-                self.registry.outline_card(segmentation),
+                details.segmentation,
+                self.registry.outline_card(details.segmentation),
                 original_png,
                 self.files.read(prediction.id, CONTOURS_FILE),
             )

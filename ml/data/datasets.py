@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ml.data.imaging import ImageDecodeError, UnsupportedImageError, decode_image
 from ml.errors import DataError, MissingDataFile
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "Sample",
     "default_data_dir",
     "load_image",
+    "load_raw_image",
     "read_ct_ich",
     "read_datasets",
     "read_csv_rows",
@@ -180,11 +182,39 @@ def read_datasets(data_dir: Path, names: Iterable[str]) -> list[Sample]:
 
 
 def load_image(path: Path) -> np.ndarray:
-    """Decode an image file (PNG, JPEG, or anything OpenCV reads) without changing depth."""
-    if not Path(path).is_file():
-        raise MissingDataFile(f"Image not found: {path}.")
-    data = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    """The pixels of an image file as the models see them: 2-D uint8 grey.
+
+    Training, evaluation and the service all decode through :func:`ml.data.imaging.decode_image`
+    (colour and alpha to grey, 16-bit stretched to 8, DICOM in the brain window), so a model is
+    trained on the same pixels it is later asked about.
+
+    Raises:
+        MissingDataFile: no file at ``path``.
+        DataError: the file is not a PNG, JPEG or DICOM image, or it is damaged.
+    """
+    data = _read_bytes(path)
+    try:
+        return decode_image(data).pixels
+    except (ImageDecodeError, UnsupportedImageError) as error:
+        raise DataError(f"Could not decode image {path}: {error}") from error
+
+
+def load_raw_image(path: Path) -> np.ndarray:
+    """An image file's values as stored (depth and channels kept), for masks and Hounsfield-coded
+    PNGs: their values are classes or Hounsfield units, not grey levels, so nothing converts,
+    windows or stretches them.
+
+    Raises:
+        MissingDataFile: no file at ``path``.
+        DataError: OpenCV cannot decode the file.
+    """
+    image = cv2.imdecode(np.frombuffer(_read_bytes(path), np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise DataError(f"Could not decode image {path}.")
     return image
+
+
+def _read_bytes(path: Path) -> bytes:
+    if not Path(path).is_file():
+        raise MissingDataFile(f"Image not found: {path}.")
+    return Path(path).read_bytes()

@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ml.data.datasets import Sample, _parse_label, load_image, read_csv_rows
+from ml.data.datasets import Sample, _parse_label, load_image, load_raw_image, read_csv_rows
 from ml.data.preprocessing import head_mask, to_grayscale
 from ml.data.segmentation import SUBTYPES
 from ml.errors import DataError
@@ -219,17 +219,14 @@ def rotate_box(box: Box, shape: tuple[int, int], rotation: int = FACE_UP_ROTATIO
 
 def load_phe_image(item: PheSlice) -> np.ndarray:
     """The slice's pixels (2-D uint8), face up."""
-    image = load_image(item.path)
-    if image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    return rotate_face_up(image, item.rotation)
+    return rotate_face_up(load_image(item.path), item.rotation)
 
 
 def load_oedema_mask(item: PheSlice) -> np.ndarray | None:
     """The oedema outline (boolean), face up, or ``None`` where the slice has none."""
     if item.oedema_mask_path is None:
         return None
-    mask = load_image(item.oedema_mask_path)
+    mask = load_raw_image(item.oedema_mask_path)
     if mask.ndim == 3:
         mask = mask[:, :, 0]
     return rotate_face_up(mask > 0, item.rotation)

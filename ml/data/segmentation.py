@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ml.data.datasets import load_image, read_csv_rows
+from ml.data.datasets import load_image, load_raw_image, read_csv_rows
 from ml.data.preprocessing import Geometry, PreprocessConfig, preprocess
 from ml.errors import MissingDataFile
 
@@ -82,10 +82,11 @@ class SegSample:
 
 def load_seg_image(sample: SegSample) -> np.ndarray:
     """The slice as an 8-bit brain-window image (HU PNGs are windowed to 0..80 HU)."""
-    image = load_image(sample.path)
     if not sample.hounsfield_png:
-        return image
-    gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        return load_image(sample.path)
+    # The stored values are Hounsfield units: read them as they are and window them here.
+    stored = load_raw_image(sample.path)
+    gray = stored if stored.ndim == 2 else cv2.cvtColor(stored, cv2.COLOR_BGR2GRAY)
     low, high = BRAIN_WINDOW_HU
     windowed = (gray.astype(np.float32) - low) / (high - low)
     return np.round(np.clip(windowed, 0.0, 1.0) * 255.0).astype(np.uint8)
@@ -95,7 +96,7 @@ def load_mask(sample: SegSample, shape: tuple[int, int]) -> np.ndarray:
     """Class-index mask (uint8, 0..5) of ``shape``; all background when the mask is empty."""
     if sample.mask_path is None:
         return np.zeros(shape, np.uint8)
-    mask = load_image(sample.mask_path)
+    mask = load_raw_image(sample.mask_path)
     if mask.ndim == 3:
         mask = mask[:, :, 0]
     if mask.shape != shape:

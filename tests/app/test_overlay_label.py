@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.services.inference import OVERLAY_WARNING, caption, labelled_overlay_png
+from app.services.inference import OVERLAY_WARNING, caption, encode_png, labelled_overlay_png, with_png_text
 
 
 def png_text(data: bytes) -> dict[str, str]:
@@ -49,6 +49,25 @@ def test_labelled_overlay_png_carries_model_and_warning_as_text() -> None:
     text = png_text(data)
     assert "ich-compact 1.2.3" in text["Software"]
     assert OVERLAY_WARNING in text["Disclaimer"]
+
+
+def test_png_text_keeps_the_pixels_and_any_script() -> None:
+    image = np.arange(48 * 32 * 3, dtype=np.uint32).reshape(48, 32, 3).astype(np.uint8)
+    plain = encode_png(image)
+    data = with_png_text(plain, {"Software": "ICH Detect, model ich-x 1.0.0", "Title": "脑出血 – Blutung"})
+    with Image.open(io.BytesIO(data)) as opened:
+        assert np.array_equal(np.asarray(opened.convert("RGB")), image)
+        opened.load()
+        # Latin-1 text is a tEXt chunk; other scripts go to iTXt (UTF-8) instead of being replaced.
+        assert dict(opened.text) == {  # type: ignore[attr-defined]
+            "Software": "ICH Detect, model ich-x 1.0.0",
+            "Title": "脑出血 – Blutung",
+        }
+    assert data.count(b"tEXt") == 1 and data.count(b"iTXt") == 1
+    # The image data are the encoder's, byte for byte.
+    assert data.endswith(plain[33:])
+    with pytest.raises(ValueError, match="Not a PNG"):
+        with_png_text(b"\xff\xd8\xff" + bytes(40), {"Software": "x"})
 
 
 def test_served_overlay_names_the_model(client: TestClient, png_bytes: bytes) -> None:

@@ -14,6 +14,7 @@ from app.api.routes.pages.views import outline_card, segmentation_view, study_se
 from app.services.details import OutlineModel, SliceSegmentationRecord, StudySegmentationRecord
 from app.services.inference import ModelRegistry
 from app.services.segmentation import FALLBACK_NOTE
+from ml.data.segmentation import SUBTYPES
 from ml.model_card import ModelCard
 
 
@@ -116,9 +117,11 @@ def test_slice_outlines_read_from_the_typed_record() -> None:
     assert view is not None
     assert (view["model"].name, view["model"].version) == ("seg", "2")
     assert view["millimetres"] and view["blood"] and view["contours"] == "/c.png"
-    rows = {row["name"]: row for row in view["rows"]}
-    assert rows["subdural"]["present"] and rows["subdural"]["area_px"] == 40
-    assert not rows["epidural"]["present"]
+    rows = {row.name: row for row in view["rows"]}
+    assert rows["subdural"].present and rows["subdural"].area_px == 40
+    assert rows["subdural"].area_mm2 == 10.0 and rows["subdural"].probability == 0.9
+    assert rows["subdural"].colour == "#cc79a7" and rows["subdural"].volume_ml is None
+    assert not rows["epidural"].present and rows["epidural"].probability == 0.0
     assert view["help"] == [FALLBACK_NOTE]
 
 
@@ -147,3 +150,6 @@ def test_study_volumes_read_from_the_typed_record() -> None:
     assert view is not None and view["abc2"] is not None and view["abc2"].volume_ml == 1.2
     assert view["summary"][0].startswith("Outlined blood volume 1.5 mL by voxel counting: 100 pixels")
     assert view["summary"][1].startswith("Bedside ABC/2 estimate from the same outlines: 1.2 mL")
+    rows = {row.name: row for row in view["rows"]}
+    assert rows["subdural"].volume_ml == 1.5 and rows["subdural"].area_mm2 is None
+    assert [row.name for row in view["rows"]] == list(SUBTYPES)

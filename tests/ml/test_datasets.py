@@ -13,6 +13,7 @@ from ml.data.datasets import (
     Sample,
     default_data_dir,
     load_image,
+    load_raw_image,
     read_ct_ich,
     read_datasets,
     read_head_ct,
@@ -223,14 +224,27 @@ class TestReadLabelledCsv:
 class TestLoadImage:
     pytestmark = real_data
 
-    def test_png_keeps_its_rgb_encoded_grey(self) -> None:
-        image = load_image(DATA_DIR / "head_ct" / "images" / "000.png")
+    def test_png_keeps_its_rgb_encoded_grey_as_stored(self) -> None:
+        image = load_raw_image(DATA_DIR / "head_ct" / "images" / "000.png")
         assert image.dtype == np.uint8
         assert image.ndim == 3 and image.shape[2] == 3
         assert 134 <= min(image.shape[:2]) and max(image.shape[:2]) <= 957
         # RGB-encoded greyscale: the three channels agree.
         assert np.array_equal(image[..., 0], image[..., 1])
         assert np.array_equal(image[..., 0], image[..., 2])
+
+    def test_png_rgb_encoded_grey_is_read_as_its_grey(self) -> None:
+        path = DATA_DIR / "head_ct" / "images" / "000.png"
+        image = load_image(path)
+        assert image.dtype == np.uint8 and image.ndim == 2
+        assert np.array_equal(image, load_raw_image(path)[..., 0])
+
+    def test_mask_values_are_kept(self) -> None:
+        mask = load_raw_image(DATA_DIR / "bhsd_seg" / "masks" / "bhsd_121025.png")
+        assert mask.dtype == np.uint8 and mask.ndim == 2
+        # Class 4 (subarachnoid) on 322 pixels, as the label file says; nothing stretched.
+        assert set(np.unique(mask).tolist()) == {0, 4}
+        assert int((mask == 4).sum()) == 322
 
     def test_jpeg_is_650_square_greyscale(self) -> None:
         image = load_image(DATA_DIR / "ct_ich" / "Patients_CT" / "050" / "brain" / "1.jpg")
@@ -244,6 +258,14 @@ def test_load_image_rejects_non_images(tmp_path: Path) -> None:
     path.write_bytes(b"not an image at all")
     with pytest.raises(ValueError, match="Could not decode image"):
         load_image(path)
+    with pytest.raises(ValueError, match="Could not decode image"):
+        load_raw_image(path)
+
+
+def test_load_image_names_a_missing_file(tmp_path: Path) -> None:
+    for reader in (load_image, load_raw_image):
+        with pytest.raises(FileNotFoundError, match="Image not found"):
+            reader(tmp_path / "absent.png")
 
 
 def test_default_data_dir_honours_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -1,11 +1,10 @@
-"""Training, evaluation and the service turn the same file into the same model input.
+"""Training, evaluation and the service turn the same file into the same pixels and model input.
 
-Three readers decode image files: training's :func:`ml.data.datasets.load_image` (OpenCV, depth and
-channels as stored), ``ml.evaluate``'s reader and the service's :func:`app.services.inference.decode_upload`
-(both :func:`ml.data.imaging.decode_image`: 2-D uint8, DICOM in the brain window). Each image then
-goes through :func:`ml.data.preprocessing.preprocess`. Training keeps its own reader because the
-shipped models were trained on what it gives: on a colour PNG the two conversions to grey differ (see
-:func:`test_training_reads_a_grey_rgb_png_as_the_service_does_up_to_rounding`).
+Every reader of slices goes through :func:`ml.data.imaging.decode_image` (2-D uint8 grey, DICOM in
+the brain window): training's :func:`ml.data.datasets.load_image` (behind
+:func:`ml.training.preprocess_samples` and the segmentation readers), ``ml.evaluate``'s reader and
+the service's :func:`app.services.inference.decode_upload`. Each file below goes through all of
+them, and the arrays must be the same to the bit.
 """
 
 from __future__ import annotations
@@ -16,69 +15,78 @@ import numpy as np
 import pytest
 
 from app.services.inference import decode_upload
-from ml.data.datasets import load_image
+from ml.data.datasets import Sample, load_image, load_raw_image
 from ml.data.imaging import DEFAULT_MAX_PIXELS
 from ml.data.preprocessing import PreprocessConfig, preprocess
+from ml.data.segmentation import SegSample, load_seg_image
 from ml.data.windowing import BRAIN_WINDOW
-from ml.errors import DataError
 from ml.evaluate import _read_pixels as evaluation_reader
+from ml.training import preprocess_samples
 
 FILES = {
+    # head_ct stores grey slices as RGB (some as RGBA), and a few of them not quite grey.
     "png": Path("head_ct", "images", "000.png"),
+    "rgba_png": Path("head_ct", "images", "195.png"),
+    "colour_png": Path("head_ct", "images", "167.png"),
     "jpeg": Path("ct_ich", "Patients_CT", "050", "brain", "1.jpg"),
+    "grey_png": Path("phe_sich", "images", "0004_00.png"),
     "dicom": Path("rsna_dicom", "dicom", "ID_0000aee4b.dcm"),
 }
 # The input sizes of the shipped classifiers (224 and 288 px) and of the tests' tiny model.
 CONFIGS = [PreprocessConfig(image_size=size) for size in (224, 288, 64)]
 
 
-def model_input(pixels: np.ndarray, config: PreprocessConfig) -> np.ndarray:
-    return preprocess(pixels, config).image
-
-
 def service_pixels(path: Path) -> np.ndarray:
     return decode_upload(path.read_bytes(), DEFAULT_MAX_PIXELS).pixels
 
 
+def training_input(path: Path, config: PreprocessConfig) -> np.ndarray:
+    """What the classifier's training loop is fed for this file (uint8, ``S x S x 1``)."""
+    sample = Sample(path=path, label=0, group="patient", dataset="test")
+    return preprocess_samples([sample], config)[0]
+
+
+def stored_input(pixels: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+    """The same preprocessing on already decoded pixels, stored as training stores it."""
+    return np.round(preprocess(pixels, config).image * 255.0).astype(np.uint8)
+
+
 @pytest.mark.parametrize("kind", sorted(FILES))
-def test_evaluation_reads_every_format_as_the_service_does(data_dir: Path, kind: str) -> None:
+def test_every_reader_gives_the_services_pixels(data_dir: Path, kind: str) -> None:
     path = data_dir / FILES[kind]
-    evaluation, service = evaluation_reader(path), service_pixels(path)
-    assert np.array_equal(evaluation, service)
+    service = service_pixels(path)
+    assert service.dtype == np.uint8 and service.ndim == 2
+    segmentation = load_seg_image(
+        SegSample(path=path, mask_path=None, subtypes=(0,) * 5, group="g", dataset="test", mask_known=False)
+    )
+    for pixels in (load_image(path), evaluation_reader(path), segmentation):
+        assert pixels.dtype == np.uint8
+        assert np.array_equal(pixels, service)
+
+
+@pytest.mark.parametrize("kind", sorted(FILES))
+def test_training_feeds_the_model_what_the_service_feeds_it(data_dir: Path, kind: str) -> None:
+    path = data_dir / FILES[kind]
+    service = service_pixels(path)
     for config in CONFIGS:
-        assert np.array_equal(model_input(evaluation, config), model_input(service, config))
+        assert np.array_equal(training_input(path, config), stored_input(service, config))
+        assert np.array_equal(
+            preprocess(evaluation_reader(path), config).image, preprocess(service, config).image
+        )
 
 
-def test_training_reads_a_greyscale_jpeg_as_the_service_does(data_dir: Path) -> None:
-    path = data_dir / FILES["jpeg"]
-    training, service = load_image(path), service_pixels(path)
-    assert training.shape == service.shape and training.dtype == np.uint8
-    assert np.array_equal(training, service)
-    for config in CONFIGS:
-        assert np.array_equal(model_input(training, config), model_input(service, config))
+def test_a_colour_png_is_read_as_the_services_grey(data_dir: Path) -> None:
+    path = data_dir / FILES["colour_png"]
+    stored = load_raw_image(path)
+    # This head_ct slice is not grey: its channels differ, so the conversion to grey matters.
+    assert stored.ndim == 3 and not np.array_equal(stored[..., 0], stored[..., 2])
+    assert np.array_equal(load_image(path), service_pixels(path))
 
 
-def test_training_reads_a_grey_rgb_png_as_the_service_does_up_to_rounding(data_dir: Path) -> None:
-    path = data_dir / FILES["png"]
-    training, service = load_image(path), service_pixels(path)
-    # head_ct stores grey slices as RGB: training keeps the three channels and preprocess
-    # weights them in float32 (weights summing to 1 within a rounding error); the service
-    # converts with OpenCV to uint8 grey. Equal channels give the same grey either way.
-    assert training.shape == (*service.shape, 3)
-    assert all(np.array_equal(training[:, :, channel], service) for channel in range(3))
-    for config in CONFIGS:
-        from_training, from_service = model_input(training, config), model_input(service, config)
-        np.testing.assert_allclose(from_training, from_service, rtol=0, atol=1e-6)
-        # Training stores its inputs as uint8 grey levels; there the two are the same.
-        assert np.array_equal(np.round(from_training * 255.0), np.round(from_service * 255.0))
-
-
-def test_dicom_is_windowed_by_the_service_and_not_read_by_training(data_dir: Path) -> None:
+def test_dicom_is_read_in_the_brain_window_everywhere(data_dir: Path) -> None:
     path = data_dir / FILES["dicom"]
     decoded = decode_upload(path.read_bytes(), DEFAULT_MAX_PIXELS)
     assert decoded.hounsfield is not None
-    assert np.array_equal(decoded.pixels, BRAIN_WINDOW.apply_uint8(decoded.hounsfield))
-    # The training collections are PNG and JPEG; training's reader refuses DICOM rather than
-    # reading it without the window.
-    with pytest.raises(DataError, match="Could not decode image"):
-        load_image(path)
+    windowed = BRAIN_WINDOW.apply_uint8(decoded.hounsfield)
+    assert np.array_equal(decoded.pixels, windowed)
+    assert np.array_equal(load_image(path), windowed)

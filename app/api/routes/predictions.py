@@ -9,6 +9,7 @@ from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile,
 from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import CurrentUser, PredictionServiceDep, SegmentWanted, SettingsDep, UploadUser
+from app.api.files import API_MAX_AGE_SECONDS, stored_file_response
 from app.core.errors import NotFound, UploadTooLarge
 from app.core.labels import Label
 from app.db import Prediction
@@ -185,10 +186,8 @@ def read_prediction_file(
     if file_name not in FILE_TYPES:
         raise NotFound(f"No file {file_name!r}; available: {', '.join(FILE_TYPES)}.")
     data = service.read_file(str(prediction_id), file_name)
-    headers = {"Cache-Control": "private, max-age=3600"}
-    if file_name.endswith(".pdf"):
-        headers["Content-Disposition"] = f'attachment; filename="ich-report-{prediction_id}.pdf"'
-    return Response(content=data, media_type=FILE_TYPES[file_name], headers=headers)
+    attachment = f"ich-report-{prediction_id}.pdf" if file_name.endswith(".pdf") else None
+    return stored_file_response(data, FILE_TYPES[file_name], API_MAX_AGE_SECONDS, attachment)
 
 
 @router.delete("/{prediction_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)

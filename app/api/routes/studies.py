@@ -18,6 +18,7 @@ from app.api.deps import (
     StudyServiceDep,
     UploadUser,
 )
+from app.api.files import API_MAX_AGE_SECONDS, stored_file_response
 from app.api.routes.predictions import segmentation_schema
 from app.core.errors import InvalidUpload, NotFound, UploadTooLarge
 from app.core.labels import StudyLabel
@@ -132,21 +133,26 @@ def job_answer(
     )
 
 
+def _summary_fields(study: Study, request: Request) -> dict[str, Any]:
+    """What a study's summary says, and its full form too."""
+    return {
+        "id": study.id,
+        "created_at": study.created_at,
+        "probability": study.probability,
+        "label": study.label,
+        "threshold": study.threshold,
+        "operating_point": study.operating_point,
+        "aggregation": study.aggregation,
+        "num_slices": study.num_slices,
+        "source": study.source,
+        "model": ModelRef(name=study.model_name, version=study.model_version),
+        "study": _fields(study),
+        "links": _links(study, request),
+    }
+
+
 def to_summary(study: Study, request: Request) -> StudySummary:
-    return StudySummary(
-        id=study.id,
-        created_at=study.created_at,
-        probability=study.probability,
-        label=study.label,
-        threshold=study.threshold,
-        operating_point=study.operating_point,
-        aggregation=study.aggregation,
-        num_slices=study.num_slices,
-        source=study.source,
-        model=ModelRef(name=study.model_name, version=study.model_version),
-        study=_fields(study),
-        links=_links(study, request),
-    )
+    return StudySummary(**_summary_fields(study, request))
 
 
 def study_segmentation_schema(stored: StudySegmentationRecord | None) -> StudySegmentationOut | None:
@@ -187,27 +193,18 @@ def to_schema(record: StudyRecord, request: Request) -> StudyOut:
     """The API form of a stored study and its slices."""
     study = record.study
     details = record.details
-    links = _links(study, request)
+    summary = _summary_fields(study, request)
+    links: StudyLinks = summary["links"]
     key_slices = record.key_slices
     stored = details.segmentation.model_dump(mode="json") if details.segmentation is not None else None
     return StudyOut(
-        id=study.id,
-        created_at=study.created_at,
-        probability=study.probability,
-        label=study.label,
-        threshold=study.threshold,
-        operating_point=study.operating_point,
-        aggregation=study.aggregation,
+        **summary,
         criteria=StudyCriteriaOut.model_validate(details.criteria.model_dump())
         if details.criteria is not None
         else None,
-        num_slices=study.num_slices,
-        source=study.source,
         study_instance_uid=study.study_instance_uid,
         series_instance_uid=study.series_instance_uid,
         ordering=details.ordering,
-        model=ModelRef(name=study.model_name, version=study.model_version),
-        study=_fields(study),
         key_slices=key_slices,
         slices=[
             StudySliceOut(
@@ -238,7 +235,6 @@ def to_schema(record: StudyRecord, request: Request) -> StudyOut:
             for item in details.stored_in_pacs
         ],
         timings_ms=study.timings_ms or {},
-        links=links,
         segmentation=study_segmentation_schema(details.segmentation),
     )
 
@@ -384,10 +380,8 @@ def read_study_file(
         )
     identifier = str(study_id)
     data = service.read_file(identifier, file_name)
-    headers = {"Cache-Control": "private, max-age=3600"}
-    if file_name.endswith(".pdf"):
-        headers["Content-Disposition"] = f'attachment; filename="ich-study-report-{identifier}.pdf"'
-    return Response(content=data, media_type=file_type(file_name), headers=headers)
+    attachment = f"ich-study-report-{identifier}.pdf" if file_name.endswith(".pdf") else None
+    return stored_file_response(data, file_type(file_name), API_MAX_AGE_SECONDS, attachment)
 
 
 @router.delete("/{study_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)

@@ -14,6 +14,7 @@ from reportlab.lib.units import mm
 from reportlab.platypus import Flowable, KeepTogether, Paragraph, Spacer, Table, TableStyle
 
 from app.core.wording import area_text, format_percent, volume_text
+from app.services.details import OutlineModel, SliceSegmentationRecord, StudySegmentationRecord
 from app.services.reporting.fonts import markup
 from app.services.reporting.layout import (
     CONTENT_WIDTH,
@@ -32,11 +33,12 @@ from app.services.reporting.sections import ReportModelInfo
 from app.services.segmentation.images import composite_png
 from app.services.segmentation.presentation import (
     FALLBACK_NOTE,
+    LegendRow,
     help_sentences,
     legend,
     study_summary_sentences,
 )
-from app.services.segmentation.records import as_mapping, finite_float
+from app.services.segmentation.records import finite_float
 
 
 @dataclass(frozen=True)
@@ -165,47 +167,46 @@ def outlines_section(section: SegmentationSection | None, styles: Styles) -> lis
     return [*flowables, Spacer(1, SECTION_GAP)]
 
 
-def _report_lines(rows: list[dict[str, Any]], volumes: bool) -> list[SubtypeLine]:
+def _report_lines(rows: list[LegendRow], volumes: bool) -> list[SubtypeLine]:
     """The legend's rows as the report's lines: each subtype's area, or its volume for a study."""
     return [
         SubtypeLine(
-            title=row["title"],
-            colour=row["rgb"],
-            probability=row["probability"],
-            amount=volume_text(row["volume_ml"], row["area_px"]) if volumes else row["area"],
+            title=row.title,
+            colour=row.rgb,
+            probability=row.probability,
+            amount=volume_text(row.volume_ml, row.area_px) if volumes else row.area,
         )
         for row in rows
     ]
 
 
-def _report_model(record: dict[str, Any]) -> ReportModelInfo:
+def _report_model(model: OutlineModel | None) -> ReportModelInfo:
     """The model that drew the outlines, from a stored record (its metrics are not shown)."""
-    model = as_mapping(record.get("model"))
-    return ReportModelInfo(
-        name=str(model.get("name", "unknown")), version=str(model.get("version", "")), metrics={}
-    )
+    if model is None:
+        return ReportModelInfo(name="unknown", version="", metrics={})
+    return ReportModelInfo(name=model.name, version=model.version, metrics={})
 
 
 def slice_report_section(
-    record: dict[str, Any], card: dict[str, Any], image_png: bytes, contours_png: bytes
+    record: SliceSegmentationRecord, card: dict[str, Any], image_png: bytes, contours_png: bytes
 ) -> SegmentationSection:
     """The report's outlines section for one slice: areas by subtype and the outlines over the slice.
 
     Args:
-        record: the slice's stored segmentation (``slice_record``).
+        record: the slice's stored segmentation (``slice_record``), typed.
         card: the card of the model that drew the outlines; empty when it is not loaded.
         image_png: the slice.
         contours_png: its outlines (``contours.png``).
     """
-    blood_px = int(record.get("blood_area_px") or 0)
-    blood = area_text(blood_px, finite_float(record.get("blood_area_mm2")))
+    blood_px = record.blood_area_px
+    blood = area_text(blood_px, finite_float(record.blood_area_mm2))
     summary = [
         f"Outlined blood on this slice: {blood}." if blood_px else "No blood was outlined on this slice."
     ]
-    if record.get("blood_area_mm2") is None:
+    if record.blood_area_mm2 is None:
         summary.append("Areas are in pixels: the image does not give its pixel spacing.")
     return SegmentationSection(
-        model=_report_model(record),
+        model=_report_model(record.model),
         amount_title="Outlined area",
         subtypes=_report_lines(legend(record), volumes=False),
         summary=summary,
@@ -215,20 +216,22 @@ def slice_report_section(
 
 
 def study_report_section(
-    stored: dict[str, Any], card: dict[str, Any], images: list[tuple[bytes, str]]
+    stored: StudySegmentationRecord | dict[str, Any], card: dict[str, Any], images: list[tuple[bytes, str]]
 ) -> SegmentationSection:
     """The report's outlines section for a study: volumes by subtype and the most outlined slices.
 
     Args:
-        stored: the study's stored segmentation (``StudySegmentation.summary``).
+        stored: the study's stored segmentation (``StudySegmentation.summary``), typed or as
+            stored (then validated here).
         card: the card of the model that drew the outlines; empty when it is not loaded.
         images: ``(outlines over a slice, caption)`` for the most outlined slices.
     """
+    record = stored if isinstance(stored, StudySegmentationRecord) else StudySegmentationRecord.read(stored)
     return SegmentationSection(
-        model=_report_model(stored),
+        model=_report_model(record.model),
         amount_title="Volume (voxel count)",
-        subtypes=_report_lines(legend(stored), volumes=True),
-        summary=study_summary_sentences(stored),
+        subtypes=_report_lines(legend(record), volumes=True),
+        summary=study_summary_sentences(record),
         images=images,
         notes=help_sentences(card) if card else [FALLBACK_NOTE],
     )

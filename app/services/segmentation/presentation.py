@@ -6,9 +6,16 @@ legend, and a study's volumes as sentences.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from app.core.wording import area_text
+from app.services.details import (
+    SliceSegmentationRecord,
+    SliceSubtype,
+    StudySegmentationRecord,
+    StudySubtype,
+)
 from app.services.segmentation.records import as_mapping, finite_float
 from ml.data.segmentation import SUBTYPE_COLOURS, SUBTYPES
 from ml.evaluation.segmentation import POINTING_GAME_TARGET
@@ -119,27 +126,50 @@ def help_sentences(card: dict[str, Any]) -> list[str]:
     return sentences
 
 
-def legend(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per subtype for the result page and the report: colour, name, probability, area."""
-    subtypes = as_mapping(record.get("subtypes"))
+@dataclass(frozen=True)
+class LegendRow:
+    """One subtype's row of the legend: its colour and name, probability and outlined amount.
+
+    ``area_mm2`` is known on a slice with a pixel spacing, ``volume_ml`` on a study with one.
+    """
+
+    name: str
+    title: str
+    colour: str
+    rgb: tuple[int, int, int]
+    probability: float
+    area_px: int
+    area_mm2: float | None
+    volume_ml: float | None
+
+    @property
+    def area(self) -> str:
+        """The outlined area in words (mm² where known, else pixels)."""
+        return area_text(self.area_px, self.area_mm2)
+
+    @property
+    def present(self) -> bool:
+        return self.area_px > 0
+
+
+def legend(record: SliceSegmentationRecord | StudySegmentationRecord) -> list[LegendRow]:
+    """One row per subtype for the result page and the report, from a slice's or a study's outlines."""
     rows = []
     for name in SUBTYPES:
-        entry = as_mapping(subtypes.get(name))
-        area_px = int(entry.get("area_px") or 0)
-        probability = finite_float(entry.get("probability")) or 0.0
+        entry = record.subtypes.get(name)
+        # A subtype missing from an old record was neither likely nor outlined.
+        probability = (finite_float(entry.probability) if entry is not None else None) or 0.0
         rows.append(
-            {
-                "name": name,
-                "title": SUBTYPE_TITLES[name],
-                "colour": colour_hex(name),
-                "rgb": SUBTYPE_COLOURS[name],
-                "probability": probability,
-                "area_px": area_px,
-                "area_mm2": finite_float(entry.get("area_mm2")),
-                "area": area_text(area_px, finite_float(entry.get("area_mm2"))),
-                "volume_ml": finite_float(entry.get("volume_ml")),
-                "present": area_px > 0,
-            }
+            LegendRow(
+                name=name,
+                title=SUBTYPE_TITLES[name],
+                colour=colour_hex(name),
+                rgb=SUBTYPE_COLOURS[name],
+                probability=probability,
+                area_px=entry.area_px if entry is not None else 0,
+                area_mm2=finite_float(entry.area_mm2) if isinstance(entry, SliceSubtype) else None,
+                volume_ml=finite_float(entry.volume_ml) if isinstance(entry, StudySubtype) else None,
+            )
         )
     return rows
 
@@ -153,24 +183,24 @@ FALLBACK_NOTE = (
 SPACING_SOURCES = {"positions": "the slice positions", "slice_thickness": "the DICOM SliceThickness"}
 
 
-def study_summary_sentences(stored: dict[str, Any]) -> list[str]:
+def study_summary_sentences(stored: StudySegmentationRecord) -> list[str]:
     """The study's volumes in words: voxel count and ABC/2, or why there is no volume."""
-    volume = finite_float(stored.get("volume_ml"))
+    volume = finite_float(stored.volume_ml)
     if volume is None:
-        return [str(stored.get("volume_unavailable_reason") or "No volume could be worked out.")]
-    if not stored.get("blood_area_px"):
+        return [stored.volume_unavailable_reason or "No volume could be worked out."]
+    if not stored.blood_area_px:
         return ["No blood was outlined on any slice."]
-    spacing = stored.get("pixel_spacing_mm") or [0.0, 0.0]
-    between = finite_float(stored.get("slice_spacing_mm")) or 0.0
-    source = SPACING_SOURCES.get(str(stored.get("slice_spacing_source")), "the DICOM attributes")
+    spacing = stored.pixel_spacing_mm or [0.0, 0.0]
+    between = finite_float(stored.slice_spacing_mm) or 0.0
+    source = SPACING_SOURCES.get(str(stored.slice_spacing_source), "the DICOM attributes")
     sentences = [
-        f"Outlined blood volume {volume:.1f} mL by voxel counting: {int(stored['blood_area_px']):,} pixels of "
-        f"{float(spacing[0]):.2f} x {float(spacing[1]):.2f} mm, {between:.2f} mm apart (from {source})."
+        f"Outlined blood volume {volume:.1f} mL by voxel counting: {stored.blood_area_px:,} pixels of "
+        f"{spacing[0]:.2f} x {spacing[1]:.2f} mm, {between:.2f} mm apart (from {source})."
     ]
-    abc2 = as_mapping(stored.get("abc2"))
-    if abc2:
+    abc2 = stored.abc2
+    if abc2 is not None:
         sentences.append(
-            f"Bedside ABC/2 estimate from the same outlines: {float(abc2['volume_ml']):.1f} mL "
-            f"(A {float(abc2['a_mm']):.1f} mm, B {float(abc2['b_mm']):.1f} mm, C {float(abc2['c_mm']):.1f} mm)."
+            f"Bedside ABC/2 estimate from the same outlines: {abc2.volume_ml:.1f} mL "
+            f"(A {abc2.a_mm:.1f} mm, B {abc2.b_mm:.1f} mm, C {abc2.c_mm:.1f} mm)."
         )
     return sentences

@@ -7,82 +7,68 @@ changes (a page instead of JSON). Unknown addresses opened in a browser get a pa
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response, status
 from fastapi.exception_handlers import http_exception_handler
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.routes.pages.rendering import add_security_headers, page_context, templates
-from app.api.web_auth import CsrfRejected, SignInRequired, signin_url
-from app.core.errors import ServiceError, describe_validation, malformed_id
+from app.api.web_auth import CSRF_MESSAGE, SignInRequired, signin_url
+from app.core.errors import ErrorAnswer, answer_for
 
 logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CSRF_MESSAGE",
+    "PageRoute",
+    "install_page_error_handler",
+    "page_error",
+    "page_router",
+    "render_error",
+    "wants_html",
+]
 
 SERVER_ERROR_MESSAGE = (
     "Something went wrong on the server and the page could not be shown. Nothing you did caused it; "
     "try again in a moment, and tell the administrator if it keeps happening (the error was logged)."
 )
-CSRF_MESSAGE = (
-    "This form has expired or did not come from this site, so it was not accepted. "
-    "Reload the page and try again (cookies must be allowed for this site)."
-)
 
 
-def render_error(request: Request, status_code: int, message: str, title: str | None = None) -> HTMLResponse:
-    """The error page: a title for the status, the message a person can act on."""
-    titles = {
-        400: "The request could not be used",
-        403: "Not allowed",
-        404: "Not found",
-        405: "Not allowed",
-        413: "File too large",
-        415: "File not readable",
-        429: "Too many uploads",
-        503: "Service not ready",
-    }
+def render_error(
+    request: Request,
+    status_code: int,
+    message: str,
+    title: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> HTMLResponse:
+    """The error page: a title (by default the status's), the message a person can act on."""
     response = templates.TemplateResponse(
         request,
         "error.html",
         page_context(
             request,
-            title=title or titles.get(status_code, "Something went wrong"),
+            title=title or ErrorAnswer(status_code, message).heading,
             message=message,
             status_code=status_code,
         ),
         status_code=status_code,
+        headers=headers,
     )
     return add_security_headers(response)
 
 
 def page_error(exc: Exception) -> tuple[int, str, str | None] | None:
     """The status, message and title (None: the status's) of the page that shows ``exc``; None
-    for an error nobody foresaw.
-
-    Domain errors (:class:`app.core.errors.ServiceError`) and HTTP errors keep their status and
-    ``detail``, as the API answers them; a malformed id is an unknown one (404); other invalid
-    requests are a 400, since the page's own form sent them.
+    for an error nobody foresaw. The API answers the same errors with the same status and
+    ``detail`` (:func:`app.core.errors.answer_for`), except an invalid request, a 400 here since the
+    page's own form sent it.
     """
-    if isinstance(exc, CsrfRejected):
-        return status.HTTP_403_FORBIDDEN, CSRF_MESSAGE, "Form not accepted"
-    if isinstance(exc, ServiceError):
-        return exc.status_code, exc.detail, None
-    if isinstance(exc, StarletteHTTPException):
-        return exc.status_code, str(exc.detail), None
-    if isinstance(exc, RequestValidationError):
-        not_found = malformed_id(exc)
-        if not_found is not None:
-            return not_found.status_code, not_found.detail, None
-        return (
-            status.HTTP_400_BAD_REQUEST,
-            "The request was not understood. " + describe_validation(exc),
-            None,
-        )
-    return None
+    answer = answer_for(exc, from_page=True)
+    return None if answer is None else (answer.status_code, answer.detail, answer.title)
 
 
 class PageRoute(APIRoute):
@@ -97,12 +83,14 @@ class PageRoute(APIRoute):
             except SignInRequired:
                 response = RedirectResponse(signin_url(request), status.HTTP_303_SEE_OTHER)
             except Exception as exc:
-                shown = page_error(exc)
-                if shown is None:
+                answer = answer_for(exc, from_page=True)
+                if answer is None:
                     # The trace goes to the log; the browser gets a page, never the trace.
                     logger.exception("Unexpected error on page %s", self.path)
-                    shown = (status.HTTP_500_INTERNAL_SERVER_ERROR, SERVER_ERROR_MESSAGE, None)
-                response = render_error(request, *shown)
+                    answer = ErrorAnswer(status.HTTP_500_INTERNAL_SERVER_ERROR, SERVER_ERROR_MESSAGE)
+                response = render_error(
+                    request, answer.status_code, answer.detail, answer.title, answer.headers
+                )
             return add_security_headers(response)
 
         return handle
@@ -126,5 +114,6 @@ def install_page_error_handler(app: FastAPI) -> None:
     async def handle_http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if wants_html(request) and "session" in request.scope:
             messages = {404: "There is no page at this address.", 405: "This page cannot be used that way."}
-            return render_error(request, exc.status_code, messages.get(exc.status_code, str(exc.detail)))
+            message = messages.get(exc.status_code, str(exc.detail))
+            return render_error(request, exc.status_code, message, headers=exc.headers)
         return await http_exception_handler(request, exc)

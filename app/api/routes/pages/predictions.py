@@ -8,6 +8,7 @@ from fastapi import HTTPException, Request, Response, status
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from app.api.deps import PredictionServiceDep, RegistryDep
+from app.api.files import PAGE_MAX_AGE_SECONDS, stored_file_response
 from app.api.routes.pages.errors import page_router
 from app.api.routes.pages.rendering import redirect_with_message, render
 from app.api.routes.pages.views import outline_card, result_view, segmentation_view
@@ -62,12 +63,12 @@ def prediction_file(
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"No file {file_name!r} belongs to an analysis.")
     identifier = str(prediction_id)
     data = service.read_file(identifier, file_name)
-    headers = {"Cache-Control": "private, max-age=300"}
+    attachment = None
     if download or file_name.endswith(".pdf"):
         stem, suffix = file_name.rsplit(".", 1)
         kind = "report" if suffix == "pdf" else stem
-        headers["Content-Disposition"] = f'attachment; filename="ich-{kind}-{identifier}.{suffix}"'
-    return Response(content=data, media_type=FILE_TYPES[file_name], headers=headers)
+        attachment = f"ich-{kind}-{identifier}.{suffix}"
+    return stored_file_response(data, FILE_TYPES[file_name], PAGE_MAX_AGE_SECONDS, attachment)
 
 
 @router.post("/predictions/{prediction_id}/delete")

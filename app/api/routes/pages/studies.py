@@ -8,6 +8,7 @@ from fastapi import HTTPException, Request, Response, status
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from app.api.deps import RegistryDep, StudyServiceDep
+from app.api.files import PAGE_MAX_AGE_SECONDS, stored_file_response
 from app.api.routes.pages.errors import page_router
 from app.api.routes.pages.rendering import redirect_with_message, render
 from app.api.routes.pages.views import outline_card, study_segmentation_view, study_view
@@ -65,10 +66,8 @@ def study_file(
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"No file {file_name!r} belongs to a study.")
     identifier = str(study_id)
     data = service.read_file(identifier, file_name)
-    headers = {"Cache-Control": "private, max-age=300"}
-    if file_name.endswith(".pdf"):
-        headers["Content-Disposition"] = f'attachment; filename="ich-study-report-{identifier}.pdf"'
-    return Response(content=data, media_type=file_type(file_name), headers=headers)
+    attachment = f"ich-study-report-{identifier}.pdf" if file_name.endswith(".pdf") else None
+    return stored_file_response(data, file_type(file_name), PAGE_MAX_AGE_SECONDS, attachment)
 
 
 @router.post("/studies/{study_id}/delete")

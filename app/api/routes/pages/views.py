@@ -95,7 +95,7 @@ def segmentation_view(
     blood_px = record.blood_area_px
     return {
         "model": record.model,
-        "rows": legend(record.model_dump()),
+        "rows": legend(record),
         "contours": contours,
         "blood": area_text(blood_px, record.blood_area_mm2) if blood_px else None,
         "millimetres": record.blood_area_mm2 is not None,
@@ -109,14 +109,13 @@ def study_segmentation_view(
     """The study's volumes for the study page: voxel count, ABC/2, each subtype, or why there are none."""
     if stored is None:
         return None
-    summary = stored.model_dump()
     return {
         "model": stored.model,
-        "rows": legend(summary),
+        "rows": legend(stored),
         "volume_ml": stored.volume_ml,
         "reason": stored.volume_unavailable_reason,
         "abc2": stored.abc2,
-        "summary": study_summary_sentences(summary),
+        "summary": study_summary_sentences(stored),
         "help": outline_help(card),
     }
 
