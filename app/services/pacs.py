@@ -41,7 +41,7 @@ from app.core.labels import Label
 from app.services.analysis import UploadFields, short_id
 from app.services.claims import AnalysisKey, Claim, ClaimStore, FinishedAnalysis
 from app.services.storage import STUDIES
-from app.services.studies import JobAttempt, StudyRecord, StudyService, slice_file
+from app.services.studies import JobAttempt, StudyRecord, StudyService, criteria_sentence, slice_file
 
 if TYPE_CHECKING:
     from dicomweb_client.api import DICOMwebClient
@@ -583,8 +583,16 @@ class PacsService:
             ),
             TextContentItem(
                 name=Code("121106", "DCM", "Comment"),
-                value=f"{WARNING_TEXT}. Study probability by {study.aggregation} of {study.num_slices} "
-                "slice probabilities. Decision support only; a radiologist must review the study.",
+                value=" ".join(
+                    part
+                    for part in (
+                        f"{WARNING_TEXT}. Study probability by {study.aggregation} of {study.num_slices} "
+                        "slice probabilities.",
+                        criteria_sentence(study),
+                        "Decision support only; a radiologist must review the study.",
+                    )
+                    if part
+                ),
                 relationship_type=contains,
             ),
         ]
