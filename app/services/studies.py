@@ -492,7 +492,7 @@ def decision_rule(registry: ModelRegistry, study: Study) -> list[str]:
     card = registry.find_card(study.model_name, study.model_version)
     criteria = StudyDetails.read(study.details).criteria
     outline_px = criteria.outline_threshold_px if criteria is not None else None
-    sentences = study_rule_sentences(
+    return study_rule_sentences(
         study.aggregation,
         study.threshold,
         card.study_threshold if card else None,
@@ -500,7 +500,6 @@ def decision_rule(registry: ModelRegistry, study: Study) -> list[str]:
         outline_px,
         card.input_shape[0] if card and card.input_shape else None,
     )
-    return sentences
 
 
 def criteria_sentence(study: Study) -> str | None:
