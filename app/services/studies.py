@@ -463,8 +463,8 @@ class StudyService:
             if 0 <= index < len(record.slices)
         ]
         section = None
-        if record.details.segmentation is not None:
-            segmentation = record.details.segmentation.model_dump(mode="json")
+        segmentation = record.details.segmentation
+        if segmentation is not None:
             section = study_report_section(
                 segmentation,
                 self.registry.outline_card(segmentation),
@@ -537,14 +537,16 @@ def slice_rows(study_id: str, series: StudySeries, probabilities: Sequence[float
     ]
 
 
-def outlined_images(files: FileStore, study_id: str, segmentation: dict[str, Any]) -> list[tuple[bytes, str]]:
+def outlined_images(
+    files: FileStore, study_id: str, segmentation: StudySegmentationRecord
+) -> list[tuple[bytes, str]]:
     """The most outlined slices with their outlines drawn on, captioned with their areas."""
     images = []
-    spacing = pixel_spacing(segmentation.get("pixel_spacing_mm"))
+    spacing = pixel_spacing(segmentation.pixel_spacing_mm)
     for index in most_outlined_slices(segmentation):
         if not files.exists(study_id, slice_file("contours", index), STUDIES):
             continue
-        area = sum(int(value) for value in segmentation["slices"][index]["area_px"])
+        area = sum(segmentation.slices[index].area_px)
         images.append(
             (
                 composite_png(

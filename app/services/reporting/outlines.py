@@ -216,22 +216,21 @@ def slice_report_section(
 
 
 def study_report_section(
-    stored: StudySegmentationRecord | dict[str, Any], card: dict[str, Any], images: list[tuple[bytes, str]]
+    stored: StudySegmentationRecord, card: dict[str, Any], images: list[tuple[bytes, str]]
 ) -> SegmentationSection:
     """The report's outlines section for a study: volumes by subtype and the most outlined slices.
 
     Args:
-        stored: the study's stored segmentation (``StudySegmentation.summary``), typed or as
-            stored (then validated here).
+        stored: the study's stored segmentation (``StudySegmentation.summary``), as read from
+            its details.
         card: the card of the model that drew the outlines; empty when it is not loaded.
         images: ``(outlines over a slice, caption)`` for the most outlined slices.
     """
-    record = stored if isinstance(stored, StudySegmentationRecord) else StudySegmentationRecord.read(stored)
     return SegmentationSection(
-        model=_report_model(record.model),
+        model=_report_model(stored.model),
         amount_title="Volume (voxel count)",
-        subtypes=_report_lines(legend(record), volumes=True),
-        summary=study_summary_sentences(record),
+        subtypes=_report_lines(legend(stored), volumes=True),
+        summary=study_summary_sentences(stored),
         images=images,
         notes=help_sentences(card) if card else [FALLBACK_NOTE],
     )

@@ -10,6 +10,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from app.services.details import StudySegmentationRecord
 from app.services.inference import SliceSegmentation
 from ml.data.segmentation import SUBTYPES
 
@@ -105,11 +106,8 @@ def study_slice_record(study_segmentation: dict[str, Any], index: int) -> dict[s
     }
 
 
-def most_outlined_slices(stored: dict[str, Any], count: int = 3) -> list[int]:
+def most_outlined_slices(stored: StudySegmentationRecord, count: int = 3) -> list[int]:
     """Indices of the slices with the largest outlined area (only slices with some), largest first."""
-    slices = stored.get("slices")
-    if not isinstance(slices, list):
-        return []
-    areas = [sum(int(value) for value in as_mapping(entry).get("area_px", [])) for entry in slices]
+    areas = [sum(entry.area_px) for entry in stored.slices]
     order = sorted(range(len(areas)), key=lambda index: (-areas[index], index))
     return [index for index in order[:count] if areas[index] > 0]
