@@ -11,19 +11,15 @@ The test split is not used.
 from __future__ import annotations
 
 import json
-import logging
-from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from ml.cli import ArgumentParser, data_errors
-from ml.data.datasets import default_data_dir
 from ml.evaluation.metrics import binary_metrics
-from ml.multitask import Part, prepare_parts
-from ml.multitask_bundle import CLASSIFIED, run_config
+from ml.multitask import Part
+from ml.multitask_bundle import CLASSIFIED, validation_command
 
 # Each scheme: the (quarter turns, horizontal flip) copies whose probabilities are averaged.
 SCHEMES: dict[str, list[tuple[int, bool]]] = {
@@ -69,17 +65,8 @@ def tta_report(model: keras.Model, parts: dict[str, Part]) -> dict[str, dict[str
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    parser = ArgumentParser(prog="python -m ml.evaluate_tta", description=__doc__.splitlines()[0])
-    parser.add_argument("--model-dir", type=Path, required=True, help="a multitask bundle or run folder")
-    parser.add_argument("--data-dir", type=Path, default=default_data_dir())
-    parser.add_argument("--cache-dir", type=Path, default=Path(".cache"))
-    args = parser.parse_args(argv)
-    with data_errors(parser):
-        config = run_config(args.model_dir)
-        parts = prepare_parts(args.data_dir, config, args.cache_dir)["validation"]
-        model = keras.models.load_model(args.model_dir / "model.keras", compile=False)
-        print(json.dumps(tta_report(model, parts), indent=1))
+    model, parts = validation_command("python -m ml.evaluate_tta", __doc__.splitlines()[0], argv)
+    print(json.dumps(tta_report(model, parts), indent=1))
 
 
 if __name__ == "__main__":

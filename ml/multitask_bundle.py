@@ -92,6 +92,25 @@ def run_config(run_dir: Path) -> MultitaskConfig:
     return MultitaskConfig(**values)
 
 
+def validation_command(
+    prog: str, description: str, argv: list[str] | None
+) -> tuple[keras.Model, dict[str, Part]]:
+    """The command line of a tool that measures a multitask bundle (or run) on the validation
+    split: its ``--model-dir``, ``--data-dir`` and ``--cache-dir``, read into the model and the
+    prepared validation parts; data errors end the command with one line."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    parser = ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--model-dir", type=Path, required=True, help="a multitask bundle or run folder")
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir())
+    parser.add_argument("--cache-dir", type=Path, default=Path(".cache"))
+    args = parser.parse_args(argv)
+    with data_errors(parser):
+        config = run_config(args.model_dir)
+        parts = prepare_parts(args.data_dir, config, args.cache_dir)["validation"]
+        model = keras.models.load_model(args.model_dir / "model.keras", compile=False)
+    return model, parts
+
+
 def _outputs(predictor: Predictor, parts: dict[str, Part]) -> dict[str, Outputs]:
     """One pass over every part; class maps kept where the outlines are measured."""
     return {name: predictor(part, masks=name in ("bhsd_seg", "ct_ich")) for name, part in parts.items()}
