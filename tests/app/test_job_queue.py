@@ -257,3 +257,63 @@ def test_two_workers_never_run_one_job_twice(site: Site, series: list[tuple[str,
     assert sorted(study for _, study in runs) == sorted(study_ids)
     # Both workers took jobs.
     assert {pid for pid, _ in runs} == {worker.pid for worker in workers}
+
+
+def test_the_workers_watch_the_pacs_in_turns_and_queue_each_study_once(
+    site: Site, redis_server: RedisServer
+) -> None:
+    from dicomweb_client.api import DICOMwebClient
+
+    from app.db import AnalysisClaim
+    from tests.app.test_pacs_workers import store_study
+    from tests.support.orthanc import OrthancServer
+
+    with OrthancServer() as orthanc:
+        pacs = {
+            "ICH_DICOMWEB_URL": orthanc.dicomweb_url,
+            "ICH_DICOMWEB_POLL_SECONDS": "0.25",
+            "ICH_DICOMWEB_POLL_LOOKBACK_DAYS": "36500",
+        }
+        site.env.update(pacs)
+        site.settings = site.settings.model_copy(
+            update={"dicomweb_url": orthanc.dicomweb_url, "dicomweb_poll_seconds": 0.25}
+        )
+        workers = [site.worker(), site.worker()]
+        with service(site) as client:
+            # The service itself does not poll: its workers do.
+            assert client.app.state.watcher is None  # type: ignore[attr-defined]
+            watched = [store_study(orthanc, first_slice=4 + 4 * index) for index in range(2)]
+            # A study asked for through the API: claimed in the request, analysed by a worker.
+            asked = store_study(orthanc, first_slice=16)
+            response = client.post("/api/v1/studies/dicomweb", json={"study_instance_uid": asked})
+            assert response.status_code == 202, response.text
+            assert client.get(f"{response.json()['links']['self']}?wait=60").status_code == 200
+
+            def analysed() -> bool:
+                with client.app.state.database.session() as session:  # type: ignore[attr-defined]
+                    done = session.scalar(
+                        select(func.count()).select_from(Study).where(Study.status == "done")
+                    )
+                return done == 3
+
+            until(analysed, timeout=120, what="the three studies to be analysed")
+            # A few more polls, to give a second analysis every chance to happen.
+            time.sleep(2)
+            with client.app.state.database.session() as session:  # type: ignore[attr-defined]
+                for study_uid in [*watched, asked]:
+                    studies = list(
+                        session.scalars(select(Study).where(Study.study_instance_uid == study_uid))
+                    )
+                    assert len(studies) == 1
+                    assert studies[0].status == "done" and studies[0].attempts == 1
+                    assert studies[0].failure is None and len(studies[0].details["stored_in_pacs"]) == 3
+                    (claim,) = session.scalars(
+                        select(AnalysisClaim).where(AnalysisClaim.study_instance_uid == study_uid)
+                    )
+                    assert claim.status == "done" and claim.study_id == studies[0].id
+                    series = DICOMwebClient(orthanc.dicomweb_url).search_for_series(study_uid)
+                    assert len(series) == 4
+            # Stopped while the PACS still answers their polls.
+            site.stop()
+        assert all("Watching the PACS for new CT studies" in worker.log() for worker in workers)
+        assert len(site.runs()) == 3
