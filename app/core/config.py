@@ -118,7 +118,8 @@ class Settings(BaseSettings):
     study_job_workers: int = Field(
         2,
         ge=1,
-        description="Worker threads per process that analyse study jobs; more than the cores gains nothing.",
+        description="Worker threads per process that analyse study jobs (without ICH_JOB_QUEUE_URL); more "
+        "than the cores gains nothing.",
     )
     job_queue_url: str | None = Field(
         None,

@@ -156,9 +156,13 @@ def post(client: TestClient, series: list[tuple[str, bytes]]) -> str:
 def test_a_study_is_analysed_by_a_worker_process_with_its_progress_visible(
     site: Site, series: list[tuple[str, bytes]]
 ) -> None:
-    worker = site.worker(batch_seconds=0.5)
     with service(site) as client:
         study_id = post(client, series)
+        # No worker yet: the job waits in the queue.
+        time.sleep(1)
+        assert row(client, study_id).status == "queued"
+        assert "ich_study_jobs_queued 1.0" in client.get("/metrics").text
+        worker = site.worker(batch_seconds=0.5)
         running = running_attempt(client, study_id, attempt=1)
         assert owner_pid(running) == worker.pid
         job = client.get(f"/api/v1/studies/{study_id}")
@@ -317,3 +321,22 @@ def test_the_workers_watch_the_pacs_in_turns_and_queue_each_study_once(
             site.stop()
         assert all("Watching the PACS for new CT studies" in worker.log() for worker in workers)
         assert len(site.runs()) == 3
+
+
+def test_a_worker_without_the_queue_setting_refuses_to_start(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from bench.service import PROJECT_ROOT
+
+    env = {"PATH": "/usr/bin:/bin", "ICH_DATA_DIR": str(tmp_path), "ICH_JOB_QUEUE_URL": ""}
+    result = subprocess.run(
+        [sys.executable, "-m", "app.worker"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "set ICH_JOB_QUEUE_URL to the Redis of the job queue" in result.stderr
