@@ -17,14 +17,11 @@ import os
 import socket
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery.signals import worker_init, worker_shutdown
 
 from app.core.config import get_settings
-from app.db import Database, Study
-from app.services.jobs import StudyJobs
-from app.services.pacs import StudyWatcher
 from app.services.queue import (
     ANALYSE_TASK,
     JobQueue,
@@ -33,6 +30,11 @@ from app.services.queue import (
     SharedSizes,
     make_celery,
 )
+
+if TYPE_CHECKING:
+    from app.db import Database
+    from app.services.jobs import StudyJobs
+    from app.services.pacs import StudyWatcher
 
 logger = logging.getLogger("app.worker")
 
@@ -66,7 +68,11 @@ _services: WorkerServices | None = None
 def start_services() -> WorkerServices:
     """Open the database and storage, load the models, take up jobs left by stopped processes,
     and start the PACS watcher when it is on."""
+    # Imported here, not with the module: Celery's command line (its ping, for the healthcheck)
+    # imports this module without loading TensorFlow.
+    from app.db import Study
     from app.main import build_study_services, load_models, open_storage, prepare_process
+    from app.services.pacs import StudyWatcher
 
     global _services
     if _services is not None:
@@ -108,8 +114,20 @@ def start_services() -> WorkerServices:
 
 
 @worker_init.connect
-def _on_worker_init(**_: Any) -> None:
-    # The solo pool runs the tasks in this process, so the models are loaded here, once.
+def _on_worker_init(sender: Any = None, **_: Any) -> None:
+    # One job per process: the solo pool runs the tasks in this process, so the models are loaded
+    # here, once. A pool of forked children would fork TensorFlow's threads with them.
+    pool = getattr(sender, "pool_cls", "solo")
+    name = pool if isinstance(pool, str) else f"{pool.__module__}.{pool.__name__}"
+    if sender is not None and "solo" not in name:
+        logger.warning(
+            "A worker runs one study job at a time in its own process; ignoring the %s pool. Start "
+            "more worker processes for more jobs at once.",
+            name,
+        )
+        sender.pool_cls = "solo"
+    if sender is not None:
+        sender.concurrency = 1
     start_services()
 
 
