@@ -21,7 +21,7 @@ from bench.service import PROJECT_ROOT, free_port
 class RedisServer:
     """Context manager: redis-server on 127.0.0.1 with a temporary folder, no persistence."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError(
@@ -29,7 +29,7 @@ class RedisServer:
             )
         self.binary = binary
         self.root = Path(tempfile.mkdtemp(prefix="ich-redis-"))
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
 

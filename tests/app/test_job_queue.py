@@ -323,6 +323,32 @@ def test_the_workers_watch_the_pacs_in_turns_and_queue_each_study_once(
         assert len(site.runs()) == 3
 
 
+def test_a_job_queued_while_redis_is_down_is_sent_again_once_it_is_back(
+    tmp_path: Path, model_store: Path, redis_server: RedisServer, series: list[tuple[str, bytes]]
+) -> None:
+    from bench.service import free_port
+
+    port = free_port()
+    site = Site(tmp_path, model_store, redis_server)
+    site.env["ICH_JOB_QUEUE_URL"] = f"redis://127.0.0.1:{port}/0"
+    site.settings = site.settings.model_copy(update={"job_queue_url": site.env["ICH_JOB_QUEUE_URL"]})
+    try:
+        with service(site) as client:
+            # Nothing listens: the study is still stored and answered, and /metrics still answers.
+            started = time.monotonic()
+            study_id = post(client, series[:2])
+            assert time.monotonic() - started < 10
+            assert client.get("/metrics").status_code == 200
+            with RedisServer(port=port):
+                site.worker()
+                done = client.get(f"/api/v1/studies/{study_id}?wait=60")
+                assert done.status_code == 200, done.text
+                assert row(client, study_id).attempts == 1
+                site.stop()
+    finally:
+        site.stop()
+
+
 def test_a_worker_without_the_queue_setting_refuses_to_start(tmp_path: Path) -> None:
     import subprocess
     import sys
