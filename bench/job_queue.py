@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -15,7 +14,7 @@ from types import TracebackType
 
 import redis
 
-from bench.service import PROJECT_ROOT, free_port
+from bench.service import PROJECT_ROOT, ChildProcess, free_port
 
 
 class RedisServer:
@@ -78,7 +77,7 @@ class RedisServer:
             shutil.rmtree(self.root, ignore_errors=True)
 
 
-class WorkerProcess:
+class WorkerProcess(ChildProcess):
     """One study job worker with ``ICH_*`` settings ``env``; its output goes to a log in ``log_dir``."""
 
     def __init__(self, env: dict[str, str], log_dir: Path, command: list[str] | None = None) -> None:
@@ -116,20 +115,3 @@ class WorkerProcess:
 
     def start(self, timeout: float = 180.0) -> WorkerProcess:
         return self.launch().wait_ready(timeout)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def kill(self) -> None:
-        """kill -9: the worker dies in the middle of whatever it does."""
-        if self.process is not None and self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
