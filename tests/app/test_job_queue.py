@@ -211,6 +211,20 @@ def test_a_job_whose_worker_is_killed_is_finished_by_another_worker(
     assert len(list((storage / "studies" / study_id).glob("slice_*.png"))) == NUM_SLICES
 
 
+def test_a_worker_stopped_with_sigterm_finishes_its_job_first(
+    site: Site, series: list[tuple[str, bytes]]
+) -> None:
+    worker = site.worker(batch_seconds=1.0)
+    with service(site) as client:
+        study_id = post(client, series)
+        running_attempt(client, study_id, attempt=1)
+        worker.stop()
+        assert worker.process is not None and worker.process.returncode == 0
+        finished = row(client, study_id)
+        assert finished.status == "done" and finished.attempts == 1
+        assert slice_rows(client, study_id) == NUM_SLICES
+
+
 def test_a_job_that_kills_its_worker_every_time_ends_failed_with_the_reason(
     tmp_path: Path, model_store: Path, redis_server: RedisServer, series: list[tuple[str, bytes]]
 ) -> None:
