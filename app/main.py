@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING
@@ -23,11 +23,14 @@ from app.core.sessions import SessionMiddleware
 from app.core.startup import ensure_api_key
 from app.db import Database, stored_ids
 from app.services.auth import KeyStore
+from app.services.queue import JobQueue, QueueCollector, RedisJobMetrics
 from app.services.storage import FileStore
 
 if TYPE_CHECKING:
     from app.services.inference import ModelRegistry
+    from app.services.jobs import JobMetrics, StudyJobs
     from app.services.pacs import PacsService, StudyWatcher
+    from app.services.studies import StudyService
 
 logger = logging.getLogger("app")
 
@@ -145,12 +148,7 @@ def attach_services(
     app: FastAPI, settings: Settings, database: Database, files: FileStore, registry: ModelRegistry
 ) -> None:
     """Put the stores and services the routes use on ``app.state``; warm the model up."""
-    from app.services.claims import ClaimStore
-    from app.services.jobs import StudyJobs
-    from app.services.pacs import PacsClient, PacsService
     from app.services.predictions import PredictionService
-    from app.services.studies import StudyService
-    from ml.data.series import ArchiveLimits
 
     keys = KeyStore(database, settings.api_key_list())
     ensure_api_key(settings, keys)
@@ -163,7 +161,40 @@ def attach_services(
         database, files, registry, settings.max_image_pixels, metrics=app.state.metrics
     )
     app.state.predictions.warm_up()
-    app.state.studies = StudyService(
+    queue: JobQueue | None = app.state.job_queue
+    app.state.studies, app.state.pacs, app.state.jobs = build_study_services(
+        settings,
+        database,
+        files,
+        registry,
+        app.state.metrics,
+        # With the job queue, the jobs this process gives up are counted with the workers' ones.
+        job_metrics=app.state.metrics if queue is None else RedisJobMetrics(queue.redis),
+        send=queue.send if queue is not None else None,
+    )
+
+
+def build_study_services(
+    settings: Settings,
+    database: Database,
+    files: FileStore,
+    registry: ModelRegistry,
+    metrics: Metrics | None,
+    job_metrics: JobMetrics | None,
+    send: Callable[[str], bool] | None = None,
+) -> tuple[StudyService, PacsService, StudyJobs]:
+    """The studies, the PACS and the study jobs, as the service and the job queue's workers use them.
+
+    ``metrics``: where inference is counted; ``job_metrics``: where the jobs are; ``send``: send each
+    job to the job queue instead of this process's worker threads.
+    """
+    from app.services.claims import ClaimStore
+    from app.services.jobs import StudyJobs
+    from app.services.pacs import PacsClient, PacsService
+    from app.services.studies import StudyService
+    from ml.data.series import ArchiveLimits
+
+    studies = StudyService(
         database,
         files,
         registry,
@@ -171,21 +202,23 @@ def attach_services(
         max_slices=settings.max_study_slices,
         # A ZIP may unpack to a few times its own size (DICOM compresses about 2:1 to 4:1).
         archive_limits=ArchiveLimits(max_total_bytes=4 * settings.max_study_upload_bytes),
-        metrics=app.state.metrics,
+        metrics=metrics,
     )
-    app.state.pacs = PacsService(
+    pacs = PacsService(
         PacsClient.from_settings(settings),
-        app.state.studies,
+        studies,
         ClaimStore(database, settings.analysis_claim_timeout_seconds),
     )
-    app.state.jobs = StudyJobs(
-        app.state.studies,
+    jobs = StudyJobs(
+        studies,
         workers=settings.study_job_workers,
         max_attempts=settings.study_job_max_attempts,
         timeout_seconds=settings.analysis_claim_timeout_seconds,
-        metrics=app.state.metrics,
-        pacs=app.state.pacs,
+        metrics=job_metrics,
+        pacs=pacs,
+        send=send,
     )
+    return studies, pacs, jobs
 
 
 def start_watcher(settings: Settings, pacs: PacsService) -> StudyWatcher | None:
@@ -194,10 +227,20 @@ def start_watcher(settings: Settings, pacs: PacsService) -> StudyWatcher | None:
 
     if not (settings.dicomweb_url and settings.dicomweb_poll_seconds > 0):
         return None
+    if settings.job_queue_url:
+        # The job queue's workers poll, in turns, and queue what they find (app.worker).
+        return None
     watcher = StudyWatcher(pacs, settings.dicomweb_poll_seconds, settings.dicomweb_poll_lookback_days)
     watcher.start()
     logger.info("Watching the PACS for new CT studies every %g s.", settings.dicomweb_poll_seconds)
     return watcher
+
+
+def open_job_queue(settings: Settings) -> JobQueue | None:
+    """The job queue when ``ICH_JOB_QUEUE_URL`` is set (nothing connects until a job is sent)."""
+    if not settings.job_queue_url:
+        return None
+    return JobQueue(settings.job_queue_url, visibility_timeout=settings.analysis_claim_timeout_seconds)
 
 
 @asynccontextmanager
@@ -220,6 +263,8 @@ async def lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     if watcher is not None:
         watcher.stop()
     app.state.jobs.stop()
+    if app.state.job_queue is not None:
+        app.state.job_queue.close()
     database.dispose()
 
 
@@ -260,7 +305,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=partial(lifespan, settings=settings),
     )
     app.state.settings = settings
-    app.state.metrics = Metrics()
+    app.state.job_queue = open_job_queue(settings)
+    app.state.metrics = Metrics(
+        QueueCollector(app.state.job_queue) if app.state.job_queue is not None else None
+    )
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
     add_routes_and_middleware(app, settings)
     return app

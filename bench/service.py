@@ -22,7 +22,32 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-class ServiceProcess:
+class ChildProcess:
+    """A program started by this process, its output in ``log_path``: read its log, stop or kill it."""
+
+    process: subprocess.Popen[bytes] | None
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL: it dies in the middle of whatever it does."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 30 s."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class ServiceProcess(ChildProcess):
     """``python -m app`` (or ``command``) in ``cwd`` with ``ICH_*`` settings; waits for /readyz 200."""
 
     def __init__(
@@ -70,22 +95,6 @@ class ServiceProcess:
             time.sleep(0.3)
         self.stop()
         raise RuntimeError(f"The service was not ready within {self.startup_timeout} s:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
     def __enter__(self) -> ServiceProcess:
         return self.start()

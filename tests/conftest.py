@@ -27,6 +27,7 @@ MODULE_TIERS = {
     "test_browser.py": ("e2e", "integration", "data"),
     "test_deployment.py": ("integration", "data"),
     "test_fuzz.py": ("integration", "data"),
+    "test_job_queue.py": ("integration", "data"),
     "test_load_faults.py": ("integration", "data"),
     "test_pacs.py": ("integration", "data"),
     "test_server.py": ("integration", "data"),

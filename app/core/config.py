@@ -118,7 +118,14 @@ class Settings(BaseSettings):
     study_job_workers: int = Field(
         2,
         ge=1,
-        description="Worker threads per process that analyse study jobs; more than the cores gains nothing.",
+        description="Worker threads per process that analyse study jobs (without ICH_JOB_QUEUE_URL); more "
+        "than the cores gains nothing.",
+    )
+    job_queue_url: str | None = Field(
+        None,
+        description="Redis URL of the study job queue (Celery), e.g. redis://redis:6379/0; study jobs "
+        "then run on worker processes ('python -m app.worker'), and the PACS watcher polls from them. "
+        "Empty: jobs run on threads of the service's own processes.",
     )
     study_job_max_attempts: int = Field(
         3,
@@ -130,7 +137,7 @@ class Settings(BaseSettings):
         False, description="Send the session cookie over HTTPS only; turn on behind a TLS proxy."
     )
 
-    @field_validator("operating_point", "slice_threshold", "study_threshold", mode="before")
+    @field_validator("operating_point", "slice_threshold", "study_threshold", "job_queue_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # ICH_OPERATING_POINT= (as Compose writes an unset variable) means none, not the current folder.

@@ -2,7 +2,9 @@
 
 Each application owns its registry, so several apps in one process (tests) never share counts.
 With several uvicorn workers, ``PROMETHEUS_MULTIPROC_DIR`` is set by ``python -m app`` and every
-worker writes its values there; ``/metrics`` then answers with the sum over all workers.
+worker writes its values there; ``/metrics`` then answers with the sum over all workers. When the
+study jobs run on the job queue's workers, their metrics come from the queue instead
+(``app.services.queue.QueueCollector``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -33,8 +36,11 @@ class Metrics:
 
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self) -> None:
+    def __init__(self, study_jobs: Collector | None = None) -> None:
+        """``study_jobs``: where the study job metrics come from when the jobs run elsewhere (the
+        job queue's workers); None counts the jobs of this process."""
         self.multiprocess_dir = os.environ.get(MULTIPROCESS_ENV) or None
+        self.study_jobs = study_jobs
         # In multi-process mode values live in files; the exposition reads them from there.
         self.registry = CollectorRegistry(auto_describe=True)
         target = None if self.multiprocess_dir else self.registry
@@ -64,24 +70,31 @@ class Metrics:
             buckets=INFERENCE_BUCKETS,
             registry=target,
         )
-        self.study_jobs_queued = Gauge(
-            "ich_study_jobs_queued",
-            "Study jobs waiting for a worker thread (summed over processes).",
-            registry=target,
-            multiprocess_mode="livesum",
-        )
-        self.study_job_seconds = Histogram(
-            "ich_study_job_duration_seconds",
-            "Time of one attempt at a study job, from its start on a worker to done or failed.",
-            ["outcome"],
-            buckets=STUDY_JOB_BUCKETS,
-            registry=target,
-        )
-        self.study_job_failures = Counter(
-            "ich_study_job_failures",
-            "Study jobs that ended failed (an error, or given up after their last attempt).",
-            registry=target,
-        )
+        # The study jobs of this process's worker threads; none when the jobs run elsewhere.
+        self._study_jobs_local: tuple[Gauge, Histogram, Counter] | None = None
+        if study_jobs is None:
+            self._study_jobs_local = (
+                Gauge(
+                    "ich_study_jobs_queued",
+                    "Study jobs waiting for a worker thread (summed over processes).",
+                    registry=target,
+                    multiprocess_mode="livesum",
+                ),
+                Histogram(
+                    "ich_study_job_duration_seconds",
+                    "Time of one attempt at a study job, from its start on a worker to done or failed.",
+                    ["outcome"],
+                    buckets=STUDY_JOB_BUCKETS,
+                    registry=target,
+                ),
+                Counter(
+                    "ich_study_job_failures",
+                    "Study jobs that ended failed (an error, or given up after their last attempt).",
+                    registry=target,
+                ),
+            )
+        else:
+            self.registry.register(study_jobs)
         self.errors = Counter(
             "ich_errors",
             "Errors by type: the service error class, or the exception class when unhandled.",
@@ -99,8 +112,18 @@ class Metrics:
     def count_prediction(self, label: str, model: str, version: str) -> None:
         self.predictions.labels(label=label, model=model, version=version).inc()
 
+    def job_queued(self, change: int) -> None:
+        """A job handed to this process's worker threads (+1), or taken by one (-1)."""
+        if self._study_jobs_local is not None:
+            self._study_jobs_local[0].inc(change)
+
     def observe_study_job(self, outcome: str, seconds: float) -> None:
-        self.study_job_seconds.labels(outcome=outcome).observe(seconds)
+        if self._study_jobs_local is not None:
+            self._study_jobs_local[1].labels(outcome=outcome).observe(seconds)
+
+    def count_study_job_failure(self) -> None:
+        if self._study_jobs_local is not None:
+            self._study_jobs_local[2].inc()
 
     def count_error(self, error_type: str) -> None:
         self.errors.labels(type=error_type).inc()
@@ -110,5 +133,7 @@ class Metrics:
         if self.multiprocess_dir:
             registry = CollectorRegistry()
             MultiProcessCollector(registry, path=self.multiprocess_dir)
+            if self.study_jobs is not None:
+                registry.register(self.study_jobs)
             return generate_latest(registry)
         return generate_latest(self.registry)

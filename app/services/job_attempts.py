@@ -54,6 +54,10 @@ class JobRequest(BaseModel):
     fields: dict[str, str | None] = Field(default_factory=dict)
     study_instance_uid: str | None = None
     num_candidates: int = Field(0, ge=0)
+    # The claim on the PACS series taken in the request, for the worker process that runs the job
+    # (job queue); the thread of the request's own process is handed the claim itself.
+    claim_id: str | None = None
+    claim_owner: str | None = None
     model_name: str
     model_version: str
     segment: bool = True

@@ -1,4 +1,5 @@
-"""Studies as jobs, run in the service's own process on a small pool of threads.
+"""Studies as jobs, run in the service's own process on a small pool of threads, or on the worker
+processes of the job queue (``app.services.queue``, when ``ICH_JOB_QUEUE_URL`` is set).
 
 ``POST /api/v1/studies`` checks the upload (the series is read, the model chosen), stores the
 study's row as ``queued`` with its inputs beside it, and answers at once; a worker thread then
@@ -14,6 +15,8 @@ it still owns the row, in the transaction that writes the slices, so a failed or
 leaves no slice rows or files. A job whose process died (its owner is a process of this host that
 is gone, or its heartbeat is older than the timeout) is queued again, at start-up and then
 periodically, until it has been tried ``max_attempts`` times; then it is ``failed`` with the reason.
+With the job queue, "handing a job to a worker" sends it to the queue, and the same recovery sends
+it again; a worker given a job whose row another attempt runs, or that is done, does nothing.
 """
 
 from __future__ import annotations
@@ -22,20 +25,19 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.core.errors import AnalysisInProgress, ServiceError, StorageUnavailable
-from app.core.metrics import Metrics
 from app.db import PENDING_LABEL, Database, Study, utcnow
 from app.services.analysis import UploadFields, new_record_columns, patient_columns, short_id
-from app.services.claims import FinishedAnalysis, rows_changed
+from app.services.claims import AnalysisKey, Claim, FinishedAnalysis, rows_changed
 from app.services.job_attempts import (
     DONE,
     FAILED,
@@ -57,7 +59,6 @@ from app.services.studies import StudyDecision, StudyRecord, StudyService
 from ml.data.series import StudySeries
 
 if TYPE_CHECKING:
-    from app.services.claims import Claim
     from app.services.pacs import PacsService
 
 logger = logging.getLogger(__name__)
@@ -66,8 +67,20 @@ logger = logging.getLogger(__name__)
 MAX_WAIT_SECONDS = 120
 
 
+class JobMetrics(Protocol):
+    """What the jobs count: ``app.core.metrics.Metrics`` in a process that runs its own jobs, or
+    the job queue's counts in Redis (``app.services.queue.RedisJobMetrics``)."""
+
+    def job_queued(self, change: int) -> None: ...
+
+    def observe_study_job(self, outcome: str, seconds: float) -> None: ...
+
+    def count_study_job_failure(self) -> None: ...
+
+
 class StudyJobs:
-    """The queue of study jobs and the worker threads that run them, in this process."""
+    """The queue of study jobs and the worker threads that run them, in this process; or, with
+    ``send``, the jobs sent to the job queue's workers (``send(study_id)``: whether it was sent)."""
 
     def __init__(
         self,
@@ -75,8 +88,9 @@ class StudyJobs:
         workers: int = 2,
         max_attempts: int = 3,
         timeout_seconds: float = 600.0,
-        metrics: Metrics | None = None,
+        metrics: JobMetrics | None = None,
         pacs: PacsService | None = None,
+        send: Callable[[str], bool] | None = None,
     ) -> None:
         if workers < 1 or max_attempts < 1 or timeout_seconds <= 0:
             raise ValueError(
@@ -89,6 +103,7 @@ class StudyJobs:
         self.max_attempts = max_attempts
         self.timeout = timedelta(seconds=timeout_seconds)
         self.metrics = metrics
+        self.send = send
         self.process = queue_name()
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="study-job")
         self._submitted: set[str] = set()
@@ -163,6 +178,8 @@ class StudyJobs:
             num_candidates=num_candidates,
             model_name=key.model_name,
             model_version=key.model_version,
+            claim_id=claimed.id if self.send is not None else None,
+            claim_owner=claimed.owner if self.send is not None else None,
         )
         try:
             study = self._queued_row(request, "dicomweb", 0)
@@ -224,14 +241,36 @@ class StudyJobs:
         claim: tuple[Claim, int] | None = None,
     ) -> None:
         """Hand a queued job to the worker threads (``series``: already read; ``claim``: the PACS
-        series claimed in the request, with the number of CT series; else found again)."""
+        series claimed in the request, with the number of CT series; else found again), or send it
+        to the job queue, whose worker reads both from the job's stored request."""
+        if self.send is not None:
+            self.send(study_id)
+            return
         with self._changed:
             if study_id in self._submitted:
                 return
             self._submitted.add(study_id)
         if self.metrics is not None:
-            self.metrics.study_jobs_queued.inc()
+            self.metrics.job_queued(1)
         self.executor.submit(self._run, study_id, series, claim)
+
+    def run_delivered(self, study_id: str) -> None:
+        """Run a job delivered by the job queue, on this worker process's own thread.
+
+        A job whose row is left running or queued by a process that is gone (its worker was
+        killed, and the queue handed the job back) is first queued again, or given up after its
+        last attempt, exactly as the recovery would; a job that another live attempt runs, or that
+        has ended, is left as it is.
+        """
+        with self.database.session() as session:
+            row = session.get(Study, study_id)
+        if row is None or row.status not in (QUEUED, RUNNING):
+            logger.info("Study job %s was delivered again after it ended; nothing to do.", short_id(study_id))
+            return
+        stale = row.heartbeat_at is None or row.heartbeat_at < utcnow() - self.timeout
+        if (stale or owner_is_gone(row.owner)) and not self._requeue(row):
+            return
+        self._run(study_id, None, None)
 
     def _start(self, study_id: str) -> JobRun | None:
         """Take a queued job for this process; None when another attempt has it or it is gone."""
@@ -248,7 +287,7 @@ class StudyJobs:
     def _run(self, study_id: str, series: StudySeries | None, claim: tuple[Claim, int] | None) -> None:
         """One attempt at a job, on a worker thread: analyse, store, or record why it failed."""
         if self.metrics is not None:
-            self.metrics.study_jobs_queued.dec()
+            self.metrics.job_queued(-1)
         try:
             run = self._start(study_id)
             if run is None:
@@ -326,6 +365,8 @@ class StudyJobs:
         (done) and the job keeps the error, which asking again clears by storing them back."""
         pacs = self._require_pacs()
         run.done_when_stored = False
+        if claim is None and request.claim_id and request.claim_owner:
+            claim = self._adopt_claim(run.study_id, request)
         if claim is None:
             try:
                 claimed, num_candidates = pacs.claim_remote_study(
@@ -351,6 +392,27 @@ class StudyJobs:
             return FAILED
         run.complete()
         return DONE
+
+    def _adopt_claim(self, study_id: str, request: JobRequest) -> tuple[Claim, int] | None:
+        """The claim that the request which queued the job took, when it is still held; None when
+        it was released or taken over meanwhile (the series is then claimed again)."""
+        pacs = self._require_pacs()
+        with self.database.session() as session:
+            series_instance_uid = session.scalar(
+                select(Study.series_instance_uid).where(Study.id == study_id)
+            )
+        key = AnalysisKey(
+            request.study_instance_uid or "",
+            series_instance_uid or "",
+            request.model_name,
+            request.model_version,
+        )
+        claim = Claim(pacs.claims, request.claim_id or "", key, request.claim_owner or "")
+        try:
+            claim.heartbeat(force=True)
+        except ServiceError:
+            return None
+        return claim, request.num_candidates
 
     def _defer(self, run: JobRun) -> None:
         """Queue the job again without counting this attempt; a later check of the jobs retries it."""
@@ -380,7 +442,7 @@ class StudyJobs:
             )
         self.files.delete(run.study_id, JOB_INPUTS)
         if self.metrics is not None:
-            self.metrics.study_job_failures.inc()
+            self.metrics.count_study_job_failure()
         logger.warning("Study job %s failed: %s", short_id(run.study_id), reason)
 
     def wait(self, study_id: str, seconds: float) -> Study:
@@ -440,7 +502,7 @@ class StudyJobs:
         if given_up:
             self.files.delete(row.id, JOB_INPUTS)
             if self.metrics is not None:
-                self.metrics.study_job_failures.inc()
+                self.metrics.count_study_job_failure()
             logger.warning("Study job %s given up after %d attempts.", short_id(row.id), row.attempts)
         return not given_up
 

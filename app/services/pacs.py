@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -623,17 +623,32 @@ class StudyWatcher:
     study is analysed only once it has stopped growing: when its number of instances is the one
     the previous poll saw. Every worker of every replica runs one: the claims of
     ``analysis_claims`` let only one of them analyse each series.
+
+    With the job queue, the watchers of the queue's workers take turns (``turn``: whether this
+    process polls now, a lock in Redis), share what the last poll saw (``sizes``, kept in Redis),
+    and queue each new study as a job (``enqueue``: the id of the new job, None when there is
+    none) instead of analysing it on their own thread.
     """
 
-    def __init__(self, pacs: PacsService, interval: float, lookback_days: int = 1) -> None:
+    def __init__(
+        self,
+        pacs: PacsService,
+        interval: float,
+        lookback_days: int = 1,
+        enqueue: Callable[[str], str | None] | None = None,
+        turn: Callable[[], bool] | None = None,
+        sizes: MutableMapping[str, int | None] | None = None,
+    ) -> None:
         self.pacs = pacs
         self.interval = interval
         self.lookback_days = lookback_days
+        self.enqueue = enqueue
+        self.turn = turn
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failed: set[str] = set()
         # Instances each waiting study had at the last poll (None: the PACS did not say).
-        self._sizes: dict[str, int | None] = {}
+        self._sizes: MutableMapping[str, int | None] = {} if sizes is None else sizes
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="dicomweb-watcher", daemon=True)
@@ -661,6 +676,10 @@ class StudyWatcher:
             if self._stop.is_set():
                 break
             try:
+                if self.enqueue is not None:
+                    queued = self.enqueue(uid)
+                    created.extend([queued] if queued is not None else [])
+                    continue
                 analysis = self.pacs.analyse_remote_study(uid)
             except AnalysisInProgress:
                 # Another worker or replica has it; its result shows up on the next poll.
@@ -689,6 +708,8 @@ class StudyWatcher:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
+                if self.turn is not None and not self.turn():
+                    continue
                 created = self.poll_once()
                 if created:
                     logger.info("Watcher analysed %d new studies from the PACS", len(created))

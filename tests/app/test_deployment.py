@@ -145,10 +145,11 @@ def compose(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 
 def test_compose_file_is_valid_and_wires_the_stack(compose: dict[str, object]) -> None:
     services: dict[str, dict[str, object]] = compose["services"]  # type: ignore[assignment]
-    assert set(services) == {"app", "postgres", "orthanc"}
+    assert set(services) == {"app", "worker", "redis", "postgres", "orthanc"}
     app = services["app"]
     assert app["depends_on"] == {
         "postgres": {"condition": "service_healthy"},
+        "redis": {"condition": "service_healthy"},
         "orthanc": {"condition": "service_started"},
     }
     environment: dict[str, str] = app["environment"]  # type: ignore[assignment]
@@ -169,7 +170,20 @@ def test_compose_file_is_valid_and_wires_the_stack(compose: dict[str, object]) -
     orthanc = services["orthanc"]
     assert orthanc["environment"]["DICOM_WEB_PLUGIN_ENABLED"] == "true"  # type: ignore[index]
     assert json.loads(orthanc["environment"]["ORTHANC__REGISTERED_USERS"]) == {"ich": "Secret123"}  # type: ignore[index]
-    assert set(compose["volumes"]) == {"app-data", "postgres-data", "orthanc-data"}  # type: ignore[arg-type]
+    assert set(compose["volumes"]) == {"app-data", "postgres-data", "orthanc-data", "redis-data"}  # type: ignore[arg-type]
+    # Study jobs go through Redis to the workers: the same image and settings, the same data volume,
+    # no published port (so that --scale worker=N works).
+    assert environment["ICH_JOB_QUEUE_URL"] == "redis://redis:6379/0"
+    worker = services["worker"]
+    assert worker["image"] == app["image"] and worker["command"] == ["python", "-m", "app.worker"]
+    worker_environment: dict[str, str] = worker["environment"]  # type: ignore[assignment]
+    assert set(worker_environment) <= settings_variables()
+    for name in ("ICH_JOB_QUEUE_URL", "ICH_DATABASE_URL", "ICH_DICOMWEB_URL", "ICH_OPERATING_POINT"):
+        assert worker_environment[name] == environment[name], name
+    assert any(str(volume).startswith("app-data:/data") for volume in worker["volumes"])  # type: ignore[attr-defined]
+    assert "ports" not in worker and "container_name" not in worker
+    assert worker["depends_on"]["redis"] == {"condition": "service_healthy"}  # type: ignore[index]
+    assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]  # type: ignore[index]
     # The app's healthcheck is the one the image declares.
     assert app["healthcheck"]["test"][1:] == dockerfile_exec_form("HEALTHCHECK")  # type: ignore[index]
 
