@@ -210,6 +210,8 @@ def test_the_model_page_shows_the_multitask_card_and_its_outlines(
     assert "the mask head of the classifier (ich-multitask 0.0.1)" in html
     assert "ich-multitask 0.0.1 (serves uploads and outlines them)" in html
     assert "ich-unet 0.0.1 (outlines analyses by other models)" in html
+    # Its card has no outline criterion in its study rule.
+    assert "data-outline-criterion" not in html
 
 
 def test_the_registry_finds_the_multitask_card_for_its_outline_records(multitask_model_store: Path) -> None:
@@ -342,6 +344,19 @@ def test_the_outline_criterion_flags_a_study_the_probability_does_not(
         card_path.write_text(json.dumps(card), encoding="utf-8")
     assert body["criteria"] == {"flagged_by": [], "outline_threshold_px": 12289, "outline_px": 12288}
     assert body["label"] == "no_hemorrhage"
+
+
+def test_the_model_page_states_the_outline_criterion(outline_rule_store: Path, tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        model_store=outline_rule_store,
+        default_model="ich-multitask",
+        auth_enabled=False,
+    )
+    with TestClient(create_app(settings)) as client:
+        html = client.get("/model").text
+    assert "data-outline-criterion" in html
+    assert "reaches 12,288 pixels of its 64 x 64 grid of the head" in html
 
 
 def test_a_multitask_study_without_the_outline_criterion_records_only_the_probability(

@@ -34,7 +34,12 @@ def model_page(request: Request, user: PageUser, registry: RegistryDep) -> Respo
         title="Model",
         nav="model",
         card=card_view(classifier.model_card),
-        operating_point=operating_point_view(classifier.operating_point, classifier.card_operating_point),
+        operating_point=operating_point_view(
+            classifier.operating_point,
+            classifier.card_operating_point,
+            classifier.model_card.study_outline_px if classifier.outlines_itself else None,
+            classifier.config.image_size,
+        ),
         plots=plots,
         models=registry.describe(),
         segmentation=outliner_view(registry.outliner(classifier), classifier),

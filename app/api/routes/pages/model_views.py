@@ -184,10 +184,18 @@ def outliner_view(
     }
 
 
-def operating_point_view(point: OperatingPointInUse, card_point: OperatingPointInUse) -> dict[str, Any]:
-    """The thresholds the model decides with, where they come from, and the card's beside them."""
+def operating_point_view(
+    point: OperatingPointInUse,
+    card_point: OperatingPointInUse,
+    outline_px: int | None = None,
+    grid: int | None = None,
+) -> dict[str, Any]:
+    """The thresholds the model decides with, where they come from, and the card's beside them;
+    with the card's outline criterion of the study rule (``study_outline_px``), that too."""
     return {
         "site": point.from_site,
+        "outline_px": outline_px,
+        "grid": grid,
         "rows": [
             {
                 "decision": "Slice",
