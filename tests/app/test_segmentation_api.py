@@ -21,7 +21,7 @@ from pypdf import PdfReader
 
 from app.core.config import Settings
 from app.main import create_app
-from app.services.segmentation import POINTING_GAME_POOR, help_sentences, slice_spacing_mm
+from app.services.segmentation import POINTING_GAME_POOR, OutlineCard, help_sentences, slice_spacing_mm
 from ml.data.segmentation import SUBTYPE_COLOURS, SUBTYPES
 from tests.app.conftest import API_KEY, DATA_DIR, tiny_seg_card
 from tests.support.dicom_series import ct_slice, patient_jpegs, series_from_jpegs
@@ -373,6 +373,36 @@ def test_help_follows_the_card() -> None:
     assert "often does not point" not in sentences and "85% of 20 test slices" in sentences
     bare = " ".join(help_sentences({"name": "x", "version": "1"}))
     assert "not been measured" in bare and "small number of slices" in bare
+
+
+def test_help_reads_what_a_card_says_and_passes_over_what_it_garbles() -> None:
+    card = tiny_seg_card()
+    card["training"] = {
+        "counts": {"bhsd_train": {"slices": "40"}, "bhsd_validation": {"slices": 6}, "bhsd_test": [6]}
+    }
+    card["metrics"] = {
+        "test": {"segmentation": {"any_blood": {"dice": {"value": 0.42, "ci95": [0.31, None]}}}}
+    }
+    card["pointing_game"] = {
+        "test_volumes": {"slices": 6, "hit_rate": float("nan")},
+        "all_bhsd_seg_slices": {"slices": "20", "hit_rate": 0.9},
+    }
+    view = OutlineCard.from_card(card)
+    assert view.labelled_slices == (6, None)
+    assert view.any_blood_dice == (0.42, None)
+    assert view.pointing == (0.9, None)
+    sentences = " ".join(help_sentences(card))
+    assert "trained on only 6 labelled slices (slices with hand-drawn outlines)" in sentences
+    assert "Dice of 0.42, where" in sentences and "95% CI" not in sentences
+    assert "inside the bleed on 90% of test slices with a labelled bleed (pointing game)" in sentences
+    # Parts of the wrong shape read as absent, like those of an older card that lacks them.
+    garbled = OutlineCard.from_card(
+        {"name": 3, "version": "1", "training": "40", "metrics": {"test": []}, "pointing_game": None}
+    )
+    assert garbled.name == "the segmentation model" and garbled.version == "1"
+    assert garbled.labelled_slices == (None, None)
+    assert garbled.any_blood_dice == (None, None) and garbled.pointing == (None, None)
+    assert OutlineCard.from_card({}) == garbled.model_copy(update={"version": ""})
 
 
 def test_slice_spacing_from_positions_or_thickness() -> None:

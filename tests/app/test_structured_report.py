@@ -10,7 +10,7 @@ import pytest
 
 from app.db import Study
 from app.services.details import StudyCriteria, StudyDetails
-from app.services.pacs import PacsService
+from app.services.pacs.objects import structured_report
 from app.services.studies import StudyRecord
 from tests.app.conftest import DATA_DIR
 from tests.support.dicom_series import patient_jpegs, series_from_jpegs
@@ -46,12 +46,11 @@ def _study(label: str, probability: float, criteria: StudyCriteria | None) -> St
 def test_a_study_flagged_by_its_outline_alone_says_so_in_its_structured_report() -> None:
     name, data = series_from_jpegs(patient_jpegs(DATA_DIR, "050")[10:11])[0]
     source = pydicom.dcmread(io.BytesIO(data))
-    service = PacsService(None, None, None)  # type: ignore[arg-type]
     outline = StudyCriteria(flagged_by=["outline"], outline_threshold_px=361, outline_px=900)
-    report = service.structured_report(StudyRecord(_study("hemorrhage", 0.4, outline), []), [source])
+    report = structured_report(StudyRecord(_study("hemorrhage", 0.4, outline), []), [source])
     comment = _comment(report)
     assert "flagged by its outline: 900 outlined pixels of blood (criterion: 361)" in comment
     assert "Not for clinical use".lower() in comment.lower()
     # A rule without the outline criterion keeps the comment as it was.
-    plain = service.structured_report(StudyRecord(_study("hemorrhage", 0.8, None), []), [source])
+    plain = structured_report(StudyRecord(_study("hemorrhage", 0.8, None), []), [source])
     assert "outline" not in _comment(plain)

@@ -11,7 +11,7 @@ bedside ABC/2 estimate beside it.
 | :mod:`.records` | areas, pixel spacing, what a slice's and a study's records keep |
 | :mod:`.volumes` | slice spacing, the blood masks of a series, voxel and ABC/2 volumes |
 | :mod:`.images` | ``mask.png``, ``contours.png`` and the outlines over the slice |
-| :mod:`.presentation` | the legend's rows and the sentences the pages and reports show |
+| :mod:`.presentation` | what the outline model's card says the outlines are worth (``OutlineCard``, read once), the legend's rows and the sentences the pages and reports show |
 """
 
 from app.core.wording import area_text
@@ -21,12 +21,10 @@ from app.services.segmentation.presentation import (
     POINTING_GAME_POOR,
     SPACING_SOURCES,
     SUBTYPE_TITLES,
-    any_blood_dice,
+    OutlineCard,
     colour_hex,
     help_sentences,
-    labelled_slices,
     legend,
-    pointing_game,
     study_summary_sentences,
 )
 from app.services.segmentation.records import (
@@ -52,24 +50,22 @@ __all__ = [
     "MASK_FILE",
     "NO_PIXEL_SPACING",
     "NO_SLICE_SPACING",
+    "OutlineCard",
     "POINTING_GAME_POOR",
     "SPACING_SOURCES",
     "SUBTYPE_TITLES",
     "PackedMasks",
     "StudySegmentation",
-    "any_blood_dice",
     "area_mm2",
     "area_text",
     "colour_hex",
     "composite_png",
     "contours_png",
     "help_sentences",
-    "labelled_slices",
     "legend",
     "mask_png",
     "most_outlined_slices",
     "pixel_spacing",
-    "pointing_game",
     "slice_record",
     "slice_spacing_mm",
     "study_slice_record",

@@ -6,8 +6,20 @@ legend, and a study's volumes as sentences.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    model_validator,
+)
+from pydantic_core import PydanticUseDefault
 
 from app.core.wording import area_text
 from app.services.details import (
@@ -16,7 +28,7 @@ from app.services.details import (
     StudySegmentationRecord,
     StudySubtype,
 )
-from app.services.segmentation.records import as_mapping, finite_float
+from app.services.segmentation.records import finite_float
 from ml.data.segmentation import SUBTYPE_COLOURS, SUBTYPES
 from ml.evaluation.segmentation import POINTING_GAME_TARGET
 from ml.segmenter import MULTITASK_KIND
@@ -39,61 +51,133 @@ def colour_hex(name: str) -> str:
     return f"#{red:02x}{green:02x}{blue:02x}"
 
 
-def labelled_slices(card: dict[str, Any]) -> tuple[int | None, int | None]:
-    """``(slices with hand-drawn outlines, those kept for testing)`` from a segmentation card."""
-    counts = as_mapping(as_mapping(card.get("training")).get("counts"))
-    labelled = [
-        as_mapping(value).get("slices") for key, value in counts.items() if str(key).startswith("bhsd_")
-    ]
-    numbers = [int(item) for item in labelled if isinstance(item, int)]
-    test = as_mapping(counts.get("bhsd_test")).get("slices")
-    return (sum(numbers) if numbers else None), (int(test) if isinstance(test, int) else None)
+def _absent_when_invalid(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    # A field of the wrong type reads as absent: an older or hand-made card still gets its help.
+    try:
+        return handler(value)
+    except ValidationError as error:
+        raise PydanticUseDefault() from error
 
 
-def any_blood_dice(card: dict[str, Any]) -> tuple[float | None, list[float] | None]:
-    """The test Dice of the outlines (any blood), with its 95% interval when the card has one."""
-    dice = as_mapping(
-        as_mapping(
-            as_mapping(as_mapping(as_mapping(card.get("metrics")).get("test")).get("segmentation")).get(
-                "any_blood"
-            )
-        ).get("dice")
-    )
-    interval = dice.get("ci95")
-    bounds = None
-    if isinstance(interval, list) and len(interval) == 2:
-        low, high = finite_float(interval[0]), finite_float(interval[1])
-        bounds = [low, high] if low is not None and high is not None else None
-    return finite_float(dice.get("value")), bounds
+# Numbers and names are read strictly (no bools, no strings, no NaN or infinity); a wrong one is absent.
+ABSENT_WHEN_INVALID = WrapValidator(_absent_when_invalid)
 
 
-def pointing_game(card: dict[str, Any]) -> tuple[float | None, int | None]:
-    """How often the Grad-CAM peak fell inside the bleed on test slices, and on how many slices."""
-    games = as_mapping(card.get("pointing_game"))
-    for key in ("test_volumes", "all_bhsd_seg_slices"):
-        entry = as_mapping(games.get(key))
-        rate = finite_float(entry.get("hit_rate"))
-        if rate is not None:
-            slices = entry.get("slices")
-            return rate, int(slices) if isinstance(slices, int) else None
-    return None, None
+class _CardPart(BaseModel):
+    """A part of the card; one that is not a JSON object reads as empty."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", strict=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _object_or_empty(cls, value: Any) -> Any:
+        return value if isinstance(value, dict | cls) else {}
 
 
-def help_sentences(card: dict[str, Any]) -> list[str]:
-    """What a user must know about the outlines and the heat map, in plain words, from the card."""
-    name, version = card.get("name", "the segmentation model"), card.get("version", "")
-    labelled, test = labelled_slices(card)
+class _Slices(_CardPart):
+    slices: Annotated[int | None, ABSENT_WHEN_INVALID] = None
+
+
+class _Training(_CardPart):
+    # Per split of each collection (``bhsd_train``, ``bhsd_test`` ...), as the trainers count them.
+    counts: Annotated[dict[str, _Slices], ABSENT_WHEN_INVALID] = Field(default_factory=dict)
+
+
+class _Measure(_CardPart):
+    value: Annotated[float | None, ABSENT_WHEN_INVALID] = None
+    ci95: Annotated[list[float] | None, Field(min_length=2, max_length=2), ABSENT_WHEN_INVALID] = None
+
+
+class _BloodSegmentation(_CardPart):
+    dice: _Measure = _Measure()
+
+
+class _Segmentation(_CardPart):
+    any_blood: _BloodSegmentation = _BloodSegmentation()
+
+
+class _TestMetrics(_CardPart):
+    segmentation: _Segmentation = _Segmentation()
+
+
+class _Metrics(_CardPart):
+    test: _TestMetrics = _TestMetrics()
+
+
+class _PointingGame(_CardPart):
+    hit_rate: Annotated[float | None, ABSENT_WHEN_INVALID] = None
+    slices: Annotated[int | None, ABSENT_WHEN_INVALID] = None
+
+
+class _PointingGames(_CardPart):
+    # On the test volumes (the segmentation trainer), else on every slice of the segmentation set.
+    test_volumes: _PointingGame = _PointingGame()
+    all_bhsd_seg_slices: _PointingGame = _PointingGame()
+
+
+class OutlineCard(_CardPart):
+    """What the card of the model that draws the outlines says they are worth, read once.
+
+    The parts :func:`help_sentences` reads: the name, version and kind, the training counts of
+    slices with hand-drawn outlines (``training.counts.bhsd_*``), the test Dice of any blood
+    (``metrics.test.segmentation.any_blood.dice``) and the Grad-CAM pointing game. A card that
+    lacks a part, or holds a value of the wrong type there (older cards), reads as not saying it.
+    """
+
+    name: Annotated[str, ABSENT_WHEN_INVALID] = "the segmentation model"
+    version: Annotated[str, ABSENT_WHEN_INVALID] = ""
+    kind: Annotated[str | None, ABSENT_WHEN_INVALID] = None
+    training: _Training = _Training()
+    metrics: _Metrics = _Metrics()
+    pointing_game: _PointingGames = _PointingGames()
+
+    @classmethod
+    def from_card(cls, card: Mapping[str, Any]) -> OutlineCard:
+        """The view of a card's mapping (a card file's JSON object, ``ModelCard.raw``)."""
+        return cls.model_validate(dict(card))
+
+    @property
+    def labelled_slices(self) -> tuple[int | None, int | None]:
+        """``(slices with hand-drawn outlines, those kept for testing)``; None where the card does not say."""
+        counts = self.training.counts
+        numbers = [
+            entry.slices
+            for key, entry in counts.items()
+            if key.startswith("bhsd_") and entry.slices is not None
+        ]
+        test = counts["bhsd_test"].slices if "bhsd_test" in counts else None
+        return (sum(numbers) if numbers else None), test
+
+    @property
+    def any_blood_dice(self) -> tuple[float | None, list[float] | None]:
+        """The test Dice of the outlines (any blood), with its 95% interval when the card has one."""
+        dice = self.metrics.test.segmentation.any_blood.dice
+        return dice.value, dice.ci95
+
+    @property
+    def pointing(self) -> tuple[float | None, int | None]:
+        """How often the Grad-CAM peak fell inside the bleed on test slices, and on how many slices."""
+        for game in (self.pointing_game.test_volumes, self.pointing_game.all_bhsd_seg_slices):
+            if game.hit_rate is not None:
+                return game.hit_rate, game.slices
+        return None, None
+
+
+def help_sentences(card: Mapping[str, Any]) -> list[str]:
+    """What a user must know about the outlines and the heat map, in plain words, from the card
+    (its mapping as written) of the model that draws the outlines."""
+    view = OutlineCard.from_card(card)
+    name, version = view.name, view.version
+    labelled, test = view.labelled_slices
     if labelled is not None:
         held = f", {test} of them kept apart for testing" if test else ""
         trained = f"trained on only {labelled} labelled slices (slices with hand-drawn outlines{held})"
     else:
         trained = "trained on only a small number of slices with hand-drawn outlines"
     # A multitask model draws the outlines with its own mask head, beside its probability.
-    source = (
-        "the mask head of the classifier" if card.get("kind") == MULTITASK_KIND else "a segmentation model"
-    )
+    source = "the mask head of the classifier" if view.kind == MULTITASK_KIND else "a segmentation model"
     sentences = [f"The coloured outlines come from {source} ({name} {version}".rstrip() + f") {trained}."]
-    dice, interval = any_blood_dice(card)
+    dice, interval = view.any_blood_dice
     if dice is not None:
         ci = f" (95% CI {interval[0]:.2f} to {interval[1]:.2f})" if interval else ""
         sentences.append(
@@ -105,7 +189,7 @@ def help_sentences(card: dict[str, Any]) -> list[str]:
         sentences.append(
             "Its outlines have not been measured against hand-drawn ones; treat them with caution."
         )
-    rate, slices = pointing_game(card)
+    rate, slices = view.pointing
     if rate is not None:
         on = (
             f" of {slices} test slices with a labelled bleed"
