@@ -9,11 +9,12 @@ import pytest
 from reportlab.lib import colors
 from reportlab.platypus import Paragraph
 
+from app.api.routes.pages.filters import as_mapping
 from app.core.labels import Label
 from app.services.reporting import ReportModelInfo, SegmentationSection, SubtypeLine
 from app.services.reporting.layout import CONTENT_WIDTH, IMAGE_GAP, Styles, image_row
 from app.services.reporting.sections import validate, verdict_box
-from app.services.segmentation.records import as_mapping, finite_float
+from app.services.segmentation.records import finite_float
 
 
 def _report(**values: object) -> SimpleNamespace:

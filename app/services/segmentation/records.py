@@ -18,11 +18,6 @@ MASK_FILE = "mask.png"
 CONTOURS_FILE = "contours.png"
 
 
-def as_mapping(value: Any) -> dict[str, Any]:
-    """``value`` when it is a dict, else an empty one: stored details are read without trusting them."""
-    return value if isinstance(value, dict) else {}
-
-
 def finite_float(value: Any) -> float | None:
     """``value`` as a float when it is a finite number (not a bool), else None."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
