@@ -19,7 +19,6 @@ from pydantic import (
     WrapValidator,
     model_validator,
 )
-from pydantic_core import PydanticUseDefault
 
 from app.core.wording import area_text
 from app.services.details import (
@@ -51,16 +50,20 @@ def colour_hex(name: str) -> str:
     return f"#{red:02x}{green:02x}{blue:02x}"
 
 
-def _absent_when_invalid(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
-    # A field of the wrong type reads as absent: an older or hand-made card still gets its help.
-    try:
-        return handler(value)
-    except ValidationError as error:
-        raise PydanticUseDefault() from error
+def absent_when_invalid(default: Any = None) -> WrapValidator:
+    """A field of the wrong type reads as absent (``default``): an older or hand-made card still
+    gets its help. Numbers and names are read strictly (no bools, no strings, no NaN or infinity)."""
+
+    def validate(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            return default() if callable(default) else default
+
+    return WrapValidator(validate)
 
 
-# Numbers and names are read strictly (no bools, no strings, no NaN or infinity); a wrong one is absent.
-ABSENT_WHEN_INVALID = WrapValidator(_absent_when_invalid)
+ABSENT_WHEN_INVALID = absent_when_invalid()
 
 
 class _CardPart(BaseModel):
@@ -80,7 +83,7 @@ class _Slices(_CardPart):
 
 class _Training(_CardPart):
     # Per split of each collection (``bhsd_train``, ``bhsd_test`` ...), as the trainers count them.
-    counts: Annotated[dict[str, _Slices], ABSENT_WHEN_INVALID] = Field(default_factory=dict)
+    counts: Annotated[dict[str, _Slices], absent_when_invalid(dict)] = Field(default_factory=dict)
 
 
 class _Measure(_CardPart):
@@ -124,8 +127,8 @@ class OutlineCard(_CardPart):
     lacks a part, or holds a value of the wrong type there (older cards), reads as not saying it.
     """
 
-    name: Annotated[str, ABSENT_WHEN_INVALID] = "the segmentation model"
-    version: Annotated[str, ABSENT_WHEN_INVALID] = ""
+    name: Annotated[str, absent_when_invalid("the segmentation model")] = "the segmentation model"
+    version: Annotated[str, absent_when_invalid("")] = ""
     kind: Annotated[str | None, ABSENT_WHEN_INVALID] = None
     training: _Training = _Training()
     metrics: _Metrics = _Metrics()
