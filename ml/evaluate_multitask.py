@@ -29,8 +29,8 @@ from ml.data.preprocessing import PreprocessConfig, preprocess
 from ml.evaluation.metrics import json_number, summarize
 from ml.evaluation.segmentation import overlap_counts
 from ml.model_io import load_bundle
-from ml.multitask import READERS, _Slice
 from ml.multitask_bundle import SERIES, choose_study_rule, series_scores
+from ml.multitask_data import READERS, _Slice
 from ml.segmenter import class_map_from_probabilities, class_map_to_original, load_segmenter
 
 logger = logging.getLogger(__name__)

@@ -18,13 +18,12 @@ from ml.multitask import (
     MultitaskConfig,
     Part,
     Predictor,
-    _prepare,
-    _Slice,
     mask_loss,
     probability_loss,
     subtype_loss,
     training_data,
 )
+from ml.multitask_data import _prepare, _Slice
 
 SIZE = 32
 
