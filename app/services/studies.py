@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy.orm import Session
 
@@ -60,6 +60,7 @@ from ml.data.series import (
     is_zip,
 )
 from ml.evaluation.study import aggregate
+from ml.evaluation.study_outline import flagged_by
 
 if TYPE_CHECKING:
     from app.services.claims import Claim
@@ -115,6 +116,27 @@ class StudyRecord:
         return key_slice_indices([item.probability for item in self.slices])
 
     @property
+    def criteria_sentence(self) -> str | None:
+        """Which criterion of its rule flagged the study (or why none did), when its rule has the
+        outline criterion; ``None`` otherwise."""
+        criteria = self.details.criteria
+        if criteria is None or self.study.probability is None:
+            return None
+        return study_criteria_sentence(
+            criteria.flagged_by,
+            self.study.probability,
+            self.study.threshold,
+            criteria.outline_px,
+            criteria.outline_threshold_px,
+        )
+
+    @property
+    def flagged_by_outline_alone(self) -> bool:
+        """Whether only the outline criterion flagged the study (its probability stays under the threshold)."""
+        criteria = self.details.criteria
+        return criteria is not None and list(criteria.flagged_by) == ["outline"]
+
+    @property
     def skipped(self) -> list[dict[str, str]]:
         """The uploaded objects that were not analysed, as ``{"name", "reason"}``."""
         return [{"name": item.name, "reason": item.reason} for item in self.details.skipped]
@@ -148,12 +170,11 @@ class StudyDecision:
         """Which criteria flag a study with this aggregated ``probability`` and these outlines
         (``None`` when the series was analysed without outlines: the outline criterion cannot apply)."""
         outlined = segmentation.grid_blood_px if segmentation is not None else None
-        flagged_by: list[Literal["probability", "outline"]] = []
-        if probability >= self.threshold:
-            flagged_by.append("probability")
-        if self.outline_px is not None and outlined is not None and outlined >= self.outline_px:
-            flagged_by.append("outline")
-        return StudyCriteria(flagged_by=flagged_by, outline_threshold_px=self.outline_px, outline_px=outlined)
+        return StudyCriteria(
+            flagged_by=flagged_by(probability, outlined, self.threshold, self.outline_px),
+            outline_threshold_px=self.outline_px,
+            outline_px=outlined,
+        )
 
 
 @dataclass
@@ -480,47 +501,26 @@ class StudyService:
             source_format="DICOM series" if study.source == "upload" else "DICOM series from the PACS",
             skipped_count=len(record.details.skipped),
             segmentation=section,
-            decision_rule=decision_rule(self.registry, study),
-            criteria=criteria_sentence(study),
-            flagged_by_outline=flagged_by_outline_alone(study),
+            decision_rule=decision_rule(self.registry, record),
+            criteria=record.criteria_sentence,
+            flagged_by_outline=record.flagged_by_outline_alone,
         )
         return render_study_report(report)
 
 
-def decision_rule(registry: ModelRegistry, study: Study) -> list[str]:
+def decision_rule(registry: ModelRegistry, record: StudyRecord) -> list[str]:
     """How the study's decision was made and what its rule measured, from its model's card."""
+    study = record.study
     card = registry.find_card(study.model_name, study.model_version)
-    criteria = StudyDetails.read(study.details).criteria
-    outline_px = criteria.outline_threshold_px if criteria is not None else None
+    criteria = record.details.criteria
     return study_rule_sentences(
         study.aggregation,
         study.threshold,
         card.study_threshold if card else None,
         card.study_results() if card else [],
-        outline_px,
+        criteria.outline_threshold_px if criteria is not None else None,
         card.input_shape[0] if card and card.input_shape else None,
     )
-
-
-def criteria_sentence(study: Study) -> str | None:
-    """Which criterion of its rule flagged the study (or why none did), when its rule has the
-    outline criterion; ``None`` otherwise."""
-    criteria = StudyDetails.read(study.details).criteria
-    if criteria is None or study.probability is None:
-        return None
-    return study_criteria_sentence(
-        criteria.flagged_by,
-        study.probability,
-        study.threshold,
-        criteria.outline_px,
-        criteria.outline_threshold_px,
-    )
-
-
-def flagged_by_outline_alone(study: Study) -> bool:
-    """Whether only the outline criterion flagged the study (its probability stays under the threshold)."""
-    criteria = StudyDetails.read(study.details).criteria
-    return criteria is not None and list(criteria.flagged_by) == ["outline"]
 
 
 def slice_rows(study_id: str, series: StudySeries, probabilities: Sequence[float]) -> list[StudySlice]:

@@ -13,7 +13,7 @@ Both thresholds are chosen together on validation patients (:func:`choose_outlin
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -24,6 +24,7 @@ __all__ = [
     "PROBABILITY_GAP",
     "VOLUME_RATIO",
     "choose_outline_rule",
+    "flagged_by",
     "grid_blood_px",
     "series_sums",
     "spaced_midpoints",
@@ -78,14 +79,31 @@ def spaced_midpoints(
     return sorted(points)
 
 
+def flagged_by(
+    probability: float, outlined_px: float | None, threshold: float, outline_px: float | None
+) -> list[Literal["probability", "outline"]]:
+    """The criteria that flag one study: its aggregated ``probability`` against ``threshold``, and
+    its ``outlined_px`` against the rule's ``outline_px`` (neither applies when it is ``None``:
+    no outline criterion, or a study analysed without outlines)."""
+    criteria: list[Literal["probability", "outline"]] = []
+    if probability >= threshold:
+        criteria.append("probability")
+    if outline_px is not None and outlined_px is not None and outlined_px >= outline_px:
+        criteria.append("outline")
+    return criteria
+
+
 def study_flags(
     scores: np.ndarray, volumes: np.ndarray, threshold: float, outline_px: float | None
 ) -> np.ndarray:
-    """Which studies the rule flags."""
-    flagged = np.asarray(scores) >= threshold
-    if outline_px is not None:
-        flagged |= np.asarray(volumes) >= outline_px
-    return flagged
+    """Which studies the rule flags (:func:`flagged_by` for each)."""
+    return np.array(
+        [
+            bool(flagged_by(float(s), float(v), threshold, outline_px))
+            for s, v in zip(scores, volumes, strict=True)
+        ],
+        dtype=bool,
+    )
 
 
 def choose_outline_rule(

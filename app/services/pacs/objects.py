@@ -26,7 +26,7 @@ from pydicom.sr.coding import Code
 from pydicom.uid import EncapsulatedPDFStorage, ExplicitVRLittleEndian, generate_uid
 
 from app.core.labels import Label
-from app.services.studies import StudyRecord, criteria_sentence
+from app.services.studies import StudyRecord
 
 MANUFACTURER = "ICH Detect"
 WARNING_TEXT = "AI generated, not for clinical use"
@@ -300,7 +300,7 @@ def structured_report(record: StudyRecord, sources: Sequence[Dataset]) -> Datase
                 for part in (
                     f"{WARNING_TEXT}. Study probability by {study.aggregation} of {study.num_slices} "
                     "slice probabilities.",
-                    criteria_sentence(study),
+                    record.criteria_sentence,
                     "Decision support only; a radiologist must review the study.",
                 )
                 if part

@@ -17,7 +17,7 @@ from app.api.web_auth import CsrfField, PageUser, check_csrf
 from app.schemas import StudyJobOut
 from app.services.job_attempts import DONE
 from app.services.storage import STUDIES
-from app.services.studies import criteria_sentence, decision_rule
+from app.services.studies import decision_rule
 
 router = page_router()
 
@@ -43,8 +43,8 @@ def study_page(
         study=record.study,
         view=study_view(record),
         segmentation=segmentation,
-        decision_rule=decision_rule(registry, record.study),
-        criteria=criteria_sentence(record.study),
+        decision_rule=decision_rule(registry, record),
+        criteria=record.criteria_sentence,
     )
 
 
