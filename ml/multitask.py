@@ -35,6 +35,7 @@ from ml.data.preprocessing import PreprocessConfig
 from ml.errors import DataError, MissingDataFile
 from ml.evaluation.metrics import binary_metrics
 from ml.evaluation.segmentation import overlap_counts
+from ml.losses import blood_dice, masked_cross_entropy
 from ml.models.multitask import build_multitask, transfer_weights
 from ml.models.unet import SEGMENTATION_CLASSES
 from ml.multitask_data import (
@@ -148,24 +149,16 @@ def mask_loss(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
     target = y_true[..., :SEGMENTATION_CLASSES]
     valid = y_true[..., SEGMENTATION_CLASSES]
     box = y_true[..., SEGMENTATION_CLASSES + 1]
-    probabilities = tf.clip_by_value(y_pred, 1e-6, 1.0)
-    cross_entropy = -tf.reduce_sum(target * tf.math.log(probabilities), axis=-1)
-    cross_entropy = tf.reduce_sum(cross_entropy * valid) / tf.maximum(tf.reduce_sum(valid), 1.0)
-
-    smooth = 1.0
-    true_blood = tf.reduce_sum(target[..., 1:], axis=-1) * valid
-    predicted_blood = tf.reduce_sum(y_pred[..., 1:], axis=-1) * valid
+    cross_entropy = masked_cross_entropy(target, y_pred, valid)
+    dice_of_blood, true_blood = blood_dice(target, y_pred, valid)
     has_blood = tf.cast(tf.reduce_sum(true_blood) > 0, tf.float32)
-    blood_dice = (2.0 * tf.reduce_sum(true_blood * predicted_blood) + smooth) / (
-        tf.reduce_sum(true_blood) + tf.reduce_sum(predicted_blood) + smooth
-    )
 
     blood = 1.0 - y_pred[..., 0]
     in_box = tf.reduce_max(blood * box, axis=[1, 2])
     boxed = tf.cast(tf.reduce_max(box, axis=[1, 2]) > 0, tf.float32)
     instance = -tf.math.log(tf.clip_by_value(in_box, 1e-4, 1.0))
     instance = tf.reduce_sum(instance * boxed) / tf.maximum(tf.reduce_sum(boxed), 1.0)
-    return cross_entropy + has_blood * (1.0 - blood_dice) + 0.2 * instance
+    return cross_entropy + has_blood * (1.0 - dice_of_blood) + 0.2 * instance
 
 
 # --- Data --------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from ml.callbacks import TimeBudget
 from ml.data.augmentation import AugmentationConfig, Augmenter
+from ml.losses import SMOOTH, blood_dice, masked_cross_entropy
 from ml.models.unet import SEGMENTATION_CLASSES, build_unet
 from ml.seg_training.config import SegTrainConfig
 from ml.seg_training.data import SegData, training_data
@@ -29,25 +30,17 @@ def mask_loss(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
     """
     target = y_true[..., :SEGMENTATION_CLASSES]
     valid = y_true[..., SEGMENTATION_CLASSES]
-    probabilities = tf.clip_by_value(y_pred, 1e-6, 1.0)
-    cross_entropy = -tf.reduce_sum(target * tf.math.log(probabilities), axis=-1)
-    cross_entropy = tf.reduce_sum(cross_entropy * valid) / tf.maximum(tf.reduce_sum(valid), 1.0)
-
-    smooth = 1.0
-    true_blood = tf.reduce_sum(target[..., 1:], axis=-1) * valid
-    predicted_blood = tf.reduce_sum(y_pred[..., 1:], axis=-1) * valid
-    blood_dice = (2.0 * tf.reduce_sum(true_blood * predicted_blood) + smooth) / (
-        tf.reduce_sum(true_blood) + tf.reduce_sum(predicted_blood) + smooth
-    )
+    cross_entropy = masked_cross_entropy(target, y_pred, valid)
+    dice_of_blood, _ = blood_dice(target, y_pred, valid)
     weights = valid[..., tf.newaxis]
     class_true = tf.reduce_sum(target[..., 1:] * weights, axis=[0, 1, 2])
     class_pred = tf.reduce_sum(y_pred[..., 1:] * weights, axis=[0, 1, 2])
     class_overlap = tf.reduce_sum(target[..., 1:] * y_pred[..., 1:] * weights, axis=[0, 1, 2])
-    class_dice = (2.0 * class_overlap + smooth) / (class_true + class_pred + smooth)
+    class_dice = (2.0 * class_overlap + SMOOTH) / (class_true + class_pred + SMOOTH)
     present = tf.cast(class_true > 0, tf.float32)
     mean_class_dice = tf.reduce_sum(class_dice * present) / tf.maximum(tf.reduce_sum(present), 1.0)
     has_classes = tf.cast(tf.reduce_sum(present) > 0, tf.float32)
-    return cross_entropy + (1.0 - blood_dice) + 0.5 * has_classes * (1.0 - mean_class_dice)
+    return cross_entropy + (1.0 - dice_of_blood) + 0.5 * has_classes * (1.0 - mean_class_dice)
 
 
 def compiled_unet(config: SegTrainConfig, size: int) -> keras.Model:
