@@ -270,10 +270,12 @@ def held_out_metrics(
     return {"slices": slices, "studies": studies, "outlines": outlines, "pointing_game": pointing}
 
 
-def pointing_game(model: keras.Model, parts: dict[str, Part], threshold: float) -> dict[str, Any]:
-    """Does the Grad-CAM heat map of the slice probability peak inside the labelled bleed: the
-    blood masks of bhsd_seg, and the haematoma boxes of phe_sich?"""
-    gradcam = GradCam(model, GRADCAM_LAYER)
+def pointing_game(
+    model: keras.Model, parts: dict[str, Part], threshold: float, layer: str = GRADCAM_LAYER
+) -> dict[str, Any]:
+    """Does the Grad-CAM heat map of the slice probability (on ``layer``) peak inside the labelled
+    bleed: the blood masks of bhsd_seg, and the haematoma boxes of phe_sich?"""
+    gradcam = GradCam(model, layer)
     truths = {
         "bhsd_seg": parts["bhsd_seg"].masks > 0,
         "phe_sich": (parts["phe_sich"].flags & FLAG_BOX) > 0,
