@@ -271,11 +271,15 @@ def held_out_metrics(
 
 
 def pointing_game(
-    model: keras.Model, parts: dict[str, Part], threshold: float, layer: str = GRADCAM_LAYER
+    model: keras.Model,
+    parts: dict[str, Part],
+    threshold: float,
+    layer: str = GRADCAM_LAYER,
+    weighting: str = "channel_mean",
 ) -> dict[str, Any]:
     """Does the Grad-CAM heat map of the slice probability (on ``layer``) peak inside the labelled
     bleed: the blood masks of bhsd_seg, and the haematoma boxes of phe_sich?"""
-    gradcam = GradCam(model, layer)
+    gradcam = GradCam(model, layer, weighting=weighting)
     truths = {
         "bhsd_seg": parts["bhsd_seg"].masks > 0,
         "phe_sich": (parts["phe_sich"].flags & FLAG_BOX) > 0,

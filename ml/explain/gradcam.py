@@ -15,7 +15,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["GradCam", "GradCamOutput", "overlay_heatmap"]
+__all__ = ["WEIGHTINGS", "GradCam", "GradCamOutput", "overlay_heatmap"]
+
+WEIGHTINGS = ("channel_mean", "elementwise")
 
 
 @dataclass
@@ -37,9 +39,21 @@ class GradCam:
         layer_name: the convolutional layer to explain (the model card's ``gradcam_layer``).
         extra_outputs: names of other outputs of the model (keys of its output dict, or layer
             names) to compute in the same pass, for :meth:`explain`; e.g. ``("subtypes", "mask")``.
+        weighting: ``"channel_mean"`` (Grad-CAM: each feature map weighed by its mean gradient)
+            or ``"elementwise"`` (HiResCAM: each activation times its own gradient, which keeps
+            where inside a map the gradient is, not only how much the map matters).
     """
 
-    def __init__(self, model: keras.Model, layer_name: str, extra_outputs: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        model: keras.Model,
+        layer_name: str,
+        extra_outputs: Sequence[str] = (),
+        weighting: str = "channel_mean",
+    ) -> None:
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"Unknown heat-map weighting {weighting!r}; choose one of {WEIGHTINGS}.")
+        self.weighting = weighting
         try:
             target = model.get_layer(layer_name)
             logit = model.get_layer("logit")
@@ -103,8 +117,11 @@ class GradCam:
             sign = np.where(np.broadcast_to(np.asarray(positive), probabilities.shape), 1.0, -1.0)
         # The normal class's score is -logit, so its gradients are the negated ones.
         signed_gradients = gradients.numpy() * sign[:, None, None, None]
-        weights = signed_gradients.mean(axis=(1, 2))
-        cams = np.einsum("nhwc,nc->nhw", features.numpy(), weights)
+        if self.weighting == "elementwise":
+            cams = np.einsum("nhwc,nhwc->nhw", features.numpy(), signed_gradients)
+        else:
+            weights = signed_gradients.mean(axis=(1, 2))
+            cams = np.einsum("nhwc,nc->nhw", features.numpy(), weights)
         cams = np.maximum(cams, 0.0)
         peaks = cams.max(axis=(1, 2), keepdims=True)
         heatmaps = np.where(peaks > 0, cams / np.maximum(peaks, 1e-12), 0.0).astype(np.float32)
