@@ -97,6 +97,27 @@ def test_predicted_class_is_explained_by_default(tiny_model: keras.Model, batch:
     np.testing.assert_allclose(by_prediction, by_given_class, atol=1e-6)
 
 
+def test_both_weightings_agree_on_the_map_the_logit_pools(tiny_model: keras.Model, batch: np.ndarray) -> None:
+    # The logit is a weighted mean of the last map, so every cell of a channel has the same
+    # gradient and HiResCAM's per-cell weighting equals Grad-CAM's per-map one there.
+    layer = GRADCAM_LAYERS["tiny"]
+    _, mean_weighted = GradCam(tiny_model, layer)(batch, positive=True)
+    _, cell_weighted = GradCam(tiny_model, layer, weighting="elementwise")(batch, positive=True)
+    np.testing.assert_allclose(cell_weighted, mean_weighted, atol=1e-5)
+
+
+def test_an_earlier_map_weighted_per_cell_differs_and_an_unknown_weighting_is_refused(
+    tiny_model: keras.Model, batch: np.ndarray
+) -> None:
+    _, mean_weighted = GradCam(tiny_model, "tiny_conv1")(batch, positive=True)
+    _, cell_weighted = GradCam(tiny_model, "tiny_conv1", weighting="elementwise")(batch, positive=True)
+    assert mean_weighted.shape == cell_weighted.shape == (len(batch), 32, 32)
+    assert cell_weighted.min() >= 0.0 and cell_weighted.max() <= 1.0
+    assert not np.allclose(cell_weighted, mean_weighted, atol=1e-3)
+    with pytest.raises(ValueError, match="Unknown heat-map weighting"):
+        GradCam(tiny_model, layer_name=GRADCAM_LAYERS["tiny"], weighting="gradients")
+
+
 def test_unknown_layer_is_rejected(tiny_model: keras.Model) -> None:
     with pytest.raises(ValueError, match="no layer 'conv5_block3_out'"):
         GradCam(tiny_model, "conv5_block3_out")
