@@ -37,8 +37,10 @@ from app.services.analysis import (
     slice_image_jobs,
 )
 from app.services.details import SkippedFile, StudyCriteria, StudyDetails, StudySegmentationRecord
-from app.services.inference import ModelRegistry, SliceClassifier, run_all
+from app.services.inference import SliceClassifier
+from app.services.parallel import run_all
 from app.services.records import Records
+from app.services.registry import ModelRegistry
 from app.services.segmentation import (
     StudySegmentation,
     area_mm2,

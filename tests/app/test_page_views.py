@@ -12,7 +12,7 @@ from app.api.routes.pages.filters import as_mapping, format_datetime, format_num
 from app.api.routes.pages.model_views import card_facts, card_view, training_facts, unseen_view
 from app.api.routes.pages.views import outline_card, segmentation_view, study_segmentation_view
 from app.services.details import OutlineModel, SliceSegmentationRecord, StudySegmentationRecord
-from app.services.inference import ModelRegistry
+from app.services.registry import ModelRegistry
 from app.services.segmentation import FALLBACK_NOTE
 from ml.data.segmentation import SUBTYPES
 from ml.model_card import ModelCard

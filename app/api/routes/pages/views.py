@@ -14,8 +14,8 @@ from app.services.details import (
     SliceSegmentationRecord,
     StudySegmentationRecord,
 )
-from app.services.inference import ModelRegistry
 from app.services.predictions import prediction_scope
+from app.services.registry import ModelRegistry
 from app.services.segmentation import (
     FALLBACK_NOTE,
     area_text,
