@@ -23,7 +23,7 @@ from app.services.segmentation import (
     legend,
     study_summary_sentences,
 )
-from app.services.studies import StudyRecord, slice_file
+from app.services.study_record import StudyRecord, slice_file
 from ml.model_card import ModelCard
 
 TIMING_TITLES = {
