@@ -27,9 +27,9 @@ from app.services.queue import JobQueue, QueueCollector, RedisJobMetrics
 from app.services.storage import FileStore
 
 if TYPE_CHECKING:
-    from app.services.inference import ModelRegistry
     from app.services.jobs import JobMetrics, StudyJobs
     from app.services.pacs import PacsService, StudyWatcher
+    from app.services.registry import ModelRegistry
     from app.services.studies import StudyService
 
 logger = logging.getLogger("app")
@@ -123,7 +123,7 @@ def load_models(settings: Settings) -> ModelRegistry:
     Raises:
         InvalidSettings: the operating point cannot be used (the message says why).
     """
-    from app.services.inference import ModelRegistry
+    from app.services.registry import ModelRegistry
 
     registry = ModelRegistry.from_store(
         settings.model_store, settings.default_model, settings.segmentation_model

@@ -65,7 +65,7 @@ def load_classifier(model_store: Path, model_name: str) -> Any:
 
 def encode_result(result: Any) -> dict[str, bytes]:
     """The three PNGs :meth:`app.services.predictions.PredictionService.create` stores per slice."""
-    from app.services.inference import encode_png
+    from app.services.imaging import encode_png
 
     heat8 = (result.heatmap * 255.0).round().astype("uint8")
     return {
@@ -107,7 +107,7 @@ def naive_analyse(classifier: Any, decoded: Any) -> NaiveSlice:
     import keras
     import tensorflow as tf
 
-    from app.services.inference import encode_png
+    from app.services.imaging import encode_png
     from ml.data.preprocessing import preprocess
     from ml.explain.gradcam import overlay_heatmap
     from ml.model_io import predict_probabilities
@@ -145,7 +145,7 @@ def measure_single_slice(classifier: Any, png: bytes, config: BenchConfig) -> di
     """One PNG slice in-process: the service's stages, the bare model and the Grad-CAM pass alone."""
     import tensorflow as tf
 
-    from app.services.inference import decode_upload
+    from app.services.imaging import decode_upload
     from ml.data.preprocessing import preprocess
 
     size = classifier.config.image_size
@@ -200,7 +200,7 @@ def measure_segmentation_floor(
     """
     import tensorflow as tf
 
-    from app.services.inference import decode_upload
+    from app.services.imaging import decode_upload
     from ml.data.preprocessing import preprocess
     from ml.segmenter import load_segmenter
 
@@ -230,7 +230,7 @@ def measure_series(classifier: Any, series: list[bytes], config: BenchConfig) ->
     """The series end to end (decode, analyse, overlays, PNGs): optimised, naive, and the floor."""
     import tensorflow as tf
 
-    from app.services.inference import decode_upload
+    from app.services.imaging import decode_upload
     from ml.data.preprocessing import preprocess
 
     def decode_all() -> list[Any]:

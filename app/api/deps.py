@@ -10,10 +10,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from app.core.config import Settings
 from app.core.ratelimit import RateLimiter
 from app.services.auth import KeyStore, Principal
-from app.services.inference import ModelRegistry
 from app.services.jobs import StudyJobs
 from app.services.pacs import PacsService
 from app.services.predictions import PredictionService
+from app.services.registry import ModelRegistry
 from app.services.studies import StudyService
 
 _bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bearer <key>`.")

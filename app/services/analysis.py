@@ -21,15 +21,10 @@ from typing import TYPE_CHECKING, Any
 from app.core.errors import InvalidUpload
 from app.core.metrics import Metrics
 from app.db import Prediction, Study, utcnow
-from app.services.inference import (
-    ModelRegistry,
-    SliceClassifier,
-    SliceResult,
-    decode_upload,
-    encode_png,
-    labelled_overlay_png,
-    run_all,
-)
+from app.services.imaging import decode_upload, encode_png, labelled_overlay_png
+from app.services.inference import SliceClassifier, SliceResult
+from app.services.parallel import run_all
+from app.services.registry import ModelRegistry
 from app.services.segmentation import contours_png, mask_png
 from ml.data.imaging import DecodedImage
 from ml.data.scope import ScopeAssessment, assess_scope

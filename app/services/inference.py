@@ -1,38 +1,33 @@
-"""Model registry and slice inference: decode -> preprocess -> predict with Grad-CAM -> images.
+"""Slice inference: the loaded classifiers and segmentation models, preprocess -> predict -> results.
 
-The segmentation model, when one is loaded, runs in the same pass on the same preprocessed
-batch and outlines possible haemorrhage by subtype. A multitask model (card ``"kind":
-"multitask"``) outlines the slices itself: its mask and subtype heads come out of the same
-compiled call as its probability and Grad-CAM, and no segmentation model runs for it.
+:class:`SliceClassifier` classifies and explains slices (probability, Grad-CAM heat map and
+overlay) in one compiled call per batch. The segmentation model (:class:`SliceSegmenter`), when
+one is loaded, runs on the same preprocessed batch and outlines possible haemorrhage by subtype. A
+multitask model (card ``"kind": "multitask"``) outlines the slices itself: its mask and subtype
+heads come out of the same compiled call as its probability and Grad-CAM, and no segmentation
+model runs for it. Which models are loaded and which serve is :mod:`app.services.registry`'s.
 """
 
 from __future__ import annotations
 
-import io
-import logging
-import os
 import threading
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import cv2
 import numpy as np
-from PIL.PngImagePlugin import PngInfo, putchunk
 
-from app.core.errors import InvalidUpload, ModelUnavailable, NotFound, UnsupportedImage
 from app.core.labels import Label
-from app.services.details import OutlineModel
 from app.services.operating_points import OperatingPointInUse
-from ml.data.imaging import DecodedImage, ImageDecodeError, UnsupportedImageError, decode_image
+from app.services.parallel import parallel_map
+from ml.data.imaging import DecodedImage
 from ml.data.preprocessing import preprocess
 from ml.data.scope import ScopeThresholds
 from ml.explain.gradcam import GradCam, GradCamOutput, overlay_heatmap
-from ml.model_card import CLASSIFICATION_KIND, KINDS, MULTITASK_KIND, SEGMENTATION_KIND, ModelCard
-from ml.model_io import CARD_FILE, ModelBundle, discover_models, load_bundle, read_model_card, version_key
+from ml.model_card import CLASSIFICATION_KIND, MULTITASK_KIND, ModelCard
+from ml.model_io import CARD_FILE, ModelBundle
 from ml.models.folding import fold_batch_norms
 from ml.segmenter import (
     SEGMENTATION_OUTPUTS,
@@ -42,36 +37,6 @@ from ml.segmenter import (
     load_segmenter,
     segmenter_from_bundle,
 )
-
-logger = logging.getLogger(__name__)
-
-_Item = TypeVar("_Item")
-_Result = TypeVar("_Result")
-# One pool for the whole process, one thread per core: image work (OpenCV, NumPy, zlib) releases
-# the GIL, so the slices of a request use every core without oversubscribing them.
-_WORKERS = max(1, os.cpu_count() or 1)
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
-def parallel_map(function: Callable[[_Item], _Result], items: Iterable[_Item]) -> list[_Result]:
-    """``function`` over ``items`` on the CPU's cores, results in order; in the caller's thread
-    when there is one item or one core. Never call it from inside ``function``: the pool's
-    threads would wait on each other."""
-    work = list(items)
-    if len(work) < 2 or _WORKERS < 2:
-        return [function(item) for item in work]
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="ich-image")
-        pool = _pool
-    return list(pool.map(function, work))
-
-
-def run_all(jobs: Iterable[Callable[[], _Result]]) -> list[_Result]:
-    """Run independent jobs on the CPU's cores (:func:`parallel_map`); their results in order."""
-    return parallel_map(lambda job: job(), jobs)
 
 
 @dataclass
@@ -110,89 +75,6 @@ class SliceResult:
     @property
     def height(self) -> int:
         return int(self.decoded.pixels.shape[0])
-
-
-def encode_png(image: np.ndarray) -> bytes:
-    """PNG bytes of a greyscale, RGB or RGBA uint8 image."""
-    if image.ndim == 3:
-        code = cv2.COLOR_RGBA2BGRA if image.shape[2] == 4 else cv2.COLOR_RGB2BGR
-        pixels = cv2.cvtColor(image, code)
-    else:
-        pixels = image
-    ok, buffer = cv2.imencode(".png", pixels)
-    if not ok:
-        raise RuntimeError("PNG encoding failed.")
-    return buffer.tobytes()
-
-
-# A PNG opens with its 8-byte signature and then its header chunk (IHDR: length, type, 13 bytes,
-# CRC); text chunks may stand anywhere between the header and the image data.
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_HEADER_END = 8 + 4 + 4 + 13 + 4
-
-
-def with_png_text(data: bytes, entries: dict[str, str]) -> bytes:
-    """The PNG with one text chunk per entry inserted after its header chunk.
-
-    Pillow's :class:`~PIL.PngImagePlugin.PngInfo` encodes each entry (``tEXt`` for Latin-1 text,
-    ``iTXt`` for any other) and its ``putchunk`` writes the chunk with its CRC. The pixels stay as
-    OpenCV compressed them: a Pillow save of a 512 x 512 RGB overlay takes about six times as long.
-    """
-    if not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR":
-        raise ValueError("Not a PNG image.")
-    info = PngInfo()
-    for keyword, text in entries.items():
-        info.add_text(keyword, text)
-    chunks = io.BytesIO()
-    for kind, body, _after_image_data in info.chunks:
-        putchunk(chunks, kind, body)
-    return data[:_HEADER_END] + chunks.getvalue() + data[_HEADER_END:]
-
-
-OVERLAY_WARNING = "Not for clinical use"
-
-
-def caption(image: np.ndarray, text: str) -> np.ndarray:
-    """The image with ``text`` in white on a dark band along its bottom edge, burned into the
-    pixels (so it stays with the image wherever it is copied); the text shrinks to fit."""
-    captioned = np.ascontiguousarray(image.copy())
-    height, width = captioned.shape[:2]
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    margin = max(2, width // 100)
-    scale = max(0.3, min(1.0, width / 900.0))
-    (text_width, text_height), baseline = cv2.getTextSize(text, font, scale, 1)
-    if text_width > width - 2 * margin:
-        scale *= (width - 2 * margin) / text_width
-        (text_width, text_height), baseline = cv2.getTextSize(text, font, scale, 1)
-    band = min(height, text_height + baseline + 2 * margin)
-    captioned[height - band :] = (captioned[height - band :] * 0.25).astype(np.uint8)
-    white = (255, 255, 255) if captioned.ndim == 3 else 255
-    cv2.putText(captioned, text, (margin, height - margin - baseline), font, scale, white, 1, cv2.LINE_AA)
-    return captioned
-
-
-def labelled_overlay_png(overlay: np.ndarray, model_name: str, model_version: str) -> bytes:
-    """PNG of a Grad-CAM overlay that names its model and says it is not for clinical use, both
-    in the pixels (a caption band) and as PNG text."""
-    label = f"{model_name} {model_version} - {OVERLAY_WARNING}"
-    return with_png_text(
-        encode_png(caption(overlay, label)),
-        {
-            "Software": f"ICH Detect, model {model_name} {model_version}",
-            "Description": "Grad-CAM heat map over the slice: where the classifier looked.",
-            "Disclaimer": f"AI generated. {OVERLAY_WARNING}.",
-        },
-    )
-
-
-def decode_upload(data: bytes, max_pixels: int) -> DecodedImage:
-    """Decode uploaded bytes, mapping decoder errors to the service's domain errors."""
-    try:
-        return decode_image(data, max_pixels=max_pixels)
-    except UnsupportedImageError as exc:
-        raise UnsupportedImage(f"{exc} Supported formats: PNG, JPEG, DICOM.") from exc
-    except ImageDecodeError as exc:
-        raise InvalidUpload(str(exc)) from exc
 
 
 class SliceSegmenter:
@@ -450,188 +332,3 @@ class SliceClassifier:
             return result
 
         return parallel_map(finish, range(len(images)))
-
-
-class ModelRegistry:
-    """Every model bundle in the store, loaded once; the newest version of each name serves.
-
-    Classifiers and segmentation models (cards with ``"kind": "segmentation"``) are kept apart:
-    requests choose a classifier, and the newest version of ``segmentation_name`` (when one is
-    loaded) outlines every slice. Segmentation bundles of other names are not loaded. Multitask
-    bundles (``"kind": "multitask"``) are classifiers that outline their own slices: the
-    segmentation model does not run for them.
-    """
-
-    def __init__(self, default_name: str, segmentation_name: str | None = None) -> None:
-        self.default_name = default_name
-        self.segmentation_name = segmentation_name or None
-        self._models: dict[str, dict[str, SliceClassifier]] = {}
-        self._segmenters: dict[str, dict[str, SliceSegmenter]] = {}
-
-    @classmethod
-    def from_store(
-        cls, store: Path, default_name: str, segmentation_name: str | None = None
-    ) -> ModelRegistry:
-        """Every bundle in ``store`` that serves (:meth:`load`); one that cannot load is logged
-        and left out, so the others still serve."""
-        registry = cls(default_name, segmentation_name)
-        for versions in discover_models(store).values():
-            for model_dir in versions:
-                try:
-                    registry.load(model_dir)
-                except Exception:
-                    logger.exception("Could not load the model bundle in %s", model_dir)
-        return registry
-
-    def load(self, model_dir: Path) -> None:
-        """Load the bundle in ``model_dir``, of any kind, as its card says: a classifier or a
-        multitask model, or the configured segmentation model. The card is read and checked once;
-        a bundle of an unknown kind, or a segmentation model not configured, is skipped.
-
-        Raises:
-            DataError: the card cannot be used (:func:`ml.model_io.read_model_card`).
-            MissingDataFile: the bundle has no model file.
-        """
-        card = read_model_card(model_dir, servable=False)
-        if card.kind not in KINDS:
-            logger.warning("Skipped the bundle in %s: unknown kind %r.", model_dir, card.kind)
-            return
-        # Bundles are filed by name: <store>/<name>/<version>.
-        if card.kind == SEGMENTATION_KIND and Path(model_dir).parent.name != self.segmentation_name:
-            logger.info("Skipped the segmentation bundle in %s: not the one configured.", model_dir)
-            return
-        card.check_servable(Path(model_dir) / CARD_FILE)
-        bundle = load_bundle(model_dir, card)
-        if card.kind == SEGMENTATION_KIND:
-            self.add_segmenter(SliceSegmenter.from_bundle(bundle))
-        else:
-            self.add(SliceClassifier(bundle))
-
-    def add(self, classifier: SliceClassifier) -> None:
-        self._models.setdefault(classifier.name, {})[classifier.version] = classifier
-
-    def add_segmenter(self, segmenter: SliceSegmenter) -> None:
-        self._segmenters.setdefault(segmenter.name, {})[segmenter.version] = segmenter
-
-    @property
-    def ready(self) -> bool:
-        return self.default_name in self._models
-
-    def use_operating_point(self, point: OperatingPointInUse) -> None:
-        """Decide with a site's operating point on the serving classifier (the newest version of
-        the default model); other versions keep their cards'."""
-        self.get().operating_point = point
-
-    def operating_point(self, name: str, version: str) -> OperatingPointInUse | None:
-        """How a loaded classifier decides now; None when it is not loaded."""
-        classifier = self._models.get(name, {}).get(version)
-        return classifier.operating_point if classifier is not None else None
-
-    def segmenter(self) -> SliceSegmenter | None:
-        """The segmentation model that serves (newest version of the configured name), if loaded."""
-        versions = self._segmenters.get(self.segmentation_name or "")
-        if not versions:
-            return None
-        return versions[max(versions, key=version_key)]
-
-    def outliner(self, classifier: SliceClassifier | None = None) -> SliceClassifier | SliceSegmenter | None:
-        """The model that outlines what ``classifier`` (the default one unless named) analyses:
-        the classifier itself when it is a multitask model, else the segmentation model, if loaded."""
-        if classifier is None and self.ready:
-            classifier = self.get()
-        if classifier is not None and classifier.outlines_itself:
-            return classifier
-        return self.segmenter()
-
-    def model_card(self, name: str, version: str) -> ModelCard:
-        """The card of any loaded model: classifier, multitask or segmentation."""
-        if name in self._segmenters:
-            versions = self._segmenters[name]
-            if version not in versions:
-                raise NotFound(f"Model {name!r} has no version {version!r}; available: {sorted(versions)}.")
-            return versions[version].model_card
-        return self.get(name, version).model_card
-
-    def find_card(self, name: str, version: str) -> ModelCard | None:
-        """The card of a loaded model of any kind; None when no such model is loaded (a stored
-        result outlives its model, and its page and report still render)."""
-        try:
-            return self.model_card(name, version)
-        except (NotFound, ModelUnavailable):
-            return None
-
-    def outline_model_card(self, record: Any) -> ModelCard | None:
-        """The card of the model named in a stored outline record (a segmentation or a multitask
-        model), typed or as stored; None when it names none, or one no longer loaded."""
-        named = getattr(record, "model", None)
-        if isinstance(named, OutlineModel):
-            return self.find_card(named.name, named.version)
-        model = record.get("model") if isinstance(record, dict) else None
-        if not isinstance(model, dict):
-            return None
-        return self.find_card(str(model.get("name")), str(model.get("version")))
-
-    def card(self, name: str, version: str) -> dict[str, Any]:
-        """The card of any loaded model as written (what the API answers)."""
-        return self.model_card(name, version).raw
-
-    def loaded_card(self, name: str, version: str) -> dict[str, Any]:
-        """:meth:`find_card` as written; empty when no such model is loaded."""
-        card = self.find_card(name, version)
-        return card.raw if card is not None else {}
-
-    def outline_card(self, record: Any) -> dict[str, Any]:
-        """:meth:`outline_model_card` as written; empty when none."""
-        card = self.outline_model_card(record)
-        return card.raw if card is not None else {}
-
-    def describe(self) -> list[dict[str, Any]]:
-        classifiers = [
-            {
-                "name": name,
-                "version": version,
-                "kind": classifier.kind,
-                "default": name == self.default_name and version == self._newest(name),
-                "threshold": classifier.threshold,
-                "study_threshold": classifier.operating_point.study.value,
-                "operating_point": classifier.operating_point.slice.source,
-                "study_operating_point": classifier.operating_point.study.source,
-            }
-            for name in sorted(self._models)
-            for version, classifier in sorted(
-                self._models[name].items(), key=lambda item: version_key(item[0])
-            )
-        ]
-        serving = self.segmenter()
-        segmenters = [
-            {
-                "name": name,
-                "version": version,
-                "kind": SEGMENTATION_KIND,
-                "default": segmenter is serving,
-                "threshold": segmenter.blood_threshold,
-            }
-            for name in sorted(self._segmenters)
-            for version, segmenter in sorted(
-                self._segmenters[name].items(), key=lambda item: version_key(item[0])
-            )
-        ]
-        return classifiers + segmenters
-
-    def _newest(self, name: str) -> str:
-        return max(self._models[name], key=version_key)
-
-    def get(self, name: str | None = None, version: str | None = None) -> SliceClassifier:
-        """The named model (newest version unless one is named); the default model otherwise."""
-        name = name or self.default_name
-        if name not in self._models:
-            if name == self.default_name:
-                raise ModelUnavailable(
-                    f"The model {name!r} is not loaded; the service is not ready. Check ICH_MODEL_STORE."
-                )
-            raise NotFound(f"No model named {name!r}; available: {sorted(self._models)}.")
-        versions = self._models[name]
-        chosen = version or self._newest(name)
-        if chosen not in versions:
-            raise NotFound(f"Model {name!r} has no version {chosen!r}; available: {sorted(versions)}.")
-        return versions[chosen]

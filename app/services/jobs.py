@@ -55,7 +55,8 @@ from app.services.job_attempts import (
 )
 from app.services.records import DATABASE_UNREACHABLE
 from app.services.storage import JOB_INPUTS, STUDIES
-from app.services.studies import StudyDecision, StudyRecord, StudyService
+from app.services.studies import StudyService
+from app.services.study_record import StudyDecision, StudyRecord
 from ml.data.series import StudySeries
 
 if TYPE_CHECKING:

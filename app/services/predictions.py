@@ -22,8 +22,9 @@ from app.services.analysis import (
     report_preamble,
 )
 from app.services.details import PredictionDetails, ScopeRecord, SliceSegmentationRecord
-from app.services.inference import ModelRegistry, SliceResult
+from app.services.inference import SliceResult
 from app.services.records import Records
+from app.services.registry import ModelRegistry
 from app.services.segmentation import CONTOURS_FILE, slice_record
 from app.services.storage import PREDICTIONS, FileStore
 from ml.data.scope import ScopeAssessment

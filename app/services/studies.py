@@ -7,7 +7,8 @@ into one study probability with the aggregation named in the model card
 threshold). The windowed slice and its overlay are stored for every slice, so a reader can
 scroll through the whole series. When a segmentation model is loaded, every slice is outlined in
 the same batched pass, and the outlines give the study a volume of blood (voxel counting and the
-bedside ABC/2 estimate).
+bedside ABC/2 estimate). What a stored study is and how its decision is made are in
+:mod:`app.services.study_record`; this module runs the analysis and stores it.
 """
 
 from __future__ import annotations
@@ -24,30 +25,24 @@ from sqlalchemy.orm import Session
 from app.core.errors import InvalidStudy, InvalidUpload, NotFound, UnsupportedImage, UploadTooLarge
 from app.core.labels import Label
 from app.core.metrics import Metrics
-from app.core.wording import study_criteria_sentence, study_rule_sentences
-from app.db import CARD_OPERATING_POINT, JOB_DONE, PENDING_LABEL, AnalysisClaim, Database, Study, StudySlice
+from app.db import JOB_DONE, PENDING_LABEL, AnalysisClaim, Database, Study, StudySlice
 from app.services.analysis import (
     AnalysisPipeline,
     StageTimings,
     UploadFields,
     new_record_columns,
     patient_columns,
-    report_preamble,
     short_id,
     slice_image_jobs,
 )
-from app.services.details import SkippedFile, StudyCriteria, StudyDetails, StudySegmentationRecord
-from app.services.inference import ModelRegistry, SliceClassifier, run_all
+from app.services.details import SkippedFile, StudyDetails, StudySegmentationRecord
+from app.services.inference import SliceClassifier, SliceResult
+from app.services.parallel import run_all
 from app.services.records import Records
-from app.services.segmentation import (
-    StudySegmentation,
-    area_mm2,
-    area_text,
-    composite_png,
-    most_outlined_slices,
-    pixel_spacing,
-)
+from app.services.registry import ModelRegistry
+from app.services.segmentation import StudySegmentation
 from app.services.storage import JOB_INPUTS, STUDIES, FileStore
+from app.services.study_record import StudyDecision, StudyRecord, key_slice_indices, slice_file, slice_rows
 from ml.data.imaging import UnsupportedImageError
 from ml.data.series import (
     ArchiveError,
@@ -60,14 +55,12 @@ from ml.data.series import (
     is_zip,
 )
 from ml.evaluation.study import aggregate
-from ml.evaluation.study_outline import flagged_by
 
 if TYPE_CHECKING:
     from app.services.claims import Claim
 
 logger = logging.getLogger(__name__)
 
-NUM_KEY_SLICES = 3
 # Slices per forward pass: large enough to use the batched graph, small enough that a
 # 300-slice study never holds more than one batch of heat maps and overlays in memory.
 BATCH_SIZE = 16
@@ -86,97 +79,6 @@ class JobAttempt(Protocol):
         """Store the finished study in place of the job's row, inside the transaction of its slices."""
 
 
-def slice_file(kind: str, index: int) -> str:
-    """The stored file name of slice ``index`` (``kind``: ``"slice"``, ``"overlay"``, ``"mask"``, ``"contours"``)."""
-    return f"{kind}_{index:03d}.png"
-
-
-def key_slice_indices(probabilities: Sequence[float], count: int = NUM_KEY_SLICES) -> list[int]:
-    """Indices of the ``count`` most probable slices, most probable first (ties: lower index first)."""
-    order = sorted(range(len(probabilities)), key=lambda index: (-probabilities[index], index))
-    return order[:count]
-
-
-@dataclass
-class StudyRecord:
-    """A stored study, its slices in anatomical order, and its details validated once."""
-
-    study: Study
-    slices: list[StudySlice]
-    details: StudyDetails = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.details = StudyDetails.read(self.study.details)
-
-    @property
-    def key_slices(self) -> list[int]:
-        """The most probable slices, as stored (or worked out again for rows that lack them)."""
-        if self.details.key_slices is not None:
-            return list(self.details.key_slices)
-        return key_slice_indices([item.probability for item in self.slices])
-
-    @property
-    def criteria_sentence(self) -> str | None:
-        """Which criterion of its rule flagged the study (or why none did), when its rule has the
-        outline criterion; ``None`` otherwise."""
-        criteria = self.details.criteria
-        if criteria is None or self.study.probability is None:
-            return None
-        return study_criteria_sentence(
-            criteria.flagged_by,
-            self.study.probability,
-            self.study.threshold,
-            criteria.outline_px,
-            criteria.outline_threshold_px,
-        )
-
-    @property
-    def flagged_by_outline_alone(self) -> bool:
-        """Whether only the outline criterion flagged the study (its probability stays under the threshold)."""
-        criteria = self.details.criteria
-        return criteria is not None and list(criteria.flagged_by) == ["outline"]
-
-    @property
-    def skipped(self) -> list[dict[str, str]]:
-        """The uploaded objects that were not analysed, as ``{"name", "reason"}``."""
-        return [{"name": item.name, "reason": item.reason} for item in self.details.skipped]
-
-
-@dataclass(frozen=True)
-class StudyDecision:
-    """How a model turns slice probabilities into a study result."""
-
-    aggregation: str
-    threshold: float
-    # Where the threshold came from: "model card default" or the site operating point's description.
-    operating_point: str = CARD_OPERATING_POINT
-    # The outline criterion (a multitask card's ``study_outline_px``): the study is also flagged
-    # when its outlined pixels on the model grid, summed over the slices, reach this count.
-    outline_px: int | None = None
-
-    @classmethod
-    def for_classifier(cls, classifier: SliceClassifier) -> StudyDecision:
-        """The classifier's operating point: its card's ``study_aggregation`` and ``study_threshold``
-        (with safe defaults), or the study threshold a site chose; and its card's outline criterion."""
-        point = classifier.operating_point
-        return cls(
-            aggregation=point.aggregation,
-            threshold=point.study.value,
-            operating_point=point.study.source,
-            outline_px=classifier.model_card.study_outline_px if classifier.outlines_itself else None,
-        )
-
-    def criteria(self, probability: float, segmentation: StudySegmentation | None) -> StudyCriteria:
-        """Which criteria flag a study with this aggregated ``probability`` and these outlines
-        (``None`` when the series was analysed without outlines: the outline criterion cannot apply)."""
-        outlined = segmentation.grid_blood_px if segmentation is not None else None
-        return StudyCriteria(
-            flagged_by=flagged_by(probability, outlined, self.threshold, self.outline_px),
-            outline_threshold_px=self.outline_px,
-            outline_px=outlined,
-        )
-
-
 @dataclass
 class SeriesAnalysis:
     """The model and images stages over every slice of one series: probabilities, encoded images,
@@ -188,6 +90,55 @@ class SeriesAnalysis:
     encode_ms: float = 0.0
     segmentation: StudySegmentation | None = None
     segmentation_ms: float = 0.0
+
+    def add_batch(self, start: int, results: list[SliceResult], elapsed_ms: float) -> None:
+        """Keep one batch's results (its first slice is slice ``start``; the batch's model pass
+        took ``elapsed_ms``, outlines included) and encode its images side by side."""
+        segmentation_ms = sum(result.timings_ms.get("segmentation", 0.0) for result in results)
+        self.model_ms += elapsed_ms - segmentation_ms
+        self.segmentation_ms += segmentation_ms
+        started = time.perf_counter()
+        names: list[str] = []
+        jobs: list[Callable[[], bytes]] = []
+        for offset, result in enumerate(results):
+            self.probabilities.append(result.probability)
+            for kind, job in slice_image_jobs(result, heatmap=False).items():
+                # The slice itself is stored as slice_NNN.png.
+                names.append(slice_file("slice" if kind == "original" else kind, start + offset))
+                jobs.append(job)
+            if self.segmentation is not None and result.segmentation is not None:
+                self.segmentation.add(result.segmentation)
+        self.files.update(zip(names, run_all(jobs), strict=True))
+        self.encode_ms += (time.perf_counter() - started) * 1000.0
+
+    def add_timings(self, timings: StageTimings) -> None:
+        """The time of the model, images and outline stages, added to an analysis's timings."""
+        timings.add("model_and_gradcam", self.model_ms)
+        timings.add("encode", self.encode_ms)
+        if self.segmentation is not None:
+            timings.add("segmentation", self.segmentation_ms)
+
+
+def series_objects(uploads: Sequence[tuple[str, bytes]], limits: ArchiveLimits) -> list[tuple[str, bytes]]:
+    """The uploaded objects with each ZIP unpacked into its entries (named ``zip/entry``).
+
+    Raises:
+        InvalidUpload: a damaged or unsafe ZIP.
+        UploadTooLarge: a ZIP over the entry or size limits.
+    """
+    objects: list[tuple[str, bytes]] = []
+    for name, data in uploads:
+        if not is_zip(data):
+            objects.append((name, data))
+            continue
+        try:
+            entries = extract_zip(data, limits)
+        except ArchiveTooLarge as exc:
+            raise UploadTooLarge(f"{name}: {exc}") from exc
+        except ArchiveError as exc:
+            raise InvalidUpload(f"{name}: {exc}") from exc
+        objects.extend((f"{name}/{entry}", content) for entry, content in entries)
+    return objects
 
 
 class StudyService:
@@ -249,18 +200,7 @@ class StudyService:
         """
         if not uploads:
             raise InvalidUpload("Send the DICOM files of one series (field 'files', repeated) or one ZIP.")
-        objects: list[tuple[str, bytes]] = []
-        for name, data in uploads:
-            if not is_zip(data):
-                objects.append((name, data))
-                continue
-            try:
-                entries = extract_zip(data, self.archive_limits)
-            except ArchiveTooLarge as exc:
-                raise UploadTooLarge(f"{name}: {exc}") from exc
-            except ArchiveError as exc:
-                raise InvalidUpload(f"{name}: {exc}") from exc
-            objects.extend((f"{name}/{entry}", content) for entry, content in entries)
+        objects = series_objects(uploads, self.archive_limits)
         try:
             return assemble_series(objects, max_pixels=self.max_pixels, max_slices=self.max_slices)
         except UnsupportedImageError as exc:
@@ -292,16 +232,46 @@ class StudyService:
             raise ValueError(f"source must be one of {SOURCES}, got {source!r}.")
         timings = StageTimings(started=time.perf_counter() - decode_ms / 1000.0)
         classifier = self.registry.get(model_name, model_version)
-        decision = StudyDecision.for_classifier(classifier)
         analysis = self._analyse(
             classifier, series, segment, claim.heartbeat if claim else None, job.progress if job else None
         )
+        study = self._decided_study(classifier, series, analysis, fields, source, details or {}, job)
+        slices = slice_rows(study.id, series, analysis.probabilities)
+        timings.add("decode", decode_ms)
+        analysis.add_timings(timings)
+        self._store(study, slices, analysis.files, timings, claim, job)
+        self.pipeline.count_inference(classifier.name, classifier.version, analysis.model_ms)
+        logger.info(
+            "study %s stored: series=%s slices=%d label=%s aggregation=%s model=%s/%s",
+            study.id,
+            short_id(series.series_instance_uid or ""),
+            len(slices),
+            study.label,
+            study.aggregation,
+            classifier.name,
+            classifier.version,
+        )
+        return StudyRecord(study=study, slices=slices)
+
+    def _decided_study(
+        self,
+        classifier: SliceClassifier,
+        series: StudySeries,
+        analysis: SeriesAnalysis,
+        fields: UploadFields,
+        source: str,
+        details: dict[str, Any],
+        job: JobAttempt | None,
+    ) -> Study:
+        """The new study's row: its slices' probabilities aggregated and decided by the classifier's
+        rule, its series and patient, and its details (in place of its job's row when it has one)."""
+        decision = StudyDecision.for_classifier(classifier)
         probability = aggregate(analysis.probabilities, decision.aggregation)
         criteria = decision.criteria(probability, analysis.segmentation)
         identity = new_record_columns(classifier.name, classifier.version)
         if job is not None:
             identity["id"] = job.study_id
-        study = Study(
+        return Study(
             **identity,
             probability=probability,
             label=Label.decided(bool(criteria.flagged_by)),
@@ -318,29 +288,8 @@ class StudyService:
             study_instance_uid=series.study_instance_uid,
             series_instance_uid=series.series_instance_uid,
             **patient_columns(fields, series.metadata),
-            details=self._details(
-                classifier, series, analysis, {**(details or {}), "criteria": criteria}
-            ).stored(),
+            details=self._details(classifier, series, analysis, {**details, "criteria": criteria}).stored(),
         )
-        slices = slice_rows(study.id, series, analysis.probabilities)
-        timings.add("decode", decode_ms)
-        timings.add("model_and_gradcam", analysis.model_ms)
-        timings.add("encode", analysis.encode_ms)
-        if analysis.segmentation is not None:
-            timings.add("segmentation", analysis.segmentation_ms)
-        self._store(study, slices, analysis.files, timings, claim, job)
-        self.pipeline.count_inference(classifier.name, classifier.version, analysis.model_ms)
-        logger.info(
-            "study %s stored: series=%s slices=%d label=%s aggregation=%s model=%s/%s",
-            study.id,
-            short_id(series.series_instance_uid or ""),
-            len(slices),
-            study.label,
-            decision.aggregation,
-            classifier.name,
-            classifier.version,
-        )
-        return StudyRecord(study=study, slices=slices)
 
     def _details(
         self,
@@ -351,18 +300,6 @@ class StudyService:
     ) -> StudyDetails:
         """What the study keeps besides its columns: how it was decided and ordered, what was
         skipped, and the volumes of the outlines (the time they take counts as segmentation)."""
-        segmentation = None
-        if analysis.segmentation is not None:
-            started = time.perf_counter()
-            metadata = series.metadata
-            segmentation = StudySegmentationRecord.model_validate(
-                analysis.segmentation.summary(
-                    [item.position_mm for item in series.slices],
-                    metadata.get("pixel_spacing_mm"),
-                    metadata.get("slice_thickness_mm"),
-                )
-            )
-            analysis.segmentation_ms += (time.perf_counter() - started) * 1000.0
         details = StudyDetails.model_validate(
             {
                 "slice_threshold": classifier.threshold,
@@ -374,8 +311,16 @@ class StudyService:
                 **extra,
             }
         )
-        if segmentation is not None:
-            details.segmentation = segmentation
+        if analysis.segmentation is not None:
+            started = time.perf_counter()
+            details.segmentation = StudySegmentationRecord.model_validate(
+                analysis.segmentation.summary(
+                    [item.position_mm for item in series.slices],
+                    series.metadata.get("pixel_spacing_mm"),
+                    series.metadata.get("slice_thickness_mm"),
+                )
+            )
+            analysis.segmentation_ms += (time.perf_counter() - started) * 1000.0
         return details
 
     def _store(
@@ -423,23 +368,7 @@ class StudyService:
             batch = series.slices[start : start + BATCH_SIZE]
             started = time.perf_counter()
             results = self.pipeline.classify_batch(classifier, [item.image for item in batch], segment)
-            elapsed = (time.perf_counter() - started) * 1000.0
-            segmentation_ms = sum(result.timings_ms.get("segmentation", 0.0) for result in results)
-            analysis.model_ms += elapsed - segmentation_ms
-            analysis.segmentation_ms += segmentation_ms
-            started = time.perf_counter()
-            names: list[str] = []
-            jobs: list[Callable[[], bytes]] = []
-            for offset, result in enumerate(results):
-                analysis.probabilities.append(result.probability)
-                for kind, job in slice_image_jobs(result, heatmap=False).items():
-                    # The slice itself is stored as slice_NNN.png.
-                    names.append(slice_file("slice" if kind == "original" else kind, start + offset))
-                    jobs.append(job)
-                if analysis.segmentation is not None and result.segmentation is not None:
-                    analysis.segmentation.add(result.segmentation)
-            analysis.files.update(zip(names, run_all(jobs), strict=True))
-            analysis.encode_ms += (time.perf_counter() - started) * 1000.0
+            analysis.add_batch(start, results, (time.perf_counter() - started) * 1000.0)
             if progress is not None:
                 progress(start + len(batch), len(series.slices))
         return analysis
@@ -469,91 +398,7 @@ class StudyService:
         return self.records.read_file(study_id, name)
 
     def render_report(self, record: StudyRecord) -> bytes:
-        """The PDF study report: chart of slice probabilities, key-slice overlays, the decision."""
-        from app.services.reporting import KeySlice, StudyReport, render_study_report, study_report_section
+        """The PDF study report (:func:`app.services.study_pdf.render_study_pdf`)."""
+        from app.services.study_pdf import render_study_pdf
 
-        study = record.study
-        key_slices = [
-            KeySlice(
-                index=index,
-                probability=record.slices[index].probability,
-                position_mm=record.slices[index].position_mm,
-                overlay_png=self.files.read(study.id, slice_file("overlay", index), STUDIES),
-            )
-            for index in record.key_slices
-            if 0 <= index < len(record.slices)
-        ]
-        section = None
-        segmentation = record.details.segmentation
-        if segmentation is not None:
-            section = study_report_section(
-                segmentation,
-                self.registry.outline_card(segmentation),
-                outlined_images(self.files, study.id, segmentation),
-            )
-        slice_threshold = record.details.slice_threshold
-        report = StudyReport(
-            **report_preamble(self.registry, study),
-            aggregation=study.aggregation,
-            slice_probabilities=[item.probability for item in record.slices],
-            slice_threshold=float(study.threshold if slice_threshold is None else slice_threshold),
-            key_slices=key_slices,
-            source_format="DICOM series" if study.source == "upload" else "DICOM series from the PACS",
-            skipped_count=len(record.details.skipped),
-            segmentation=section,
-            decision_rule=decision_rule(self.registry, record),
-            criteria=record.criteria_sentence,
-            flagged_by_outline=record.flagged_by_outline_alone,
-        )
-        return render_study_report(report)
-
-
-def decision_rule(registry: ModelRegistry, record: StudyRecord) -> list[str]:
-    """How the study's decision was made and what its rule measured, from its model's card."""
-    study = record.study
-    card = registry.find_card(study.model_name, study.model_version)
-    criteria = record.details.criteria
-    return study_rule_sentences(
-        study.aggregation,
-        study.threshold,
-        card.study_threshold if card else None,
-        card.study_results() if card else [],
-        criteria.outline_threshold_px if criteria is not None else None,
-        card.input_shape[0] if card and card.input_shape else None,
-    )
-
-
-def slice_rows(study_id: str, series: StudySeries, probabilities: Sequence[float]) -> list[StudySlice]:
-    """The rows of a new study's slices, in anatomical order."""
-    return [
-        StudySlice(
-            study_id=study_id,
-            slice_index=index,
-            sop_instance_uid=item.sop_instance_uid,
-            position_mm=item.position_mm,
-            probability=probabilities[index],
-        )
-        for index, item in enumerate(series.slices)
-    ]
-
-
-def outlined_images(
-    files: FileStore, study_id: str, segmentation: StudySegmentationRecord
-) -> list[tuple[bytes, str]]:
-    """The most outlined slices with their outlines drawn on, captioned with their areas."""
-    images = []
-    spacing = pixel_spacing(segmentation.pixel_spacing_mm)
-    for index in most_outlined_slices(segmentation):
-        if not files.exists(study_id, slice_file("contours", index), STUDIES):
-            continue
-        area = sum(segmentation.slices[index].area_px)
-        images.append(
-            (
-                composite_png(
-                    files.read(study_id, slice_file("slice", index), STUDIES),
-                    files.read(study_id, slice_file("contours", index), STUDIES),
-                ),
-                f"Slice {index + 1}: {area_text(area, area_mm2(area, spacing))} outlined",
-            )
-        )
-    return images
+        return render_study_pdf(self.registry, self.files, record)

@@ -19,7 +19,7 @@ from app.services.details import (
     StudySegmentationRecord,
 )
 from app.services.predictions import prediction_scope
-from app.services.studies import StudyRecord
+from app.services.study_record import StudyRecord
 
 SUBTYPES = {
     name: {"probability": 0.1, "area_px": 3, "area_mm2": None}

@@ -215,7 +215,7 @@ def test_the_model_page_shows_the_multitask_card_and_its_outlines(
 
 
 def test_the_registry_finds_the_multitask_card_for_its_outline_records(multitask_model_store: Path) -> None:
-    from app.services.inference import ModelRegistry
+    from app.services.registry import ModelRegistry
 
     registry = ModelRegistry.from_store(multitask_model_store, "ich-multitask", "ich-unet")
     classifier = registry.get("ich-multitask", "0.0.1")
@@ -232,7 +232,8 @@ def test_the_registry_finds_the_multitask_card_for_its_outline_records(multitask
 def test_one_pass_outlines_as_the_same_network_run_as_a_segmentation_model(
     multitask_model_store: Path, png_bytes: bytes
 ) -> None:
-    from app.services.inference import SliceClassifier, SliceSegmenter, decode_upload
+    from app.services.imaging import decode_upload
+    from app.services.inference import SliceClassifier, SliceSegmenter
     from ml.data.preprocessing import preprocess
     from ml.model_io import load_bundle
     from ml.segmenter import Segmenter
@@ -260,7 +261,7 @@ def test_one_pass_outlines_as_the_same_network_run_as_a_segmentation_model(
 def test_a_multitask_card_without_outline_fields_is_not_loaded(
     multitask_model_store: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from app.services.inference import ModelRegistry
+    from app.services.registry import ModelRegistry
 
     store = tmp_path / "store"
     bundle = store / "ich-multitask" / "0.0.2"

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.services.inference import OVERLAY_WARNING, caption, encode_png, labelled_overlay_png, with_png_text
+from app.services.imaging import OVERLAY_WARNING, caption, encode_png, labelled_overlay_png, with_png_text
 
 
 def png_text(data: bytes) -> dict[str, str]:

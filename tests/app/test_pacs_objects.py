@@ -19,7 +19,7 @@ from app.services.pacs.objects import (
     encapsulated_pdf,
     secondary_captures,
 )
-from app.services.studies import StudyRecord
+from app.services.study_record import StudyRecord
 from tests.support.dicom_series import ct_slice
 
 

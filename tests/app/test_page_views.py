@@ -8,11 +8,12 @@ from typing import cast
 
 import pytest
 
-from app.api.routes.pages.filters import as_mapping, format_datetime, format_number, format_percent
+from app.api.routes.pages.filters import format_datetime, format_number, format_percent
 from app.api.routes.pages.model_views import card_facts, card_view, training_facts, unseen_view
 from app.api.routes.pages.views import outline_card, segmentation_view, study_segmentation_view
+from app.services.card_views import CardMetrics, CollectionMeasures
 from app.services.details import OutlineModel, SliceSegmentationRecord, StudySegmentationRecord
-from app.services.inference import ModelRegistry
+from app.services.registry import ModelRegistry
 from app.services.segmentation import FALLBACK_NOTE
 from ml.data.segmentation import SUBTYPES
 from ml.model_card import ModelCard
@@ -31,7 +32,15 @@ def test_formatters_say_when_a_value_is_unknown() -> None:
         format_datetime(None) == ""
         and format_datetime(datetime(2026, 12, 1, 7, 38)) == "01 Dec 2026, 07:38 UTC"
     )
-    assert as_mapping([1]) == {} and as_mapping({"a": 1}) == {"a": 1}
+
+
+def test_card_parts_that_are_not_objects_read_as_empty() -> None:
+    metrics = CardMetrics.from_metrics(
+        {"validation": [("all", 1)], "test": {"all": None, "ct_ich": {"slice": {"n": 3, "metrics": "auc"}}}}
+    )
+    assert metrics.validation == {} and metrics.external_bhsd_seg.slices is None
+    assert metrics.test["all"] == CollectionMeasures()
+    assert metrics.test["ct_ich"].slice.n == 3 and metrics.test["ct_ich"].slice.metrics == {}
 
 
 def test_a_small_card_shows_what_it_states() -> None:
@@ -77,7 +86,7 @@ def test_a_full_card_reads_in_words() -> None:
         ("Epochs", "3"),
         ("Training time", "1.5 minutes"),
     ]
-    unseen = unseen_view(card.metrics)
+    unseen = unseen_view(CardMetrics.from_metrics(card.metrics))
     assert unseen is not None and unseen["sensitivity"] == {"value": "0.75", "interval": "0.50 to 0.90"}
     view = card_view(card)
     assert view["counts"] == [{"split": "Train", "images": 10, "positive": 4, "patients": 5}]

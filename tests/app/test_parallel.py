@@ -10,9 +10,11 @@ import keras
 import numpy as np
 import pytest
 
-from app.services import inference
+from app.services import parallel
 from app.services.analysis import slice_image_jobs
-from app.services.inference import SliceClassifier, SliceSegmenter, decode_upload, parallel_map, run_all
+from app.services.imaging import decode_upload
+from app.services.inference import SliceClassifier, SliceSegmenter
+from app.services.parallel import parallel_map, run_all
 from ml.data.preprocessing import PreprocessConfig
 from ml.model_io import load_bundle
 from ml.models.unet import build_unet
@@ -21,7 +23,7 @@ from tests.app.conftest import tiny_seg_card
 
 
 def test_results_come_back_in_order_and_use_more_than_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(inference, "_WORKERS", 2)
+    monkeypatch.setattr(parallel, "_WORKERS", 2)
     barrier = threading.Barrier(2, timeout=10)
 
     def square(value: int) -> tuple[int, str]:
@@ -38,7 +40,7 @@ def test_results_come_back_in_order_and_use_more_than_one_thread(monkeypatch: py
 def test_one_item_or_one_core_runs_in_the_callers_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     caller = threading.current_thread().name
     assert parallel_map(lambda _: threading.current_thread().name, [0]) == [caller]
-    monkeypatch.setattr(inference, "_WORKERS", 1)
+    monkeypatch.setattr(parallel, "_WORKERS", 1)
     assert parallel_map(lambda _: threading.current_thread().name, range(3)) == [caller] * 3
 
 
@@ -67,7 +69,7 @@ def _slices() -> list[bytes]:
 def test_a_batch_analysed_side_by_side_matches_one_slice_at_a_time(
     model_store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(inference, "_WORKERS", 2)
+    monkeypatch.setattr(parallel, "_WORKERS", 2)
     classifier = SliceClassifier(load_bundle(model_store / "ich-compact" / "0.0.2"))
     keras.utils.set_random_seed(5)
     card = {**tiny_seg_card(version="0.0.5"), "preprocessing": PreprocessConfig(image_size=64).to_dict()}

@@ -9,7 +9,6 @@ import pytest
 from reportlab.lib import colors
 from reportlab.platypus import Paragraph
 
-from app.api.routes.pages.filters import as_mapping
 from app.core.labels import Label
 from app.services.reporting import ReportModelInfo, SegmentationSection, SubtypeLine
 from app.services.reporting.layout import CONTENT_WIDTH, IMAGE_GAP, Styles, image_row
@@ -97,8 +96,3 @@ def test_outlines_section_names_its_model_for_the_footer() -> None:
 )
 def test_finite_float_reads_only_finite_numbers(value: object, expected: float | None) -> None:
     assert finite_float(value) == expected
-
-
-def test_as_mapping_reads_only_dicts() -> None:
-    assert as_mapping({"a": 1}) == {"a": 1}
-    assert as_mapping([("a", 1)]) == {} and as_mapping(None) == {}

@@ -219,7 +219,7 @@ def test_models_listing_readiness_and_card(seg_client: TestClient) -> None:
 def test_segmentation_bundles_are_not_loaded_as_classifiers(
     seg_model_store: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from app.services.inference import ModelRegistry
+    from app.services.registry import ModelRegistry
 
     with caplog.at_level("INFO"):
         registry = ModelRegistry.from_store(seg_model_store, "ich-compact", segmentation_name=None)
@@ -421,7 +421,8 @@ def test_unknown_study_segmentation_files_are_404(seg_client: TestClient) -> Non
 def test_a_segmenter_with_other_preprocessing_gets_its_own_input(model_store: Path, wide_png: bytes) -> None:
     import keras
 
-    from app.services.inference import SliceClassifier, SliceSegmenter, decode_upload
+    from app.services.imaging import decode_upload
+    from app.services.inference import SliceClassifier, SliceSegmenter
     from ml.data.preprocessing import PreprocessConfig
     from ml.model_io import load_bundle
     from ml.models.unet import build_unet

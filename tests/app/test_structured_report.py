@@ -11,7 +11,7 @@ import pytest
 from app.db import Study
 from app.services.details import StudyCriteria, StudyDetails
 from app.services.pacs.objects import structured_report
-from app.services.studies import StudyRecord
+from app.services.study_record import StudyRecord
 from tests.app.conftest import DATA_DIR
 from tests.support.dicom_series import patient_jpegs, series_from_jpegs
 

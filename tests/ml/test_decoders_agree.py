@@ -3,7 +3,7 @@
 Every reader of slices goes through :func:`ml.data.imaging.decode_image` (2-D uint8 grey, DICOM in
 the brain window): training's :func:`ml.data.datasets.load_image` (behind
 :func:`ml.training.preprocess_samples` and the segmentation readers), ``ml.evaluate``'s reader and
-the service's :func:`app.services.inference.decode_upload`. Each file below goes through all of
+the service's :func:`app.services.imaging.decode_upload`. Each file below goes through all of
 them, and the arrays must be the same to the bit.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.services.inference import decode_upload
+from app.services.imaging import decode_upload
 from ml.data.datasets import Sample, load_image, load_raw_image
 from ml.data.imaging import DEFAULT_MAX_PIXELS
 from ml.data.preprocessing import PreprocessConfig, preprocess

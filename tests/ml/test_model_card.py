@@ -151,7 +151,7 @@ def test_read_model_card_names_a_missing_or_unusable_card(tmp_path: Path) -> Non
 def test_the_registry_skips_a_bundle_of_an_unknown_kind_before_loading_it(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from app.services.inference import ModelRegistry
+    from app.services.registry import ModelRegistry
 
     bundle = write_card(
         tmp_path / "ich-detector" / "1.0.0", classifier_card(name="ich-detector", kind="boxes")

@@ -50,7 +50,8 @@ from app.services.job_attempts import DONE, FAILED
 from app.services.jobs import MAX_WAIT_SECONDS
 from app.services.segmentation import colour_hex, study_slice_record
 from app.services.storage import STUDIES
-from app.services.studies import StudyRecord, StudyService, slice_file
+from app.services.studies import StudyService
+from app.services.study_record import StudyRecord, slice_file
 
 router = APIRouter(prefix="/api/v1/studies", tags=["studies"])
 

@@ -26,7 +26,7 @@ from pydicom.sr.coding import Code
 from pydicom.uid import EncapsulatedPDFStorage, ExplicitVRLittleEndian, generate_uid
 
 from app.core.labels import Label
-from app.services.studies import StudyRecord
+from app.services.study_record import StudyRecord
 
 MANUFACTURER = "ICH Detect"
 WARNING_TEXT = "AI generated, not for clinical use"

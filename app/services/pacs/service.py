@@ -22,7 +22,8 @@ from app.services.claims import AnalysisKey, Claim, ClaimStore, FinishedAnalysis
 from app.services.pacs.client import PacsClient
 from app.services.pacs.objects import encapsulated_pdf, secondary_captures, structured_report
 from app.services.storage import STUDIES
-from app.services.studies import JobAttempt, StudyRecord, StudyService, slice_file
+from app.services.studies import JobAttempt, StudyService
+from app.services.study_record import StudyRecord, slice_file
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from app.services.inference import SliceSegmentation, encode_png, with_png_text
+from app.services.imaging import encode_png, with_png_text
+from app.services.inference import SliceSegmentation
 from ml.data.segmentation import SUBTYPES
 from ml.segmenter import contour_overlay
 

@@ -10,17 +10,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    ValidatorFunctionWrapHandler,
-    WrapValidator,
-    model_validator,
-)
+from pydantic import Field
 
 from app.core.wording import area_text
+from app.services.card_views import ABSENT_WHEN_INVALID, CardPart, Count, Measure, Number, absent_when_invalid
 from app.services.details import (
     SliceSegmentationRecord,
     SliceSubtype,
@@ -50,75 +43,43 @@ def colour_hex(name: str) -> str:
     return f"#{red:02x}{green:02x}{blue:02x}"
 
 
-def absent_when_invalid(default: Any = None) -> WrapValidator:
-    """A field of the wrong type reads as absent (``default``): an older or hand-made card still
-    gets its help. Numbers and names are read strictly (no bools, no strings, no NaN or infinity)."""
-
-    def validate(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
-        try:
-            return handler(value)
-        except ValidationError:
-            return default() if callable(default) else default
-
-    return WrapValidator(validate)
+class _Slices(CardPart):
+    slices: Count = None
 
 
-ABSENT_WHEN_INVALID = absent_when_invalid()
-
-
-class _CardPart(BaseModel):
-    """A part of the card; one that is not a JSON object reads as empty."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore", strict=True, allow_inf_nan=False)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _object_or_empty(cls, value: Any) -> Any:
-        return value if isinstance(value, dict | cls) else {}
-
-
-class _Slices(_CardPart):
-    slices: Annotated[int | None, ABSENT_WHEN_INVALID] = None
-
-
-class _Training(_CardPart):
+class _Training(CardPart):
     # Per split of each collection (``bhsd_train``, ``bhsd_test`` ...), as the trainers count them.
     counts: Annotated[dict[str, _Slices], absent_when_invalid(dict)] = Field(default_factory=dict)
 
 
-class _Measure(_CardPart):
-    value: Annotated[float | None, ABSENT_WHEN_INVALID] = None
-    ci95: Annotated[list[float] | None, Field(min_length=2, max_length=2), ABSENT_WHEN_INVALID] = None
+class _BloodSegmentation(CardPart):
+    dice: Measure = Measure()
 
 
-class _BloodSegmentation(_CardPart):
-    dice: _Measure = _Measure()
-
-
-class _Segmentation(_CardPart):
+class _Segmentation(CardPart):
     any_blood: _BloodSegmentation = _BloodSegmentation()
 
 
-class _TestMetrics(_CardPart):
+class _TestMetrics(CardPart):
     segmentation: _Segmentation = _Segmentation()
 
 
-class _Metrics(_CardPart):
+class _Metrics(CardPart):
     test: _TestMetrics = _TestMetrics()
 
 
-class _PointingGame(_CardPart):
-    hit_rate: Annotated[float | None, ABSENT_WHEN_INVALID] = None
-    slices: Annotated[int | None, ABSENT_WHEN_INVALID] = None
+class _PointingGame(CardPart):
+    hit_rate: Number = None
+    slices: Count = None
 
 
-class _PointingGames(_CardPart):
+class _PointingGames(CardPart):
     # On the test volumes (the segmentation trainer), else on every slice of the segmentation set.
     test_volumes: _PointingGame = _PointingGame()
     all_bhsd_seg_slices: _PointingGame = _PointingGame()
 
 
-class OutlineCard(_CardPart):
+class OutlineCard(CardPart):
     """What the card of the model that draws the outlines says they are worth, read once.
 
     The parts :func:`help_sentences` reads: the name, version and kind, the training counts of

@@ -30,11 +30,6 @@ def format_number(value: Any, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
-def as_mapping(value: Any) -> dict[str, Any]:
-    """``value`` when it is a JSON object, else an empty one: stored records may lack a part."""
-    return value if isinstance(value, dict) else {}
-
-
 def install_filters(environment: Environment) -> None:
     """Make the formatters the templates use available as filters."""
     environment.filters["datetime"] = format_datetime

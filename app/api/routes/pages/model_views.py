@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.api.routes.pages.filters import as_mapping, format_number, format_percent
+from app.api.routes.pages.filters import format_number, format_percent
+from app.services.card_views import CardMetrics, CollectionMeasures, Measure
 from app.services.inference import SliceClassifier, SliceSegmenter
 from app.services.operating_points import OperatingPointInUse
 from app.services.segmentation import help_sentences
@@ -33,33 +34,29 @@ PLOTS = {
 }
 
 
-def _metric_cell(entry: Any) -> dict[str, str]:
-    entry = as_mapping(entry)
-    interval = entry.get("ci95")
-    low, high = (
-        (interval[0], interval[1]) if isinstance(interval, list) and len(interval) == 2 else (None, None)
-    )
-    text = f"{format_number(low)} to {format_number(high)}" if low is not None and high is not None else ""
-    return {"value": format_number(entry.get("value")), "interval": text}
+def _metric_cell(measure: Measure) -> dict[str, str]:
+    interval = measure.ci95
+    text = f"{format_number(interval[0])} to {format_number(interval[1])}" if interval else ""
+    return {"value": format_number(measure.value), "interval": text}
 
 
-def metrics_view(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+def metrics_view(split: dict[str, CollectionMeasures]) -> list[dict[str, Any]]:
     """Rows of one split's metrics: dataset and level, counts, and each metric with its interval."""
     rows = []
-    datasets = sorted(metrics, key=lambda name: (name != "all", name))
-    for dataset in datasets:
-        for level in ("slice", "patient"):
-            summary = as_mapping(as_mapping(metrics.get(dataset)).get(level))
-            values = as_mapping(summary.get("metrics"))
-            if not values:
+    for dataset in sorted(split, key=lambda name: (name != "all", name)):
+        collection = split[dataset]
+        for level, summary in (("per slice", collection.slice), ("per patient", collection.patient)):
+            if not summary.metrics:
                 continue
             rows.append(
                 {
                     "dataset": DATASET_TITLES.get(dataset, dataset),
-                    "level": "per patient" if level == "patient" else "per slice",
-                    "n": summary.get("n"),
-                    "n_positive": summary.get("n_positive"),
-                    "cells": {name: _metric_cell(values.get(name)) for name in METRIC_TITLES},
+                    "level": level,
+                    "n": summary.n,
+                    "n_positive": summary.n_positive,
+                    "cells": {
+                        name: _metric_cell(summary.metrics.get(name, Measure())) for name in METRIC_TITLES
+                    },
                 }
             )
     return rows
@@ -103,22 +100,18 @@ def training_facts(training: TrainingSummary) -> list[tuple[str, str]]:
     return facts
 
 
-def unseen_view(metrics: dict[str, Any]) -> dict[str, Any] | None:
+def unseen_view(metrics: CardMetrics) -> dict[str, Any] | None:
     """Sensitivity on the collection the model never saw (slices and scans); None without one."""
-    external = as_mapping(metrics.get("external_bhsd_seg"))
-    if not external.get("slices"):
+    external = metrics.external_bhsd_seg
+    if not external.slices:
         return None
     return {
-        "slices": external.get("slices"),
-        "slices_flagged": external.get("slices_flagged"),
-        "sensitivity": _metric_cell(
-            {"value": external.get("sensitivity"), "ci95": external.get("sensitivity_ci95")}
-        ),
-        "scans": external.get("scans"),
-        "scans_flagged": external.get("scans_flagged"),
-        "scan_sensitivity": _metric_cell(
-            {"value": external.get("scan_sensitivity"), "ci95": external.get("scan_sensitivity_ci95")}
-        ),
+        "slices": external.slices,
+        "slices_flagged": external.slices_flagged,
+        "sensitivity": _metric_cell(external.slice_measure),
+        "scans": external.scans,
+        "scans_flagged": external.scans_flagged,
+        "scan_sensitivity": _metric_cell(external.scan_measure),
     }
 
 
@@ -134,9 +127,13 @@ def card_view(card: ModelCard) -> dict[str, Any]:
         }
         for split, values in card.training.counts.items()
     ]
+    metrics = CardMetrics.from_metrics(card.metrics)
     splits = [
-        {"name": split, "title": title, "rows": metrics_view(as_mapping(card.metrics.get(split)))}
-        for split, title in (("validation", "Validation split"), ("test", "Test split"))
+        {"name": split, "title": title, "rows": metrics_view(measures)}
+        for split, title, measures in (
+            ("validation", "Validation split", metrics.validation),
+            ("test", "Test split", metrics.test),
+        )
     ]
     perturbations = [
         {
@@ -158,7 +155,7 @@ def card_view(card: ModelCard) -> dict[str, Any]:
         "counts": counts,
         "splits": [split for split in splits if split["rows"]],
         "metric_titles": METRIC_TITLES,
-        "unseen": unseen_view(card.metrics),
+        "unseen": unseen_view(metrics),
         "robustness_n": card.robustness.get("n"),
         "perturbations": perturbations,
         "preprocessing": [(str(key), str(value)) for key, value in card.preprocessing.items()],

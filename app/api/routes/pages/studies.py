@@ -17,7 +17,7 @@ from app.api.web_auth import CsrfField, PageUser, check_csrf
 from app.schemas import StudyJobOut
 from app.services.job_attempts import DONE
 from app.services.storage import STUDIES
-from app.services.studies import decision_rule
+from app.services.study_record import decision_rule
 
 router = page_router()
 

@@ -14,8 +14,8 @@ from app.services.details import (
     SliceSegmentationRecord,
     StudySegmentationRecord,
 )
-from app.services.inference import ModelRegistry
 from app.services.predictions import prediction_scope
+from app.services.registry import ModelRegistry
 from app.services.segmentation import (
     FALLBACK_NOTE,
     area_text,
@@ -23,7 +23,7 @@ from app.services.segmentation import (
     legend,
     study_summary_sentences,
 )
-from app.services.studies import StudyRecord, slice_file
+from app.services.study_record import StudyRecord, slice_file
 from ml.model_card import ModelCard
 
 TIMING_TITLES = {
