@@ -90,14 +90,18 @@ def two_channel_arrays(samples: Sequence[Sample], config: PreprocessConfig, cach
     return arrays
 
 
-def inflate(source: keras.Model, target: keras.Model) -> None:
-    """Copy a one-channel classifier into its two-channel twin; the second input's weights of
-    the first convolution are zero, so the twin answers as the source until it learns."""
+def inflate(source: keras.Model, target: keras.Model, position: int = 0) -> None:
+    """Copy a one-channel classifier into a twin with more input channels: the source's first
+    convolution reads channel ``position``, and the other channels' weights are zero, so the
+    twin answers as the source until it learns."""
     for layer in target.layers:
         weights = source.get_layer(layer.name).get_weights() if layer.weights else []
         if layer.name == "stem_conv":
             kernel = weights[0]
-            weights = [np.concatenate([kernel, np.zeros_like(kernel)], axis=2), *weights[1:]]
+            channels = layer.get_weights()[0].shape[2]
+            widened = np.zeros((*kernel.shape[:2], channels, kernel.shape[3]), kernel.dtype)
+            widened[:, :, position] = kernel[:, :, 0]
+            weights = [widened, *weights[1:]]
         if weights:
             layer.set_weights(weights)
 
