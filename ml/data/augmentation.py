@@ -1,4 +1,5 @@
-"""Training-time augmentation on preprocessed batches (float32, N x H x W x 1, in [0, 1]).
+"""Training-time augmentation on preprocessed batches (float32, N x H x W x C, in [0, 1]; C is 1 for
+a slice, more where stacked slices or a mask travel with it).
 
 Geometric changes (flips, rotations, shifts, zooms) teach the model that position and
 orientation carry no diagnosis; intensity changes (brightness, contrast, gamma) stand in for
@@ -88,10 +89,12 @@ class Augmenter:
         cfg = self.config
         sigma = self._generator.uniform([], 0.3, cfg.blur_max_sigma)
         kernel = _gaussian_kernel(sigma)
-        horizontal = tf.reshape(kernel, [1, -1, 1, 1])
-        vertical = tf.reshape(kernel, [-1, 1, 1, 1])
-        blurred = tf.nn.conv2d(images, horizontal, strides=1, padding="SAME")
-        return tf.nn.conv2d(blurred, vertical, strides=1, padding="SAME")
+        # Each channel is blurred on its own (a depthwise convolution), so stacked slices stay apart.
+        channels = tf.shape(images)[-1]
+        horizontal = tf.tile(tf.reshape(kernel, [1, -1, 1, 1]), [1, 1, channels, 1])
+        vertical = tf.tile(tf.reshape(kernel, [-1, 1, 1, 1]), [1, 1, channels, 1])
+        blurred = tf.nn.depthwise_conv2d(images, horizontal, strides=[1, 1, 1, 1], padding="SAME")
+        return tf.nn.depthwise_conv2d(blurred, vertical, strides=[1, 1, 1, 1], padding="SAME")
 
     def _resample(self, images: tf.Tensor) -> tf.Tensor:
         size = tf.shape(images)[1:3]

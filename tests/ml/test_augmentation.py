@@ -179,6 +179,18 @@ def test_blur_smooths_the_images(batch: np.ndarray) -> None:
     np.testing.assert_allclose(augmented[:, 8:24, 8:24].mean(), batch[:, 8:24, 8:24].mean(), atol=0.01)
 
 
+def test_blur_keeps_stacked_channels_apart(batch: np.ndarray) -> None:
+    # Three channels: the image, half of it, and its mirror. Blurring each on its own keeps
+    # the second exactly half the first and the third the mirror of the first.
+    stacked = np.concatenate([batch, 0.5 * batch, batch[:, :, ::-1]], axis=-1)
+    augmented = augment(stacked, replace(NOTHING, blur_probability=1.0))
+    assert augmented.shape == stacked.shape
+    np.testing.assert_allclose(augmented[..., 1], 0.5 * augmented[..., 0], atol=1e-5)
+    np.testing.assert_allclose(augmented[..., 2], augmented[:, :, ::-1, 0], atol=1e-5)
+    single = augment(batch, replace(NOTHING, blur_probability=1.0))
+    assert np.abs(np.diff(single, axis=2)).mean() < np.abs(np.diff(batch, axis=2)).mean()
+
+
 def test_noise_has_the_configured_spread(batch: np.ndarray) -> None:
     augmented = augment(batch, replace(NOTHING, noise_std=0.02))
 
