@@ -46,8 +46,8 @@ from app.schemas import (
 )
 from app.services.analysis import UploadFields
 from app.services.details import SliceSegmentationRecord, StudySegmentationRecord
-from app.services.job_attempts import DONE, FAILED
 from app.services.jobs import MAX_WAIT_SECONDS
+from app.services.jobs.attempts import DONE, FAILED
 from app.services.segmentation import colour_hex, study_slice_record
 from app.services.storage import STUDIES
 from app.services.studies import StudyService
