@@ -87,16 +87,6 @@ def file_type(name: str) -> str:
     return "application/pdf" if name.endswith(".pdf") else "image/png"
 
 
-def _fields(study: Study) -> StudyFields:
-    return StudyFields(
-        patient_name=study.patient_name,
-        patient_id=study.patient_id,
-        study_description=study.study_description,
-        study_date=study.study_date,
-        requesting_clinician=study.requesting_clinician,
-    )
-
-
 def _links(study: Study, request: Request) -> StudyLinks:
     base = str(request.url_for("read_study", study_id=study.id).path)
     return StudyLinks(self=base, report=f"{base}/report.pdf", page=f"/studies/{study.id}")
@@ -147,7 +137,7 @@ def _summary_fields(study: Study, request: Request) -> dict[str, Any]:
         "num_slices": study.num_slices,
         "source": study.source,
         "model": ModelRef(name=study.model_name, version=study.model_version),
-        "study": _fields(study),
+        "study": StudyFields.model_validate(study, from_attributes=True),
         "links": _links(study, request),
     }
 
