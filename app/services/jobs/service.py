@@ -12,20 +12,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import TYPE_CHECKING, Protocol
 
 from app.db import Database, Study
-from app.services.analysis import UploadFields, short_id
+from app.services.analysis import short_id
 from app.services.claims import Claim
 from app.services.jobs.attempts import DONE, FAILED, QUEUED, RUNNING, queue_name
 from app.services.jobs.intake import JobIntake
 from app.services.jobs.recovery import JobRecovery
 from app.services.jobs.runner import AttemptRunner
 from app.services.studies import StudyService
-from app.services.study_record import StudyRecord
 from ml.data.series import StudySeries
 
 if TYPE_CHECKING:
@@ -79,6 +78,9 @@ class StudyJobs:
         self.intake = JobIntake(self)
         self.runner = AttemptRunner(self)
         self.recovery = JobRecovery(self)
+        # Queuing a job is the intake's: an upload checked, or a PACS study claimed, then stored.
+        self.enqueue_upload = self.intake.upload
+        self.enqueue_dicomweb = self.intake.dicomweb
         self._submitted: set[str] = set()
         self._changed = threading.Condition()
 
@@ -92,25 +94,6 @@ class StudyJobs:
         if self.pacs is None:
             raise ValueError("This job queue was made without the PACS service.")
         return self.pacs
-
-    def enqueue_upload(
-        self,
-        uploads: Sequence[tuple[str, bytes]],
-        fields: UploadFields,
-        model_name: str | None = None,
-        model_version: str | None = None,
-        segment: bool = True,
-    ) -> Study:
-        """Check an uploaded series, store it as a queued job and hand it to a worker
-        (:meth:`JobIntake.upload`)."""
-        return self.intake.upload(uploads, fields, model_name, model_version, segment)
-
-    def enqueue_dicomweb(
-        self, study_instance_uid: str, model_name: str | None = None, model_version: str | None = None
-    ) -> Study | StudyRecord:
-        """Claim a study of the PACS and queue its analysis; the stored analysis when there is one
-        (:meth:`JobIntake.dicomweb`)."""
-        return self.intake.dicomweb(study_instance_uid, model_name, model_version)
 
     def submit(
         self,
