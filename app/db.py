@@ -118,7 +118,7 @@ class Study(AnalysisColumns, Base):
     source: Mapped[str] = mapped_column(String(10))
     study_instance_uid: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     series_instance_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    # The study as a job (app/services/jobs.py): queued, running, done or failed. Until it is done
+    # The study as a job (app/services/jobs/): queued, running, done or failed. Until it is done
     # the result columns hold placeholders and only these describe the study.
     status: Mapped[str] = mapped_column(String(10), default=JOB_DONE, server_default=JOB_DONE, index=True)
     progress_done: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

@@ -39,6 +39,7 @@ class ImageInfo(BaseModel):
     height: int
 
 
+# The patient and study columns of a stored prediction or study (read from the row as attributes).
 class StudyFields(BaseModel):
     patient_name: str | None = None
     patient_id: str | None = None

@@ -2,7 +2,7 @@
 
 It reads the same settings as the service (``ICH_JOB_QUEUE_URL`` must be set), opens the same
 database and storage, loads the same models, and runs one study job at a time with the same
-attempt code as the service's own threads (``app.services.jobs``). At start and then periodically
+attempt code as the service's own threads (``app.services.jobs.runner``). At start and then periodically
 it takes up the jobs of processes that are gone, exactly as the service does. With the PACS
 watcher on (``ICH_DICOMWEB_POLL_SECONDS``), the workers take turns to poll the PACS and queue each
 new study once. Run as many as the machines have cores to spare: ``python -m app.worker`` each, or

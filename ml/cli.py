@@ -17,11 +17,11 @@ import argparse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 from ml.errors import DataError, MissingDataFile
 
-__all__ = ["ArgumentParser", "data_errors", "require_dir", "require_file"]
+__all__ = ["ArgumentParser", "add_fitting_options", "data_errors", "require_dir", "require_file"]
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -29,6 +29,25 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
+class FittingDefaults(Protocol):
+    """The fitting settings every training configuration has (its defaults are the options')."""
+
+    epochs: int
+    learning_rate: float
+    patience: int
+    time_budget_minutes: float
+    seed: int
+
+
+def add_fitting_options(parser: argparse.ArgumentParser, defaults: FittingDefaults) -> None:
+    """The options of the training tools that say how long and how to fit, defaulting to ``defaults``."""
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    parser.add_argument("--patience", type=int, default=defaults.patience)
+    parser.add_argument("--time-budget-min", type=float, default=defaults.time_budget_minutes)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
 
 
 def one_line(message: str) -> str:

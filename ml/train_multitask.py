@@ -15,7 +15,7 @@ import json
 import logging
 from pathlib import Path
 
-from ml.cli import ArgumentParser, data_errors
+from ml.cli import ArgumentParser, add_fitting_options, data_errors
 from ml.data.datasets import default_data_dir
 from ml.models.multitask import BACKBONES
 from ml.multitask import COLLECTIONS, FREEZE_CHOICES, MultitaskConfig, train_multitask
@@ -31,11 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--width", type=int, default=defaults.width)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--steps-per-epoch", type=int, default=defaults.steps_per_epoch)
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    parser.add_argument("--patience", type=int, default=defaults.patience)
-    parser.add_argument("--time-budget-min", type=float, default=defaults.time_budget_minutes)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    add_fitting_options(parser, defaults)
     parser.add_argument("--split-manifest", default=defaults.split_manifest)
     parser.add_argument(
         "--collections",

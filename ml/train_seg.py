@@ -12,7 +12,7 @@ import json
 import logging
 from pathlib import Path
 
-from ml.cli import ArgumentParser, data_errors, require_dir, require_file
+from ml.cli import ArgumentParser, add_fitting_options, data_errors, require_dir, require_file
 from ml.data.datasets import default_data_dir
 from ml.seg_training import SegTrainConfig, train_segmentation
 
@@ -33,11 +33,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--width", type=int, default=defaults.width)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--steps-per-epoch", type=int, default=defaults.steps_per_epoch)
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    parser.add_argument("--patience", type=int, default=defaults.patience)
-    parser.add_argument("--time-budget-min", type=float, default=defaults.time_budget_minutes)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    add_fitting_options(parser, defaults)
     parser.add_argument("--bootstrap-resamples", type=int, default=defaults.bootstrap_resamples)
     parser.add_argument("--init-from", help="start from the weights of an earlier model.keras")
     parser.add_argument("--max-ct-ich", type=int, help="use a random subset of CT-ICH slices (smoke runs)")

@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -75,6 +75,19 @@ class SliceResult:
     @property
     def height(self) -> int:
         return int(self.decoded.pixels.shape[0])
+
+
+class PreparedSlice(NamedTuple):
+    """One slice preprocessed for the classifier."""
+
+    image: np.ndarray
+    geometry: Any
+    # The head as preprocessing found it, when at the scope check's threshold (else None).
+    head_mask: np.ndarray | None
+
+
+def _milliseconds_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0
 
 
 class SliceSegmenter:
@@ -221,10 +234,10 @@ class SliceClassifier:
         if self.outlining_gradcam is not None:
             self.outlining_gradcam.explain(blank, self.threshold)
 
-    def _preprocess(self, decoded: DecodedImage) -> tuple[np.ndarray, Any, np.ndarray | None]:
+    def _preprocess(self, decoded: DecodedImage) -> PreparedSlice:
         result = preprocess(decoded.pixels, self.config)
         shared = self.config.head_threshold == ScopeThresholds.head_threshold
-        return result.image, result.geometry, result.head_mask if shared else None
+        return PreparedSlice(result.image, result.geometry, result.head_mask if shared else None)
 
     def _predict(self, batch: np.ndarray, outline: bool = False) -> GradCamOutput:
         gradcam = self.outlining_gradcam if outline and self.outlining_gradcam is not None else self.gradcam
@@ -245,7 +258,7 @@ class SliceClassifier:
         input_heatmap = cv2.resize(heatmap, (size, size), interpolation=cv2.INTER_LINEAR)
         original_heatmap = np.clip(geometry.to_original(input_heatmap), 0.0, 1.0)
         overlay = overlay_heatmap(decoded.pixels, original_heatmap)
-        timings["postprocess"] = (time.perf_counter() - started) * 1000.0
+        timings["postprocess"] = _milliseconds_since(started)
         threshold = self.operating_point.slice
         return SliceResult(
             probability=float(probability),
@@ -287,48 +300,61 @@ class SliceClassifier:
             segmenter = None
         started = time.perf_counter()
         prepared = parallel_map(self._preprocess, images)
-        preprocess_ms = (time.perf_counter() - started) * 1000.0
-        batch = np.stack([image for image, _, _ in prepared])
+        preprocess_ms = _milliseconds_since(started)
+        batch = np.stack([item.image for item in prepared])
         started = time.perf_counter()
         explained = self._predict(batch, outline=own_outlines)
-        probabilities, heatmaps = explained.probabilities, explained.heatmaps
-        model_ms = (time.perf_counter() - started) * 1000.0
-        segmentations: list[SliceSegmentation | None] = [None] * len(images)
-        segmentation_ms = 0.0
+        model_ms = _milliseconds_since(started)
+        started = time.perf_counter()
+        segmentations = self._outline(images, prepared, batch, explained, own_outlines, segmenter)
+        segmentation_ms = _milliseconds_since(started)
+        # Each slice's share of the batch's steps; its post-processing is its own.
+        shares = {"preprocess": preprocess_ms / len(images), "model_and_gradcam": model_ms / len(images)}
+        if own_outlines or segmenter is not None:
+            shares["segmentation"] = segmentation_ms / len(images)
+
+        def finish(index: int) -> SliceResult:
+            result = self._postprocess(
+                images[index],
+                float(explained.probabilities[index]),
+                explained.heatmaps[index],
+                prepared[index].geometry,
+                dict(shares),
+            )
+            result.segmentation = segmentations[index]
+            result.head_mask = prepared[index].head_mask
+            return result
+
+        return parallel_map(finish, range(len(images)))
+
+    def _outline(
+        self,
+        images: list[DecodedImage],
+        prepared: list[PreparedSlice],
+        batch: np.ndarray,
+        explained: GradCamOutput,
+        own_outlines: bool,
+        segmenter: SliceSegmenter | None,
+    ) -> list[SliceSegmentation | None]:
+        """The slices' outlines: from this model's own heads, from ``segmenter``, or none."""
+        geometries = [item.geometry for item in prepared]
         if own_outlines and self.outlining is not None:
             # Only the post-processing is left: the heads ran in the model's pass.
-            started = time.perf_counter()
-            segmentations = list(
+            return list(
                 outline_batch(
                     self.outlining,
                     explained.outputs["mask"],
                     explained.outputs["subtypes"],
-                    [geometry for _, geometry, _ in prepared],
+                    geometries,
                     self.name,
                     self.version,
                 )
             )
-            segmentation_ms = (time.perf_counter() - started) * 1000.0
-        elif segmenter is not None:
-            started = time.perf_counter()
-            if segmenter.config == self.config:
-                segment_batch, geometries = batch, [geometry for _, geometry, _ in prepared]
-            else:
-                again = parallel_map(lambda decoded: preprocess(decoded.pixels, segmenter.config), images)
-                segment_batch = np.stack([item.image for item in again])
-                geometries = [item.geometry for item in again]
-            segmentations = list(segmenter.segment(segment_batch, geometries))
-            segmentation_ms = (time.perf_counter() - started) * 1000.0
-
-        def finish(index: int) -> SliceResult:
-            timings = {"preprocess": preprocess_ms / len(images), "model_and_gradcam": model_ms / len(images)}
-            if own_outlines or segmenter is not None:
-                timings["segmentation"] = segmentation_ms / len(images)
-            result = self._postprocess(
-                images[index], float(probabilities[index]), heatmaps[index], prepared[index][1], timings
-            )
-            result.segmentation = segmentations[index]
-            result.head_mask = prepared[index][2]
-            return result
-
-        return parallel_map(finish, range(len(images)))
+        if segmenter is None:
+            return [None] * len(images)
+        if segmenter.config != self.config:
+            # The segmenter preprocesses otherwise: the slices are prepared again for it.
+            again = parallel_map(lambda decoded: preprocess(decoded.pixels, segmenter.config), images)
+            batch = np.stack([item.image for item in again])
+            geometries = [item.geometry for item in again]
+        return list(segmenter.segment(batch, geometries))

@@ -2,7 +2,7 @@
 
 The service's processes send each queued job as a task that names only the study's id; worker
 processes (``python -m app.worker``) take one task at a time and run the same attempt code as the
-embedded thread pool (``app.services.jobs``). The database row stays the record of a job's status
+embedded thread pool (``app.services.jobs.runner``). The database row stays the record of a job's status
 and progress: a task whose row is already running or done does nothing, so a message delivered
 twice (Redis hands an unacknowledged one out again, or the recovery sent it again) is harmless.
 

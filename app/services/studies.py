@@ -68,7 +68,7 @@ SOURCES = ("upload", "dicomweb")
 
 
 class JobAttempt(Protocol):
-    """The attempt at a study job that an analysis belongs to (``app.services.jobs.JobRun``)."""
+    """The attempt at a study job that an analysis belongs to (``app.services.jobs.attempts.JobRun``)."""
 
     study_id: str
 

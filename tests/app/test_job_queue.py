@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from app.core.config import Settings
 from app.db import Study, StudySlice
 from app.main import create_app
-from app.services.job_attempts import GIVEN_UP
+from app.services.jobs.attempts import GIVEN_UP
 from tests.app.conftest import API_KEY, DATA_DIR
 from tests.support.dicom_series import patient_jpegs, series_from_jpegs
 from tests.support.job_queue import RedisServer, WorkerProcess

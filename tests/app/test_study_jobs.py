@@ -20,8 +20,8 @@ from app.core.errors import NotFound, StorageUnavailable
 from app.db import Database, Study, StudySlice, utcnow
 from app.main import create_app
 from app.services import studies as studies_module
-from app.services.job_attempts import GIVEN_UP, LIVE_QUEUES, JobRequest, owner_is_gone
 from app.services.jobs import MAX_WAIT_SECONDS, StudyJobs
+from app.services.jobs.attempts import GIVEN_UP, LIVE_QUEUES, JobRequest, owner_is_gone
 from tests.app.conftest import API_KEY, DATA_DIR
 from tests.support.dicom_series import patient_jpegs, series_from_jpegs
 
@@ -260,9 +260,9 @@ def test_a_live_attempt_is_left_alone_and_a_job_runs_once(
     other = StudyJobs(client.app.state.studies)  # type: ignore[attr-defined]
     LIVE_QUEUES.add(other.process)
     try:
-        run = other._start(study_id)
+        run = other.runner.start(study_id)
         assert run is not None
-        assert jobs._start(study_id) is None
+        assert jobs.runner.start(study_id) is None
         assert jobs.recover() == []
         assert not owner_is_gone(run.owner)
     finally:

@@ -86,13 +86,7 @@ def to_schema(prediction: Prediction, request: Request) -> PredictionOut:
             width=prediction.image_width,
             height=prediction.image_height,
         ),
-        study=StudyFields(
-            patient_name=prediction.patient_name,
-            patient_id=prediction.patient_id,
-            study_description=prediction.study_description,
-            study_date=prediction.study_date,
-            requesting_clinician=prediction.requesting_clinician,
-        ),
+        study=StudyFields.model_validate(prediction, from_attributes=True),
         timings_ms=prediction.timings_ms or {},
         links=PredictionLinks(
             self=base,

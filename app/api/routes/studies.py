@@ -46,8 +46,8 @@ from app.schemas import (
 )
 from app.services.analysis import UploadFields
 from app.services.details import SliceSegmentationRecord, StudySegmentationRecord
-from app.services.job_attempts import DONE, FAILED
 from app.services.jobs import MAX_WAIT_SECONDS
+from app.services.jobs.attempts import DONE, FAILED
 from app.services.segmentation import colour_hex, study_slice_record
 from app.services.storage import STUDIES
 from app.services.studies import StudyService
@@ -85,16 +85,6 @@ def wait_seconds(wait: int | None, prefer: str | None) -> int:
 
 def file_type(name: str) -> str:
     return "application/pdf" if name.endswith(".pdf") else "image/png"
-
-
-def _fields(study: Study) -> StudyFields:
-    return StudyFields(
-        patient_name=study.patient_name,
-        patient_id=study.patient_id,
-        study_description=study.study_description,
-        study_date=study.study_date,
-        requesting_clinician=study.requesting_clinician,
-    )
 
 
 def _links(study: Study, request: Request) -> StudyLinks:
@@ -147,7 +137,7 @@ def _summary_fields(study: Study, request: Request) -> dict[str, Any]:
         "num_slices": study.num_slices,
         "source": study.source,
         "model": ModelRef(name=study.model_name, version=study.model_version),
-        "study": _fields(study),
+        "study": StudyFields.model_validate(study, from_attributes=True),
         "links": _links(study, request),
     }
 

@@ -122,6 +122,14 @@ def evidence_header(source: Dataset) -> Dataset:
     return header
 
 
+def sop_reference(source: Dataset) -> Dataset:
+    """An item that names ``source`` by its SOP class and instance UIDs (SOP Instance Reference)."""
+    reference = Dataset()
+    reference.ReferencedSOPClassUID = source.SOPClassUID
+    reference.ReferencedSOPInstanceUID = source.SOPInstanceUID
+    return reference
+
+
 def secondary_captures(
     record: StudyRecord, sources: Sequence[Dataset], overlays: Mapping[int, bytes]
 ) -> list[Dataset]:
@@ -188,9 +196,7 @@ def secondary_captures(
         image.SoftwareVersions = study.model_version
         source = by_uid.get(item.sop_instance_uid or "")
         if source is not None:
-            reference = Dataset()
-            reference.ReferencedSOPClassUID = source.SOPClassUID
-            reference.ReferencedSOPInstanceUID = source.SOPInstanceUID
+            reference = sop_reference(source)
             image.SourceImageSequence = [reference]
             series_reference = Dataset()
             series_reference.SeriesInstanceUID = source.SeriesInstanceUID
@@ -242,9 +248,7 @@ def encapsulated_pdf(record: StudyRecord, source: Dataset, pdf: bytes) -> Datase
     dataset.DocumentTitle = f"ICH Detect study report ({WARNING_TEXT})"
     dataset.ConceptNameCodeSequence = []
     dataset.MIMETypeOfEncapsulatedDocument = "application/pdf"
-    reference = Dataset()
-    reference.ReferencedSOPClassUID = source.SOPClassUID
-    reference.ReferencedSOPInstanceUID = source.SOPInstanceUID
+    reference = sop_reference(source)
     series_reference = Dataset()
     series_reference.SeriesInstanceUID = source.SeriesInstanceUID
     series_reference.ReferencedSOPSequence = [reference]

@@ -15,7 +15,7 @@ from app.api.routes.pages.views import outline_card, study_segmentation_view, st
 from app.api.routes.studies import file_type, to_job
 from app.api.web_auth import CsrfField, PageUser, check_csrf
 from app.schemas import StudyJobOut
-from app.services.job_attempts import DONE
+from app.services.jobs.attempts import DONE
 from app.services.storage import STUDIES
 from app.services.study_record import decision_rule
 

@@ -2,7 +2,7 @@
 
 A job's row is owned by the queue of one process while it is queued, and by one attempt of that
 queue while it runs (``owner``: ``host:pid:queue[:attempt]``); an owner whose process is gone lets
-another queue take the job up (``app.services.jobs``).
+another queue take the job up (:mod:`app.services.jobs.recovery`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from app.db import JOB_DONE, Study, utcnow
 from app.services.claims import rows_changed
 
 if TYPE_CHECKING:
-    from app.services.jobs import StudyJobs
+    from app.services.jobs.service import StudyJobs
 
 QUEUED = "queued"
 RUNNING = "running"
