@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
 
 import cv2
 import numpy as np
@@ -13,6 +12,7 @@ from reportlab.lib.units import mm
 from reportlab.platypus import Flowable, Paragraph, Spacer, TableStyle
 
 from app.core.labels import Label
+from app.db import CARD_OPERATING_POINT
 from app.services.reporting.fonts import FONT_REGULAR, markup, or_not_given
 from app.services.reporting.layout import (
     BANNER_RED,
@@ -46,29 +46,37 @@ class ReportModelInfo:
     metrics: dict[str, str]
 
 
-class ReportDetails(Protocol):
-    """What every report has: its identity, its decision and the patient and study details."""
+@dataclass(frozen=True, kw_only=True)
+class ReportDetails:
+    """What every report has: its identity, its decision, its model, and the patient and study
+    details (each shown as "not given" when None).
 
-    @property
-    def report_id(self) -> str: ...
-    @property
-    def created_at(self) -> datetime: ...
-    @property
-    def probability(self) -> float: ...
-    @property
-    def label(self) -> str: ...
-    @property
-    def threshold(self) -> float: ...
-    @property
-    def patient_name(self) -> str | None: ...
-    @property
-    def patient_id(self) -> str | None: ...
-    @property
-    def study_description(self) -> str | None: ...
-    @property
-    def study_date(self) -> str | None: ...
-    @property
-    def requesting_clinician(self) -> str | None: ...
+    Attributes:
+        report_id: UUID string of the report.
+        created_at: timezone-aware creation time; shown in UTC.
+        probability: model probability of haemorrhage, in [0, 1].
+        label: the decision (:class:`app.core.labels.Label`).
+        threshold: the decision threshold, in [0, 1].
+        model: the model that produced the finding.
+        limitations: known limitations, one sentence each.
+        source_format: what was analysed (``"png"``, ``"dicom"``, ``"DICOM series"`` ...).
+        operating_point: where the threshold came from (the model card, or a site's operating point).
+    """
+
+    report_id: str
+    created_at: datetime
+    probability: float
+    label: str
+    threshold: float
+    model: ReportModelInfo
+    limitations: list[str]
+    patient_name: str | None = None
+    patient_id: str | None = None
+    study_description: str | None = None
+    study_date: str | None = None
+    requesting_clinician: str | None = None
+    source_format: str | None = None
+    operating_point: str = CARD_OPERATING_POINT
 
 
 def validate(report: ReportDetails, allowed: list[Label], flagged_otherwise: bool = False) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC
 
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
@@ -17,7 +17,6 @@ from reportlab.platypus import Flowable, KeepTogether, Paragraph, Spacer, TableS
 
 from app.core.labels import Label
 from app.core.wording import VERDICTS, finding_sentence, percent_pair
-from app.db import CARD_OPERATING_POINT
 from app.services.reporting.fonts import markup
 from app.services.reporting.layout import (
     CONTENT_WIDTH,
@@ -41,7 +40,7 @@ from app.services.reporting.layout import (
 from app.services.reporting.outlines import SegmentationSection, outlines_section
 from app.services.reporting.sections import (
     HeatmapLegend,
-    ReportModelInfo,
+    ReportDetails,
     closing_sections,
     opening_sections,
     operating_point_line,
@@ -53,48 +52,23 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class SliceReport:
-    """Everything the report on one slice shows.
+class SliceReport(ReportDetails):
+    """Everything the report on one slice shows: :class:`ReportDetails`, and
 
     Attributes:
-        report_id: UUID string of the report.
-        created_at: timezone-aware creation time; shown in UTC.
-        probability: model probability of haemorrhage, in [0, 1].
-        label: ``"hemorrhage"``, ``"no_hemorrhage"`` or ``"out_of_scope"`` (not a head CT slice).
-        threshold: the decision threshold the slice was decided with, in [0, 1].
         original_png: PNG of the original slice (greyscale or RGB).
         overlay_png: PNG of the Grad-CAM overlay (RGB).
-        model: the model that produced the finding.
-        limitations: known limitations, one sentence each.
-        patient_name: shown as "not given" when None.
-        patient_id: shown as "not given" when None.
-        study_description: shown as "not given" when None.
-        study_date: shown as "not given" when None.
-        requesting_clinician: shown as "not given" when None.
-        source_format: format of the upload (``"png"``, ``"jpeg"``, ``"dicom"``).
         extra_findings: further notes shown under the finding.
         segmentation: the outlines by subtype, when the slice was segmented.
-        operating_point: where the threshold came from (the model card, or a site's operating point).
+
+    Its ``label`` is ``"hemorrhage"``, ``"no_hemorrhage"`` or ``"out_of_scope"`` (not a head CT
+    slice).
     """
 
-    report_id: str
-    created_at: datetime
-    probability: float
-    label: str
-    threshold: float
     original_png: bytes
     overlay_png: bytes
-    model: ReportModelInfo
-    limitations: list[str]
-    patient_name: str | None = None
-    patient_id: str | None = None
-    study_description: str | None = None
-    study_date: str | None = None
-    requesting_clinician: str | None = None
-    source_format: str | None = None
     extra_findings: list[str] = field(default_factory=list)
     segmentation: SegmentationSection | None = None
-    operating_point: str = CARD_OPERATING_POINT
 
 
 def render_slice_report(report: SliceReport) -> bytes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 import numpy as np
@@ -14,7 +14,6 @@ from reportlab.platypus import Flowable, KeepTogether, Paragraph, Spacer
 
 from app.core.labels import Label
 from app.core.wording import VERDICTS, format_percent, percent_pair, study_decision_text
-from app.db import CARD_OPERATING_POINT
 from app.services.reporting.fonts import markup
 from app.services.reporting.layout import (
     CONTENT_WIDTH,
@@ -34,7 +33,7 @@ from app.services.reporting.layout import (
 from app.services.reporting.outlines import SegmentationSection, outlines_section
 from app.services.reporting.sections import (
     HeatmapLegend,
-    ReportModelInfo,
+    ReportDetails,
     closing_sections,
     opening_sections,
     operating_point_line,
@@ -61,24 +60,19 @@ class KeySlice:
 
 
 @dataclass(frozen=True)
-class StudyReport:
-    """Everything the report on a whole study shows.
+class StudyReport(ReportDetails):
+    """Everything the report on a whole study shows: :class:`ReportDetails` (its
+    ``probability`` is the study's, the aggregation of the slices', its ``label``
+    ``"hemorrhage"`` or ``"no_hemorrhage"``, its ``threshold`` and ``operating_point`` the study
+    decision's), and
 
     Attributes:
-        report_id: UUID string of the study analysis.
-        created_at: timezone-aware creation time; shown in UTC.
-        probability: study probability of haemorrhage (the aggregation of the slices'), in [0, 1].
-        label: ``"hemorrhage"`` or ``"no_hemorrhage"``.
-        threshold: the study decision threshold, in [0, 1].
         aggregation: how slice probabilities became the study's (``"max"``, ``"top3_mean"`` ...).
         slice_probabilities: each slice's probability in anatomical order.
         slice_threshold: the model's slice threshold, drawn on the chart.
         key_slices: the most probable slices with their overlays.
-        model: the model that produced the finding.
-        limitations: known limitations, one sentence each.
         skipped_count: uploaded objects that were not analysed.
         segmentation: volumes and outlines by subtype, when the slices were segmented.
-        operating_point: where the study threshold came from (the model card, or a site's).
         decision_rule: how the study decision is made and what the rule measured on held-out
             patients, one sentence each (``app.core.wording.study_rule_sentences``).
         criteria: which criterion of a rule with the outline criterion flagged the study
@@ -87,26 +81,12 @@ class StudyReport:
             ``"hemorrhage"`` with a probability under the threshold.
     """
 
-    report_id: str
-    created_at: datetime
-    probability: float
-    label: str
-    threshold: float
     aggregation: str
     slice_probabilities: list[float]
     slice_threshold: float
     key_slices: list[KeySlice]
-    model: ReportModelInfo
-    limitations: list[str]
-    patient_name: str | None = None
-    patient_id: str | None = None
-    study_description: str | None = None
-    study_date: str | None = None
-    requesting_clinician: str | None = None
-    source_format: str | None = None
     skipped_count: int = 0
     segmentation: SegmentationSection | None = None
-    operating_point: str = CARD_OPERATING_POINT
     decision_rule: list[str] = field(default_factory=list)
     criteria: str | None = None
     flagged_by_outline: bool = False
