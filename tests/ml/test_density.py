@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from ml.channel_experiment import inflate, normals_cleared
 from ml.data.datasets import Sample, read_ct_ich
 from ml.data.density import (
     BONE_GREY_AT_ZERO_HU,
@@ -19,7 +20,7 @@ from ml.data.density import (
     preprocess_with_density,
 )
 from ml.data.preprocessing import PreprocessConfig, preprocess
-from ml.density_experiment import bone_path, inflate, normals_cleared
+from ml.density_experiment import bone_path
 from ml.models.classifier import build_classifier
 
 

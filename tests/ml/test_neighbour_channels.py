@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ml.channel_experiment import inflate
 from ml.data.datasets import Sample
-from ml.density_experiment import inflate
 from ml.models.classifier import build_classifier
 from ml.neighbour_experiment import as_single, neighbour_indices, stacked
 
