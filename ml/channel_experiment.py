@@ -1,16 +1,18 @@
-"""The harness of the input-channel experiments (:mod:`ml.density_experiment`,
-:mod:`ml.neighbour_experiment`): continue a trained one-channel classifier as a network with more
-input channels, and judge it on the validation split with and without what the new channels
-carry.
+"""The harness of the input experiments (:mod:`ml.density_experiment`,
+:mod:`ml.neighbour_experiment`, :mod:`ml.quarter_turn_experiment`): continue a trained
+one-channel classifier, with more input channels where the experiment adds some, and judge it on
+the validation split on its inputs as they are and as the experiment changes them (the extra
+channels emptied, the slice turned).
 
 The source's first convolution reads one channel of the new network (``position``); the other
 channels' weights start at zero, so before the first step the network answers exactly as the
 source (:func:`inflate`). It learns on the source's own training patients (its
-``split_manifest.json``); every epoch logs the CT-ICH and head_ct validation AUC with the extra
-channels and without them, and the checkpoint follows the CT-ICH AUC with them. The report
-gives, for the source, the best checkpoint with the channels and the same checkpoint without,
-the slice AUC per collection and the normal CT-ICH validation patients cleared at the highest
-study threshold that flags every bleeding one. The test split is not read.
+``split_manifest.json``); every epoch logs the CT-ICH and head_ct validation AUC on the inputs as
+they are and changed, and the checkpoint follows the CT-ICH AUC as they are. The report gives,
+for the source, the best checkpoint and the same checkpoint on changed inputs, the slice AUC per
+collection and the normal CT-ICH validation patients cleared at the highest study threshold that
+flags every bleeding one; and how far the change moves the best checkpoint's probability (mean
+change, decisions flipped at the source's threshold). The test split is not read.
 """
 
 from __future__ import annotations
@@ -51,23 +53,23 @@ class ChannelExperiment:
         prog: its command, e.g. ``"python -m ml.density_experiment"``.
         channels: input channels of the new network.
         position: the channel the source's first convolution reads.
-        with_name, without_name: the report's names for the network with and without what the
-            extra channels carry.
+        as_is_name, changed_name: the report's names for the inputs as they are and changed.
         arrays: uint8 ``N x S x S x channels`` inputs of the given samples (cache folder last).
-        without: float inputs as they are when the extra channels carry nothing.
+        changed: float inputs as the experiment changes them (the extra channels emptied, the
+            slice turned).
         batches: shuffled, augmented training batches from (inputs, labels, weights, batch size,
-            the share shown without the extra channels, seed).
-        share_help: what ``--without-share`` means for this experiment.
+            the share of training images changed, seed).
+        share_help: what ``--share`` means for this experiment.
         minutes: the default time budget.
     """
 
     prog: str
     channels: int
     position: int
-    with_name: str
-    without_name: str
+    as_is_name: str
+    changed_name: str
     arrays: Callable[[Sequence[Sample], PreprocessConfig, Path], np.ndarray]
-    without: Callable[[np.ndarray], np.ndarray]
+    changed: Callable[[np.ndarray], np.ndarray]
     batches: Callable[[np.ndarray, np.ndarray, np.ndarray, int, float, int], tf.data.Dataset]
     share_help: str
     minutes: float
@@ -120,7 +122,7 @@ def normals_cleared(
 
 
 class ValidationAuc(keras.callbacks.Callback):
-    """Adds ``val_ct_ich_auc`` (with the extra channels), ``val_ct_ich_auc_without`` and
+    """Adds ``val_ct_ich_auc`` (inputs as they are), ``val_ct_ich_auc_changed`` and
     ``val_head_ct_auc`` to each epoch's logs."""
 
     def __init__(
@@ -128,21 +130,21 @@ class ValidationAuc(keras.callbacks.Callback):
         images: np.ndarray,
         labels: np.ndarray,
         sources: Sequence[str],
-        without: Callable[[np.ndarray], np.ndarray],
+        changed: Callable[[np.ndarray], np.ndarray],
     ) -> None:
         super().__init__()
-        self.images, self.labels, self.sources, self.without = images, labels, list(sources), without
+        self.images, self.labels, self.sources, self.changed = images, labels, list(sources), changed
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         full = slice_aucs(predict_probabilities(self.model, self.images), self.labels, self.sources)
         bare = slice_aucs(
-            predict_probabilities(self.model, self.without(self.images)), self.labels, self.sources
+            predict_probabilities(self.model, self.changed(self.images)), self.labels, self.sources
         )
         if logs is not None:
             logs["val_ct_ich_auc"] = full["ct_ich"]
-            logs["val_ct_ich_auc_without"] = bare["ct_ich"]
+            logs["val_ct_ich_auc_changed"] = bare["ct_ich"]
             logs["val_head_ct_auc"] = full["head_ct"]
-        logger.info("epoch %d: validation AUC %s, without %s", epoch + 1, full, bare)
+        logger.info("epoch %d: validation AUC %s, changed %s", epoch + 1, full, bare)
 
 
 def main(experiment: ChannelExperiment, description: str, argv: Sequence[str] | None = None) -> int:
@@ -155,7 +157,7 @@ def main(experiment: ChannelExperiment, description: str, argv: Sequence[str] | 
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--patience", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--without-share", type=float, default=0.3, help=experiment.share_help)
+    parser.add_argument("--share", type=float, default=0.3, help=experiment.share_help)
     parser.add_argument("--time-budget-min", type=float, default=experiment.minutes)
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args(argv)
@@ -186,7 +188,7 @@ def main(experiment: ChannelExperiment, description: str, argv: Sequence[str] | 
     )
     weights = balanced_sample_weights(parts["train"], by_dataset=train_config.get("balance_sources", False))
     train_data = experiment.batches(
-        arrays["train"], labels["train"], weights, args.batch_size, args.without_share, args.seed
+        arrays["train"], labels["train"], weights, args.batch_size, args.share, args.seed
     )
     args.output.mkdir(parents=True, exist_ok=True)
     validation = arrays["validation"].astype(np.float32) / 255.0
@@ -195,7 +197,7 @@ def main(experiment: ChannelExperiment, description: str, argv: Sequence[str] | 
         epochs=args.epochs,
         verbose=2,
         callbacks=[
-            ValidationAuc(validation, labels["validation"], sources, experiment.without),
+            ValidationAuc(validation, labels["validation"], sources, experiment.changed),
             keras.callbacks.ModelCheckpoint(
                 args.output / "model.keras", monitor="val_ct_ich_auc", mode="max", save_best_only=True
             ),
@@ -207,15 +209,23 @@ def main(experiment: ChannelExperiment, description: str, argv: Sequence[str] | 
     best = keras.saving.load_model(args.output / "model.keras", compile=False)
     position = experiment.position
     report: dict[str, Any] = {"command": " ".join([experiment.prog, *(argv or [])]), "validation": {}}
+    as_is = predict_probabilities(best, validation)
+    changed = predict_probabilities(best, experiment.changed(validation))
     for name, probabilities in (
-        ("start (one channel)", predict_probabilities(source, validation[..., position : position + 1])),
-        (experiment.with_name, predict_probabilities(best, validation)),
-        (experiment.without_name, predict_probabilities(best, experiment.without(validation))),
+        ("start", predict_probabilities(source, validation[..., position : position + 1])),
+        (experiment.as_is_name, as_is),
+        (experiment.changed_name, changed),
     ):
         report["validation"][name] = {
             "slice_auc": slice_aucs(probabilities, labels["validation"], sources),
             "ct_ich_studies": normals_cleared(probabilities, parts["validation"]),
         }
+    threshold = float(card["threshold"])
+    report["validation"]["change"] = {
+        "mean_change": round(float(np.mean(np.abs(as_is - changed))), 4),
+        "flipped": round(float(np.mean((as_is >= threshold) != (changed >= threshold))), 4),
+        "threshold": threshold,
+    }
     report["minutes"] = round((time.monotonic() - started) / 60, 1)
     (args.output / "validation_report.json").write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report, indent=1))

@@ -3,7 +3,7 @@
 Continues a trained one-channel classifier (by default ich-compact 1.1.0) as a two-channel
 network, the second channel being :mod:`ml.data.density`'s map (the harness:
 :mod:`ml.channel_experiment`). CT-ICH's bone-window images are the density source; the channel
-is blank for ``head_ct`` (Hounsfield units unknown) and, with ``--without-share``, for a share of
+is blank for ``head_ct`` (Hounsfield units unknown) and, with ``--share``, for a share of
 the CT-ICH training slices, so the network also reads images without it. Geometry changes both
 channels alike; brightness, contrast, blur and noise change only the image::
 
@@ -106,10 +106,10 @@ DENSITY = ChannelExperiment(
     prog="python -m ml.density_experiment",
     channels=2,
     position=0,
-    with_name="density present",
-    without_name="density blanked",
+    as_is_name="density present",
+    changed_name="density blanked",
     arrays=two_channel_arrays,
-    without=without_density,
+    changed=without_density,
     batches=training_data,
     share_help="share of the training images shown with the density channel blank",
     minutes=40.0,

@@ -5,7 +5,7 @@ network reading ``[slice above, slice, slice below]``, the source's weights on t
 (the harness: :mod:`ml.channel_experiment`). CT-ICH slices get
 their series neighbours (a slice at either end of its series repeats itself); a single image
 (``head_ct``) repeats itself in all three channels, as a single uploaded slice would. With
-``--without-share`` a share of the CT-ICH training slices is shown as single images too, and the
+``--share`` a share of the CT-ICH training slices is shown as single images too, and the
 neighbours swap places at random, so the network depends on neither the series nor its
 direction. Each slice is preprocessed on its own, as the service preprocesses every slice of a
 series::
@@ -97,10 +97,10 @@ NEIGHBOURS = ChannelExperiment(
     prog="python -m ml.neighbour_experiment",
     channels=3,
     position=1,
-    with_name="with neighbours",
-    without_name="single images",
+    as_is_name="with neighbours",
+    changed_name="single images",
     arrays=neighbour_arrays,
-    without=as_single,
+    changed=as_single,
     batches=training_data,
     share_help="share of the training slices shown as single images",
     minutes=30.0,

@@ -1,5 +1,5 @@
-"""Neighbouring slices as input channels: the series order, single images, and a network that
-gains the channels without changing its answer."""
+"""The input experiments: neighbouring slices as channels (the series order, single images, a
+network gaining the channels without changing its answer) and quarter turns."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import numpy as np
 
 from ml.channel_experiment import inflate
 from ml.data.datasets import Sample
+from ml.evaluation.robustness import rotate_quarter_turn
 from ml.models.classifier import build_classifier
 from ml.neighbour_experiment import as_single, neighbour_indices, stacked
+from ml.quarter_turn_experiment import training_data, turned
 
 
 def _slice(patient: str, number: int, dataset: str = "ct_ich") -> Sample:
@@ -53,3 +55,33 @@ def test_a_classifier_gains_neighbour_channels_without_changing_its_answer() -> 
     np.testing.assert_allclose(
         twin.predict(images, verbose=0), source.predict(images[..., 1:2], verbose=0), atol=1e-5
     )
+
+
+def test_turned_slices_are_the_robustness_tests_quarter_turn() -> None:
+    images = np.random.default_rng(2).random((3, 8, 8, 1)).astype(np.float32)
+    for image, turned_image in zip(images, turned(images), strict=True):
+        np.testing.assert_array_equal(turned_image, rotate_quarter_turn(image))
+
+
+def test_quarter_turn_batches_turn_the_share_asked_for() -> None:
+    # A horizontal bar: flips, small rotations, shifts and zooms keep it horizontal; only a
+    # quarter turn (one or three) stands it upright.
+    image = np.zeros((1, 48, 48, 1), np.uint8)
+    image[0, 22:26, 8:40, 0] = 255
+    images = np.repeat(image, 96, axis=0)
+    labels, weights = np.zeros(96), np.ones(96)
+
+    def upright_share(share: float) -> float:
+        upright = []
+        for batch, batch_labels, batch_weights in training_data(images, labels, weights, 32, share, seed=3):
+            assert batch.shape == (32, 48, 48, 1)
+            assert batch_labels.shape == batch_weights.shape == (32,)
+            for item in batch.numpy()[..., 0]:
+                # The bar is the brightest part of the image, whatever contrast it was given.
+                rows, cols = np.nonzero(item > 0.5 * (item.max() + item.min()))
+                upright.append(rows.var() > cols.var())
+        return float(np.mean(upright))
+
+    assert upright_share(0.0) == 0.0
+    # Turns of one, two or three quarters in equal shares: two in three stand the bar upright.
+    assert 0.45 < upright_share(1.0) < 0.85
