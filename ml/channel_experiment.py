@@ -6,7 +6,8 @@ channels emptied, the slice turned).
 
 The source's first convolution reads one channel of the new network (``position``); the other
 channels' weights start at zero, so before the first step the network answers exactly as the
-source (:func:`inflate`). It learns on the source's own training patients (its
+source (:func:`inflate`); with ``--from-scratch`` the network starts from new weights and only
+the source's patients, preprocessing and threshold are used. It learns on the source's own training patients (its
 ``split_manifest.json``); every epoch logs the CT-ICH and head_ct validation AUC on the inputs as
 they are and changed, and the checkpoint follows the CT-ICH AUC as they are. The report gives,
 for the source, the best checkpoint and the same checkpoint on changed inputs, the slice AUC per
@@ -150,7 +151,15 @@ class ValidationAuc(keras.callbacks.Callback):
 def main(experiment: ChannelExperiment, description: str, argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=experiment.prog, description=description)
     parser.add_argument("--output", type=Path, required=True)
-    parser.add_argument("--init-from", type=Path, default=DEFAULT_INIT, help="a classifier bundle")
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        default=DEFAULT_INIT,
+        help="a classifier bundle: its split, preprocessing and threshold, and its weights unless --from-scratch",
+    )
+    parser.add_argument(
+        "--from-scratch", action="store_true", help="start from new weights instead of the bundle's"
+    )
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--cache-dir", type=Path, default=Path(".cache"))
     parser.add_argument("--learning-rate", type=float, default=2e-4)
@@ -181,7 +190,8 @@ def main(experiment: ChannelExperiment, description: str, argv: Sequence[str] | 
     model = build_classifier(
         (size, size, experiment.channels), "compact", train_config["width"], train_config["dropout"]
     )
-    inflate(source, model, experiment.position)
+    if not args.from_scratch:
+        inflate(source, model, experiment.position)
     model.compile(
         optimizer=keras.optimizers.AdamW(args.learning_rate, weight_decay=1e-4),
         loss=keras.losses.BinaryCrossentropy(),
