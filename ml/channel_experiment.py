@@ -35,8 +35,8 @@ from ml.callbacks import TimeBudget
 from ml.data.datasets import Sample, default_data_dir, read_datasets
 from ml.data.preprocessing import PreprocessConfig
 from ml.data.splits import load_manifest, select
-from ml.evaluation.metrics import binary_metrics
-from ml.evaluation.study import aggregate
+from ml.evaluation.metrics import binary_metrics, choose_threshold
+from ml.evaluation.study import compare_aggregations
 from ml.model_io import predict_probabilities
 from ml.models.classifier import build_classifier
 from ml.training.data import balanced_sample_weights
@@ -106,18 +106,16 @@ def normals_cleared(
 ) -> dict[str, Any]:
     """CT-ICH patients: at the highest study threshold that flags every bleeding patient, how
     many normal patients are cleared."""
-    by_patient: dict[str, list[int]] = {}
-    for index, sample in enumerate(samples):
-        if sample.dataset == "ct_ich":
-            by_patient.setdefault(sample.group, []).append(index)
-    scores = {patient: aggregate(probabilities[rows], aggregation) for patient, rows in by_patient.items()}
-    bleeding = {p for p, rows in by_patient.items() if any(samples[i].label for i in rows)}
-    threshold = min(scores[p] for p in bleeding)
-    normal = [p for p in scores if p not in bleeding]
+    rows = [index for index, sample in enumerate(samples) if sample.dataset == "ct_ich"]
+    patients = compare_aggregations(
+        [samples[i].label for i in rows], probabilities[rows], [samples[i].group for i in rows]
+    )[aggregation]
+    labels, scores = patients["labels"], patients["probabilities"]
+    threshold = choose_threshold(labels, scores, 1.0)
     return {
-        "bleeding_patients": len(bleeding),
-        "normal_patients": len(normal),
-        "normal_cleared": sum(scores[p] < threshold for p in normal),
+        "bleeding_patients": int(np.sum(labels == 1)),
+        "normal_patients": int(np.sum(labels == 0)),
+        "normal_cleared": int(np.sum(scores[labels == 0] < threshold)),
         "threshold": round(float(threshold), 4),
     }
 
