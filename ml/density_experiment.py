@@ -12,8 +12,6 @@ channels alike; brightness, contrast, blur and noise change only the image::
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from ml.data.augmentation import AugmentationConfig, Augmenter
 from ml.data.datasets import Sample, load_image
 from ml.data.density import density_from_hounsfield, hounsfield_from_bone_window, preprocess_with_density
 from ml.data.preprocessing import PreprocessConfig
+from ml.training.data import cache_key
 
 
 def bone_path(sample: Sample) -> Path | None:
@@ -49,11 +48,7 @@ def sample_density(sample: Sample) -> np.ndarray | None:
 
 def two_channel_arrays(samples: Sequence[Sample], config: PreprocessConfig, cache_dir: Path) -> np.ndarray:
     """uint8 ``N x S x S x 2``: the preprocessed image and its density (cached on disk)."""
-    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
-    digest.update(b"density-1")
-    for sample in samples:
-        digest.update(str(sample.path).encode())
-    cache_path = cache_dir / f"density-{digest.hexdigest()[:16]}.npy"
+    cache_path = cache_dir / f"density-{cache_key(samples, config)}.npy"
     if cache_path.is_file():
         return np.load(cache_path)
     size = config.image_size

@@ -46,7 +46,8 @@ def read_split(config: TrainConfig, data_dir: Path, output_dir: Path) -> Split:
 CACHE_READER = "decode_image"
 
 
-def _cache_key(samples: Sequence[Sample], config: PreprocessConfig) -> str:
+def cache_key(samples: Sequence[Sample], config: PreprocessConfig) -> str:
+    """Names the arrays made from these samples with this preprocessing and reader (cache files)."""
     digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
     digest.update(CACHE_READER.encode())
     for sample in samples:
@@ -60,7 +61,7 @@ def preprocess_samples(
     """Preprocess every sample once; returns uint8 ``N x S x S x 1`` (cached on disk)."""
     cache_path = None
     if cache_dir is not None:
-        cache_path = Path(cache_dir) / f"preprocessed-{_cache_key(samples, config)}.npy"
+        cache_path = Path(cache_dir) / f"preprocessed-{cache_key(samples, config)}.npy"
         if cache_path.is_file():
             return np.load(cache_path)
     size = config.image_size
