@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
@@ -184,6 +185,25 @@ def client(settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(settings)) as test_client:
         test_client.headers["Authorization"] = f"Bearer {API_KEY}"
         yield test_client
+
+
+OpenApp = Callable[[Path, str], AbstractContextManager[TestClient]]
+
+
+@pytest.fixture
+def open_app(tmp_path: Path) -> OpenApp:
+    """``open_app(store, default_model)``: a running app on that model store with sign-in off, as
+    a person at the web pages meets it (a context manager giving its client)."""
+
+    @contextmanager
+    def running(store: Path, default_model: str) -> Iterator[TestClient]:
+        settings = Settings(
+            data_dir=tmp_path / "data", model_store=store, default_model=default_model, auth_enabled=False
+        )
+        with TestClient(create_app(settings)) as test_client:
+            yield test_client
+
+    return running
 
 
 @pytest.fixture(scope="session")

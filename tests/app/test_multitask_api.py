@@ -23,7 +23,7 @@ from pypdf import PdfReader
 from app.core.config import Settings
 from app.main import create_app
 from ml.data.segmentation import SUBTYPE_COLOURS, SUBTYPES
-from tests.app.conftest import API_KEY, DATA_DIR, tiny_multitask_card
+from tests.app.conftest import API_KEY, DATA_DIR, OpenApp, tiny_multitask_card
 from tests.support.dicom_series import patient_jpegs, series_from_jpegs
 
 MULTITASK = {"name": "ich-multitask", "version": "0.0.1"}
@@ -193,15 +193,9 @@ def test_models_listing_readiness_and_card(multitask_client: TestClient) -> None
 
 
 def test_the_model_page_shows_the_multitask_card_and_its_outlines(
-    multitask_model_store: Path, tmp_path: Path
+    multitask_model_store: Path, open_app: OpenApp
 ) -> None:
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        model_store=multitask_model_store,
-        default_model="ich-multitask",
-        auth_enabled=False,
-    )
-    with TestClient(create_app(settings)) as client:
+    with open_app(multitask_model_store, "ich-multitask") as client:
         page = client.get("/model")
     assert page.status_code == 200
     html = page.text
@@ -347,14 +341,8 @@ def test_the_outline_criterion_flags_a_study_the_probability_does_not(
     assert body["label"] == "no_hemorrhage"
 
 
-def test_the_model_page_states_the_outline_criterion(outline_rule_store: Path, tmp_path: Path) -> None:
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        model_store=outline_rule_store,
-        default_model="ich-multitask",
-        auth_enabled=False,
-    )
-    with TestClient(create_app(settings)) as client:
+def test_the_model_page_states_the_outline_criterion(outline_rule_store: Path, open_app: OpenApp) -> None:
+    with open_app(outline_rule_store, "ich-multitask") as client:
         html = client.get("/model").text
     assert "data-outline-criterion" in html
     assert "reaches 12,288 pixels of its 64 x 64 grid of the head" in html

@@ -23,7 +23,7 @@ from app.core.config import Settings
 from app.main import create_app
 from app.services.segmentation import POINTING_GAME_POOR, OutlineCard, help_sentences, slice_spacing_mm
 from ml.data.segmentation import SUBTYPE_COLOURS, SUBTYPES
-from tests.app.conftest import API_KEY, DATA_DIR, tiny_seg_card
+from tests.app.conftest import API_KEY, DATA_DIR, OpenApp, tiny_seg_card
 from tests.support.dicom_series import ct_slice, patient_jpegs, series_from_jpegs
 
 SPACING_MM = 0.45
@@ -324,14 +324,8 @@ def test_without_a_segmentation_model_studies_have_none(
 
 
 @pytest.fixture
-def open_pages(tmp_path: Path, seg_model_store: Path) -> Iterator[TestClient]:
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        model_store=seg_model_store,
-        default_model="ich-compact",
-        auth_enabled=False,
-    )
-    with TestClient(create_app(settings)) as client:
+def open_pages(seg_model_store: Path, open_app: OpenApp) -> Iterator[TestClient]:
+    with open_app(seg_model_store, "ich-compact") as client:
         yield client
 
 

@@ -22,7 +22,7 @@ from app.main import create_app
 from app.services import studies as studies_module
 from app.services.jobs import MAX_WAIT_SECONDS, StudyJobs
 from app.services.jobs.attempts import GIVEN_UP, LIVE_QUEUES, JobRequest, owner_is_gone
-from tests.app.conftest import API_KEY, DATA_DIR
+from tests.app.conftest import API_KEY, DATA_DIR, OpenApp
 from tests.support.dicom_series import patient_jpegs, series_from_jpegs
 
 NUM_SLICES = 6
@@ -315,12 +315,9 @@ def test_job_metrics(
 
 
 def test_pages_follow_the_job_and_say_why_it_failed(
-    tmp_path: Path, model_store: Path, series: list[tuple[str, bytes]], monkeypatch: pytest.MonkeyPatch
+    open_app: OpenApp, model_store: Path, series: list[tuple[str, bytes]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = Settings(
-        data_dir=tmp_path / "data", model_store=model_store, default_model="ich-compact", auth_enabled=False
-    )
-    with TestClient(create_app(settings)) as client:
+    with open_app(model_store, "ich-compact") as client:
         gate = Gate(client, monkeypatch)
         study_id = client.post("/api/v1/studies", files=files_of(series)).json()["id"]
         assert gate.reached.wait(60)
