@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
         "python -m ml.evaluate_gradcam_layers", __doc__.splitlines()[0] if __doc__ else "", argv
     )
     report = {
-        f"{layer} {weighting}": pointing_game(model, parts, 0.5, layer, weighting)
+        f"{layer} {weighting}": pointing_game(model, parts, layer, weighting)
         for weighting in WEIGHTINGS
         for layer in CANDIDATE_LAYERS
     }

@@ -266,19 +266,16 @@ def held_out_metrics(
     studies = study_metrics(
         _series(test, outputs, (blood_threshold, min_px)), aggregation, study_threshold, study_outline_px
     )
-    pointing = pointing_game(predictor.model, test, threshold)
+    pointing = pointing_game(predictor.model, test)
     return {"slices": slices, "studies": studies, "outlines": outlines, "pointing_game": pointing}
 
 
 def pointing_game(
-    model: keras.Model,
-    parts: dict[str, Part],
-    threshold: float,
-    layer: str = GRADCAM_LAYER,
-    weighting: str = "channel_mean",
+    model: keras.Model, parts: dict[str, Part], layer: str = GRADCAM_LAYER, weighting: str = "channel_mean"
 ) -> dict[str, Any]:
     """Does the Grad-CAM heat map of the slice probability (on ``layer``) peak inside the labelled
-    bleed: the blood masks of bhsd_seg, and the haematoma boxes of phe_sich?"""
+    bleed: the blood masks of bhsd_seg, and the haematoma boxes of phe_sich? The haemorrhage class
+    is explained whatever the decision, so no threshold enters."""
     gradcam = GradCam(model, layer, weighting=weighting)
     truths = {
         "bhsd_seg": parts["bhsd_seg"].masks > 0,
@@ -291,7 +288,7 @@ def pointing_game(
         for start in range(0, len(chosen), 32):
             batch = chosen[start : start + 32]
             images = parts[name].images[batch, :, :, np.newaxis].astype(np.float32) / 255.0
-            _, heatmaps = gradcam(images, threshold, positive=True)
+            _, heatmaps = gradcam(images, positive=True)
             size = images.shape[1]
             for heatmap, index in zip(heatmaps, batch, strict=True):
                 grid = cv2.resize(heatmap.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
