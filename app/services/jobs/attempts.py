@@ -11,17 +11,14 @@ import os
 import secrets
 import socket
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from app.db import JOB_DONE, Study, utcnow
+from app.db import JOB_DONE, Database, Study, utcnow
 from app.services.claims import rows_changed
-
-if TYPE_CHECKING:
-    from app.services.jobs.service import StudyJobs
 
 QUEUED = "queued"
 RUNNING = "running"
@@ -69,7 +66,7 @@ class JobRequest(BaseModel):
 class JobRun:
     """One attempt at a job by this process, holding its row while it runs."""
 
-    jobs: StudyJobs
+    database: Database
     study_id: str
     owner: str
     # A study of the PACS is not done when it is stored, but once its results are stored back.
@@ -81,7 +78,7 @@ class JobRun:
 
     def progress(self, done: int, total: int) -> None:
         """Record the slices done (and show this process is alive); ``JobLost`` when no longer held."""
-        with self.jobs.database.session() as session:
+        with self.database.session() as session:
             changed = rows_changed(
                 session,
                 update(Study)
@@ -103,7 +100,7 @@ class JobRun:
 
     def complete(self) -> None:
         """Mark a study of the PACS done once its results are stored back."""
-        with self.jobs.database.session() as session:
+        with self.database.session() as session:
             changed = rows_changed(
                 session,
                 update(Study).where(*self.held()).values(status=DONE, owner=None),  # type: ignore[arg-type]

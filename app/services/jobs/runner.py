@@ -69,7 +69,7 @@ class AttemptRunner:
                 .where(Study.id == study_id, Study.status == QUEUED)
                 .values(status=RUNNING, owner=owner, attempts=Study.attempts + 1, heartbeat_at=utcnow()),
             )
-        return JobRun(self.jobs, study_id, owner) if changed == 1 else None
+        return JobRun(self.jobs.database, study_id, owner) if changed == 1 else None
 
     def _attempt(
         self, run: JobRun, series: StudySeries | None, claim: tuple[Claim, int] | None
